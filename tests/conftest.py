@@ -1,0 +1,20 @@
+"""Test-wide settings: no network, deterministic torch, small shared models."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a pretrained tag must fail fast, never retry a download
+os.environ.setdefault("VLPROMPT_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "vlprompt"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """A random-init 2-layer CLIP (32 px) shared by the tests that do not modify it."""
+    from vlprompt.backbones import build_clip
+
+    torch.manual_seed(0)
+    return build_clip("test-tiny")

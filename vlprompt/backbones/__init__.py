@@ -1,0 +1,88 @@
+"""The CLIP backbone registry: build a frozen, promptable CLIP by name.
+
+>>> from vlprompt.backbones import build_clip
+>>> clip = build_clip("ViT-B-16", pretrained="openai")           # open_clip tag (needs network once)
+>>> clip = build_clip("ViT-B-16", pretrained="~/ViT-B-16.pt")     # OpenAI TorchScript file
+>>> clip = build_clip("toy", pretrained="toy")                    # ships with vlprompt
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import open_clip
+import torch
+
+from .archs import ClipArch, get_arch, list_clips, register_clip
+from .checkpoint import CheckpointError, check_state_dict, read_weights, save_safetensors
+from .pretrained import PreprocessCfg, PretrainedUnavailable, WeightsInfo, resolve_pretrained
+from .promptable import PromptableCLIP
+from .prompts import ImagePrompts, TextPrompts, TokenInsertion
+from .tokenizer import ContextOverflowError, PromptTokenizer
+
+__all__ = [
+    "CheckpointError",
+    "ClipArch",
+    "ContextOverflowError",
+    "ImagePrompts",
+    "PreprocessCfg",
+    "PretrainedUnavailable",
+    "PromptTokenizer",
+    "PromptableCLIP",
+    "TextPrompts",
+    "TokenInsertion",
+    "WeightsInfo",
+    "build_clip",
+    "build_open_clip_model",
+    "get_arch",
+    "list_clips",
+    "read_weights",
+    "register_clip",
+    "save_safetensors",
+]
+
+
+def build_open_clip_model(name: str, quick_gelu: bool = False) -> open_clip.CLIP:
+    """The plain open_clip ``CLIP`` module of an architecture, randomly initialised."""
+    arch = get_arch(name)
+    # open_clip logs its random-init warning only from create_model; the class itself is quiet.
+    return open_clip.CLIP(**arch.model_config(), quick_gelu=quick_gelu)
+
+
+def build_clip(
+    name: str,
+    pretrained: str | os.PathLike | None = None,
+    *,
+    quick_gelu: bool | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    cache_dir: str | None = None,
+) -> PromptableCLIP:
+    """Build a frozen, promptable CLIP.
+
+    Args:
+        name: an architecture from :func:`list_clips` (``ViT-B-16``, ``RN50``, ``toy``...).
+        pretrained: ``None`` for random weights; a packaged tag (``"toy"``); an open_clip tag
+            (``"openai"``, ``"laion2b_s34b_b88k"``...), fetched into open_clip's cache; or a path
+            to an OpenAI TorchScript archive, a state dict, an open_clip checkpoint or a
+            ``.safetensors`` file. Files are read without executing anything in them.
+        quick_gelu: force the activation; by default it follows the weights (OpenAI's CLIPs
+            were trained with QuickGELU, open_clip's LAION weights with GELU).
+        device: where the model lives.
+        dtype: weight precision (``torch.float32``; ``bfloat16``/``float16`` for inference).
+        cache_dir: download cache for open_clip tags.
+    """
+    arch = get_arch(name)
+    loaded, info = resolve_pretrained(arch, pretrained, quick_gelu=quick_gelu, cache_dir=cache_dir)
+    model = build_open_clip_model(name, quick_gelu=info.quick_gelu)
+    if loaded is not None:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.state_dict.items()}
+        check_state_dict(model, state, pretrained, name)
+        model.load_state_dict(state, strict=True)
+        logging.getLogger("vlprompt").info(
+            "loaded %s weights for %s from %s (quick_gelu=%s)", loaded.source_format, name, pretrained,
+            info.quick_gelu,
+        )
+    model = model.to(device=device, dtype=dtype)
+    return PromptableCLIP(model, info)

@@ -1,0 +1,300 @@
+"""A frozen CLIP whose two towers run token by token, so learners can put prompts in them.
+
+With no prompts, :meth:`PromptableCLIP.encode_text` and :meth:`PromptableCLIP.encode_image` give
+what open_clip's ``CLIP.encode_text`` / ``encode_image`` give. The text tower stops at the last
+end-of-text token of the batch: under the causal mask no position attends to later ones, so the
+tokens after it cannot change the pooled feature, and cutting them is exact (and much faster,
+since class prompts are short).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .pretrained import WeightsInfo
+from .prompts import ImagePrompts, TextPrompts, TokenInsertion
+from .tokenizer import PromptTokenizer
+
+
+def _as_groups(tokens: torch.Tensor, rows: int, what: str) -> torch.Tensor:
+    """View prompt tokens as ``(G, R|1, n, D)``."""
+    if tokens.dim() == 2:
+        return tokens[None, None]
+    if tokens.dim() == 3:
+        if tokens.shape[0] not in (1, rows):
+            raise ValueError(f"{what}: {tokens.shape[0]} token sets for {rows} rows")
+        return tokens[None]
+    if tokens.dim() == 4:
+        if tokens.shape[1] not in (1, rows):
+            raise ValueError(f"{what}: {tokens.shape[1]} token sets per group for {rows} rows")
+        return tokens
+    raise ValueError(f"{what}: expected 2-4 dims (n, D) .. (G, R, n, D), got shape {tuple(tokens.shape)}")
+
+
+class PromptableCLIP(nn.Module):
+    """A frozen open_clip CLIP with a prompt interface on both towers.
+
+    Build it with :func:`vlprompt.backbones.build_clip`. Its weights never receive gradients and
+    it stays in eval mode; gradients flow through it to whatever prompt tensors require them.
+    """
+
+    def __init__(self, model: open_clip.CLIP, info: WeightsInfo) -> None:
+        super().__init__()
+        if not isinstance(model, open_clip.CLIP):
+            raise TypeError(f"expected an open_clip CLIP with the text tower on the model, got {type(model)}")
+        if model.text_pool_type != "argmax":
+            raise ValueError(f"text pooling {model.text_pool_type!r} is not supported (CLIP uses 'argmax')")
+        if not model.transformer.batch_first:
+            raise ValueError("the text transformer must be batch-first (open_clip >= 2.24)")
+        self.model = model.eval()
+        self.model.requires_grad_(False)
+        self.info = info
+        self.tokenizer = PromptTokenizer(model.context_length)
+        self._preprocess = None
+
+    # ------------------------------------------------------------------ description
+    @property
+    def arch(self) -> str:
+        return self.info.arch
+
+    @property
+    def is_vit(self) -> bool:
+        """Whether the image tower is a ViT (image prompts need one)."""
+        return isinstance(self.model.visual, open_clip.transformer.VisionTransformer)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.text_projection.shape[1]
+
+    @property
+    def text_width(self) -> int:
+        return self.model.transformer.width
+
+    @property
+    def vision_width(self) -> int | None:
+        return self.model.visual.conv1.out_channels if self.is_vit else None
+
+    @property
+    def text_layers(self) -> int:
+        return len(self.model.transformer.resblocks)
+
+    @property
+    def vision_layers(self) -> int | None:
+        return len(self.model.visual.transformer.resblocks) if self.is_vit else None
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def image_size(self) -> int:
+        return self.info.preprocess.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.token_embedding.weight.device
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """The learned temperature, already exponentiated (about 100 for OpenAI's CLIPs)."""
+        return self.model.logit_scale.exp()
+
+    def train(self, mode: bool = True) -> PromptableCLIP:
+        """The backbone is frozen: it stays in eval mode (BatchNorm statistics included)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def preprocess(self):
+        """The test-time transform the weights were trained with (PIL image to tensor)."""
+        if self._preprocess is None:
+            pre = self.info.preprocess
+            self._preprocess = open_clip.image_transform(
+                pre.image_size, is_train=False, mean=pre.mean, std=pre.std,
+                resize_mode=pre.resize_mode, interpolation=pre.interpolation,
+            )
+        return self._preprocess
+
+    def prepare_images(self, images: torch.Tensor | Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+        """A batch tensor on the backbone's device from a tensor, a PIL image or a list of them."""
+        if isinstance(images, Image.Image):
+            images = [images]
+        if not isinstance(images, torch.Tensor):
+            images = torch.stack([self.preprocess(im.convert("RGB")) for im in images])
+        if images.dim() == 3:
+            images = images[None]
+        return images.to(self.device)
+
+    def tokenize(self, texts: Sequence[str] | str, reserve: int = 0) -> torch.Tensor:
+        """Token ids (cached per text list); ``reserve`` keeps context slots for prompt tokens."""
+        return self.tokenizer(texts, reserve=reserve)
+
+    def embed_tokens(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (used to initialise context vectors from words)."""
+        return self.model.token_embedding(token_ids.to(self.device))
+
+    # ------------------------------------------------------------------ text tower
+    def encode_text(
+        self, token_ids: torch.Tensor, prompts: TextPrompts | None = None, normalize: bool = False
+    ) -> torch.Tensor:
+        """Text features ``(R, E)``, or ``(G, R, E)`` when prompts come per group (image).
+
+        Args:
+            token_ids: ``(R, context)`` ids from :meth:`tokenize`.
+            prompts: shallow insertions and deep prompts; ``None`` gives open_clip's features.
+            normalize: L2-normalise the features.
+        """
+        m = self.model
+        ids = token_ids.to(self.device)
+        rows = ids.shape[0]
+        eot = ids.argmax(dim=-1)
+        ids = ids[:, : int(eot.max()) + 1]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(ids).to(cast)
+        groups = None
+        if prompts is not None and prompts.insert:
+            x, eot, groups = self._insert_tokens(x, eot, prompts.insert, cast)
+        length = x.shape[1]
+        if length > self.context_length:
+            raise ValueError(
+                f"prompted text is {length} tokens long, more than the {self.context_length}-token context"
+            )
+        x = x + m.positional_embedding[:length].to(cast)
+        mask = m.attn_mask[:length, :length].to(cast)
+        deep = prompts.deep if prompts is not None else {}
+        if deep:
+            self._check_layers(deep, self.text_layers, "text")
+            n_max = max(t.shape[-2] for t in deep.values())
+            if prompts.deep_start < 1 or prompts.deep_start + n_max > int(eot.min()):
+                raise ValueError(
+                    f"deep text prompts at [{prompts.deep_start}, {prompts.deep_start + n_max}) would "
+                    f"overwrite the start or end-of-text token (shortest prompt ends at {int(eot.min())})"
+                )
+        for i, block in enumerate(m.transformer.resblocks):
+            if i in deep:
+                tokens = _as_groups(deep[i].to(cast), rows, f"deep text prompt {i}")
+                g = x.shape[0] // rows
+                tokens = tokens.expand(g, rows, -1, -1).reshape(g * rows, *tokens.shape[-2:])
+                s = prompts.deep_start
+                x = torch.cat([x[:, :s], tokens, x[:, s + tokens.shape[1] :]], dim=1)
+            x = block(x, attn_mask=mask)
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
+        if groups is not None:
+            x = x.reshape(groups, rows, -1)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    @staticmethod
+    def _insert_tokens(
+        x: torch.Tensor, eot: torch.Tensor, inserts: Sequence[TokenInsertion], cast: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, int | None]:
+        """Insert token sets into ``(R, L, D)`` embeddings at per-row positions.
+
+        Returns the ``(G*R, L', D)`` sequence, the new end-of-text indices and the number of
+        groups (``None`` when no insertion came with a group dimension).
+        """
+        rows, length, width = x.shape
+        device = x.device
+        token_sets = [_as_groups(ins.tokens.to(cast), rows, f"insertion {k}") for k, ins in enumerate(inserts)]
+        groups = max(t.shape[0] for t in token_sets)
+        for k, t in enumerate(token_sets):
+            if t.shape[0] not in (1, groups):
+                raise ValueError(f"insertion {k} has {t.shape[0]} groups, others have {groups}")
+            if t.shape[-1] != width:
+                raise ValueError(f"insertion {k} has width {t.shape[-1]}, the text tower has {width}")
+        positions = [
+            torch.as_tensor(ins.position, device=device).long().expand(rows) for ins in inserts
+        ]
+        for k, pos in enumerate(positions):
+            if bool((pos < 0).any()) or bool((pos > eot).any()):
+                raise ValueError(f"insertion {k}: positions must lie in [0, end-of-text index]")
+        counts = [t.shape[2] for t in token_sets]
+        # Destination index of every source token: originals shift right past earlier insertions;
+        # an insertion lands at its position, after insertions at smaller (or equal, earlier) ones.
+        t_idx = torch.arange(length, device=device).expand(rows, length)
+        dest = [t_idx + sum(n * (pos[:, None] <= t_idx) for n, pos in zip(counts, positions, strict=True))]
+        for k, (n, pos) in enumerate(zip(counts, positions, strict=True)):
+            before = sum(
+                counts[j] * ((positions[j] < pos) | ((positions[j] == pos) & (j < k))) for j in range(len(counts))
+            )
+            dest.append((pos + before)[:, None] + torch.arange(n, device=device))
+        order = torch.cat(dest, dim=1).argsort(dim=1)
+        src = torch.cat(
+            [x[None].expand(groups, -1, -1, -1)] + [t.expand(groups, rows, -1, -1) for t in token_sets], dim=2
+        )
+        out = src.gather(2, order[None, :, :, None].expand(groups, -1, -1, width))
+        new_eot = eot + sum(n * (pos <= eot) for n, pos in zip(counts, positions, strict=True))
+        grouped = any(ins.tokens.dim() == 4 for ins in inserts)
+        out = out.reshape(groups * rows, -1, width)
+        return out, new_eot.repeat(groups), (groups if grouped else None)
+
+    # ------------------------------------------------------------------ image tower
+    def encode_image(
+        self, images: torch.Tensor, prompts: ImagePrompts | None = None, normalize: bool = False
+    ) -> torch.Tensor:
+        """Image features ``(B, E)``; prompts need a ViT image tower."""
+        visual = self.model.visual
+        images = images.to(self.device)
+        if not self.is_vit:
+            if prompts is not None:
+                raise ValueError(
+                    f"image prompts need a ViT image tower; {self.arch} has a {type(visual).__name__} "
+                    "(use text-side prompts only)"
+                )
+            x = visual(images.to(visual.conv1.weight.dtype))
+            return F.normalize(x, dim=-1) if normalize else x
+        if visual.attn_pool is not None or not visual.transformer.batch_first:
+            raise ValueError(f"{self.arch}: only plain CLIP ViT towers are supported")
+        dtype = visual.conv1.weight.dtype
+        x = visual.conv1(images.to(dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        x = visual.patch_dropout(x)
+        n_prompt = 0
+        batch = x.shape[0]
+        if prompts is not None and prompts.tokens is not None:
+            tokens = self._batch_tokens(prompts.tokens, batch, "image prompt", x.dtype)
+            n_prompt = tokens.shape[1]
+            x = torch.cat([x, tokens], dim=1)
+        x = visual.ln_pre(x)
+        deep = prompts.deep if prompts is not None else {}
+        if deep:
+            self._check_layers(deep, self.vision_layers, "image")
+        for i, block in enumerate(visual.transformer.resblocks):
+            if i in deep:
+                tokens = self._batch_tokens(deep[i], batch, f"deep image prompt {i}", x.dtype)
+                if tokens.shape[1] != n_prompt:
+                    raise ValueError(
+                        f"deep image prompt {i} has {tokens.shape[1]} tokens but {n_prompt} prompt tokens "
+                        "were appended to the input (deep prompts replace them)"
+                    )
+                x = torch.cat([x[:, : x.shape[1] - n_prompt], tokens], dim=1)
+            x = block(x)
+        pooled, _ = visual._pool(x)
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return F.normalize(pooled, dim=-1) if normalize else pooled
+
+    @staticmethod
+    def _batch_tokens(tokens: torch.Tensor, batch: int, what: str, dtype: torch.dtype) -> torch.Tensor:
+        if tokens.dim() == 2:
+            return tokens.to(dtype)[None].expand(batch, -1, -1)
+        if tokens.dim() == 3 and tokens.shape[0] in (1, batch):
+            return tokens.to(dtype).expand(batch, -1, -1)
+        raise ValueError(f"{what}: expected (n, D) or ({batch}, n, D), got {tuple(tokens.shape)}")
+
+    @staticmethod
+    def _check_layers(deep, layers: int | None, tower: str) -> None:
+        bad = [i for i in deep if not 0 <= i < (layers or 0)]
+        if bad:
+            raise ValueError(f"deep {tower} prompts for layers {bad}: the {tower} tower has {layers} layers")

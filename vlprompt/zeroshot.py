@@ -1,0 +1,128 @@
+"""Zero-shot classification with a CLIP backbone and hand-written prompt templates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from .backbones import ContextOverflowError, PromptableCLIP, build_clip, get_arch
+
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+ImageInput = torch.Tensor | Image.Image | Sequence[Image.Image]
+
+
+@torch.no_grad()
+def class_text_features(
+    backbone: PromptableCLIP,
+    class_names: Sequence[str],
+    templates: str | Sequence[str] = DEFAULT_TEMPLATE,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Normalised ``(C, E)`` class embeddings; a template list is averaged as in CLIP's ensemble.
+
+    Each template's features are normalised, averaged over templates, and normalised again.
+    Prompts are encoded in chunks so 1000 classes x 60 templates fit in memory.
+    """
+    if isinstance(templates, str):
+        templates = [templates]
+    if not class_names:
+        raise ValueError("no class names given")
+    texts = [t.format(name) for name in class_names for t in templates]
+    try:
+        ids = backbone.tokenize(texts)
+    except ContextOverflowError as err:
+        raise ContextOverflowError(f"a class name is too long for the text tower: {err}") from None
+    feats = torch.cat(
+        [backbone.encode_text(ids[i : i + chunk_size], normalize=True) for i in range(0, len(ids), chunk_size)]
+    )
+    feats = feats.reshape(len(class_names), len(templates), -1).mean(dim=1)
+    return F.normalize(feats, dim=-1)
+
+
+class ZeroShotClassifier(nn.Module):
+    """CLIP zero-shot classifier over a fixed set of class names.
+
+    The class embeddings are computed once, at construction or :meth:`set_classes`, and kept as a
+    buffer; only images are encoded per call.
+    """
+
+    def __init__(
+        self,
+        backbone: PromptableCLIP,
+        class_names: Sequence[str],
+        templates: str | Sequence[str] = DEFAULT_TEMPLATE,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.templates = [templates] if isinstance(templates, str) else list(templates)
+        self.register_buffer("text_features", torch.empty(0), persistent=False)
+        self.class_names: list[str] = []
+        self.set_classes(class_names)
+
+    def set_classes(self, class_names: Sequence[str]) -> None:
+        """Switch to another set of class names (recomputes the class embeddings)."""
+        self.class_names = list(class_names)
+        self.text_features = class_text_features(self.backbone, self.class_names, self.templates)
+
+    @torch.no_grad()
+    def forward(self, images: ImageInput) -> torch.Tensor:
+        """Logits ``(B, C)``: temperature-scaled cosine similarities."""
+        feats = self.backbone.encode_image(self.backbone.prepare_images(images), normalize=True)
+        return self.backbone.logit_scale * feats @ self.text_features.to(feats.dtype).t()
+
+    def predict_proba(self, images: ImageInput) -> torch.Tensor:
+        """Class probabilities ``(B, C)``."""
+        return self(images).softmax(dim=-1)
+
+
+class PromptedClassifier:
+    """What :func:`load_prompted_clip` returns: classify images with any class names.
+
+    It serves zero-shot CLIP today; learned prompts plug in behind the same ``classify`` call.
+    Class embeddings are cached per class-name list.
+    """
+
+    def __init__(self, backbone: PromptableCLIP, templates: str | Sequence[str] = DEFAULT_TEMPLATE) -> None:
+        self.backbone = backbone
+        self.templates = [templates] if isinstance(templates, str) else list(templates)
+        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def text_features(self, class_names: Sequence[str]) -> torch.Tensor:
+        key = tuple(class_names)
+        if key not in self._cache:
+            self._cache = {key: class_text_features(self.backbone, key, self.templates)}
+        return self._cache[key]
+
+    @torch.no_grad()
+    def logits(self, images: ImageInput, class_names: Sequence[str]) -> torch.Tensor:
+        feats = self.backbone.encode_image(self.backbone.prepare_images(images), normalize=True)
+        text = self.text_features(class_names)
+        return self.backbone.logit_scale * feats @ text.to(feats.dtype).t()
+
+    def classify(self, images: ImageInput, class_names: Sequence[str]) -> torch.Tensor:
+        """Probabilities ``(B, len(class_names))`` for a batch of images (tensors or PIL)."""
+        return self.logits(images, class_names).softmax(dim=-1)
+
+
+def load_prompted_clip(path_or_config: str | Mapping[str, Any], **overrides: Any) -> PromptedClassifier:
+    """A ready classifier from a backbone name or a config dict.
+
+    Examples: ``load_prompted_clip("toy")`` (the packaged tiny CLIP),
+    ``load_prompted_clip({"backbone": "ViT-B-16", "pretrained": "openai"})`` or
+    ``load_prompted_clip("ViT-B-16", pretrained="/data/ViT-B-16.pt", templates=[...])``.
+    """
+    cfg = dict(path_or_config) if isinstance(path_or_config, Mapping) else {"backbone": str(path_or_config)}
+    cfg.update(overrides)
+    try:
+        arch = get_arch(cfg["backbone"])
+    except KeyError as err:
+        raise ValueError(f"cannot load a prompted CLIP from {path_or_config!r}: {err.args[0]}") from None
+    pretrained = cfg.get("pretrained", next(iter(arch.local_weights), None))
+    backbone = build_clip(arch.name, pretrained=pretrained, device=cfg.get("device", "cpu"))
+    return PromptedClassifier(backbone, cfg.get("templates", DEFAULT_TEMPLATE))
