@@ -21,8 +21,16 @@ import torch
 from vlprompt.backbones import ImagePrompts, build_clip
 
 # Words to compose typical class names of one to three words ("red fox", "annual crop land").
-_HEADS = ["dog", "cat", "fox", "owl", "bird", "car", "truck", "plane", "boat", "flower", "tree", "leaf", "rock", "bridge", "tower", "church", "field", "forest", "lake", "river", "beach", "desert", "road", "house", "kitchen", "bedroom", "guitar", "piano", "violin", "camera", "phone", "laptop", "chair", "table", "lamp", "clock", "shoe", "hat", "shirt", "jacket", "bag", "bottle", "cup", "plate", "pizza", "burger", "salad", "soup", "cake", "bread"]
-_MODIFIERS = ["red", "golden", "black", "white", "small", "large", "wild", "sea", "snow", "mountain", "desert", "city", "old", "new", "wooden", "electric", "spotted", "striped", "tabby", "grey", "brown", "green", "blue", "pink", "orange", "yellow"]
+_HEADS = (
+    "dog cat fox owl bird car truck plane boat flower tree leaf rock bridge tower church field "
+    "forest lake river beach desert road house kitchen bedroom guitar piano violin camera phone "
+    "laptop chair table lamp clock shoe hat shirt jacket bag bottle cup plate pizza burger salad "
+    "soup cake bread"
+).split()
+_MODIFIERS = (
+    "red golden black white small large wild sea snow mountain desert city old new wooden electric "
+    "spotted striped tabby grey brown green blue pink orange yellow"
+).split()
 
 
 def class_names(n: int) -> list[str]:
