@@ -1,0 +1,33 @@
+"""Prompt learners, one file each, registered in :data:`vlprompt.registry.LEARNERS`.
+
+>>> from vlprompt.learners import build_learner
+>>> learner = build_learner("coop", backbone=clip, class_names=names, n_ctx=4, ctx_init="a photo of a")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..backbones import PromptableCLIP
+from ..registry import LEARNERS
+from .base import PromptLearner
+from .coop import CoOp
+from .zsclip import ZeroShotCLIP
+
+__all__ = ["LEARNERS", "CoOp", "PromptLearner", "ZeroShotCLIP", "build_learner", "list_learners"]
+
+
+def list_learners() -> list[str]:
+    """Registered learner names."""
+    return sorted(LEARNERS.module_dict)
+
+
+def build_learner(
+    name: str, backbone: PromptableCLIP | dict, class_names: Sequence[str], **hparams: Any
+) -> PromptLearner:
+    """Build a learner by its registry name."""
+    cls = LEARNERS.get(name)
+    if cls is None:
+        raise KeyError(f"unknown learner {name!r}; available: {', '.join(list_learners())}")
+    return cls(backbone=backbone, class_names=class_names, **hparams)

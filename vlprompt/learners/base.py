@@ -1,0 +1,158 @@
+"""What every prompt learner shares: the frozen backbone, the class names, logits and the loss.
+
+A learner subclass adds only its learnable parameters, how they enter the towers (through the
+backbone's :class:`~vlprompt.backbones.TextPrompts` / :class:`~vlprompt.backbones.ImagePrompts`),
+and any extra loss term. The class set can change at any time (base classes for training, novel
+classes at test): learned parameters never depend on it, and :meth:`PromptLearner.set_classes`
+rebuilds only the cached class tokens.
+
+The backbone is held outside the module tree: it is shared and frozen, so ``state_dict()``,
+``parameters()`` and DDP see only what the learner owns, and checkpoints stay small. Moving or
+casting the learner (``.to()``, ``.cuda()``, ``.half()``) moves the backbone with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import PromptableCLIP, build_clip
+
+
+class PromptLearner(nn.Module):
+    """Base class of prompt learners (and of zero-shot CLIP, the learner with nothing to learn).
+
+    Subclasses implement :meth:`encode_classes` (and :meth:`encode_images` when image features
+    depend on learned parameters) and may add terms in :meth:`extra_losses`.
+
+    Args:
+        backbone: a built :class:`PromptableCLIP`, or a dict ``{"name": ..., "pretrained": ...}``
+            passed to :func:`vlprompt.backbones.build_clip`.
+        class_names: the class names of the current task, in label order.
+    """
+
+    #: registry name (``LEARNERS``) and the name recorded in checkpoints
+    learner_name: ClassVar[str] = ""
+    #: class features depend on the image (CoCoOp): they cannot be cached for a whole evaluation
+    image_conditioned_text: ClassVar[bool] = False
+    #: context slots the learner inserts into every class prompt (checked against the context)
+    prompt_length: int = 0
+
+    def __init__(self, backbone: PromptableCLIP | dict, class_names: Sequence[str]) -> None:
+        super().__init__()
+        if isinstance(backbone, dict):
+            backbone = build_clip(**backbone)
+        object.__setattr__(self, "_backbone", backbone)  # not a submodule: frozen and shared
+        self.register_buffer("class_token_ids", torch.zeros(0, dtype=torch.long), persistent=False)
+        self.class_names: list[str] = []
+        self._eval_text_cache: torch.Tensor | None = None
+        self._init_class_names = list(class_names)
+
+    # ------------------------------------------------------------------ backbone
+    @property
+    def backbone(self) -> PromptableCLIP:
+        return self._backbone
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: D102 - nn.Module hook for .to()/.cuda()/.half()
+        super()._apply(fn, recurse)
+        self._backbone._apply(fn, recurse)
+        self._eval_text_cache = None
+        return self
+
+    def train(self, mode: bool = True) -> PromptLearner:
+        """Training mode for the learner's own modules; the backbone stays frozen in eval mode."""
+        super().train(mode)
+        self._backbone.train(mode)
+        self._eval_text_cache = None
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._backbone.device
+
+    # ------------------------------------------------------------------ classes
+    def set_classes(self, class_names: Sequence[str]) -> None:
+        """Switch to another class set; learned parameters are untouched."""
+        names = list(class_names)
+        if not names:
+            raise ValueError("a learner needs at least one class name")
+        self.class_names = names
+        self.class_token_ids = self.tokenize_classes(names).to(self.device)
+        self._eval_text_cache = None
+
+    def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
+        """Token ids of the class prompts the learner's prompts are inserted into.
+
+        The default is ``"{name}."``, with :attr:`prompt_length` context slots reserved.
+        """
+        return self._backbone.tokenize([f"{name}." for name in class_names], reserve=self.prompt_length)
+
+    def finish_init(self) -> None:
+        """Subclasses call this at the end of ``__init__``, once their prompt sizes are known."""
+        self.set_classes(self._init_class_names)
+
+    # ------------------------------------------------------------------ features
+    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised class features ``(C, E)``, or ``(B, C, E)`` for image-conditioned learners."""
+        raise NotImplementedError
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised image features ``(B, E)``; frozen unless the learner prompts the image tower."""
+        return self._backbone.encode_image(images, normalize=True)
+
+    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        """Temperature-scaled cosine similarities ``(B, C)``."""
+        scale = self._backbone.logit_scale
+        if class_features.dim() == 3:  # one set of class features per image
+            return scale * torch.einsum("be,bce->bc", image_features, class_features)
+        return scale * image_features @ class_features.t()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)`` for the current class set; text features are cached in eval mode."""
+        image_features = self.encode_images(images)
+        if self.training or self.image_conditioned_text:
+            class_features = self.encode_classes(image_features)
+        else:
+            if self._eval_text_cache is None:
+                with torch.no_grad():
+                    self._eval_text_cache = self.encode_classes()
+            class_features = self._eval_text_cache
+        return self.logits(image_features, class_features.to(image_features.dtype))
+
+    # ------------------------------------------------------------------ loss
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named loss terms (each is logged; their sum is optimised)."""
+        image_features = self.encode_images(images)
+        class_features = self.encode_classes(image_features)
+        logits = self.logits(image_features, class_features.to(image_features.dtype))
+        losses = {"loss_ce": F.cross_entropy(logits, labels)}
+        losses.update(self.extra_losses(images, labels, image_features, class_features, logits))
+        return losses
+
+    def extra_losses(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        image_features: torch.Tensor,
+        class_features: torch.Tensor,
+        logits: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Method-specific loss terms (KgCoOp's knowledge guidance, PromptSRC's regularisers)."""
+        return {}
+
+    # ------------------------------------------------------------------ state
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102
+        self._eval_text_cache = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def learned_state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters that training changes (what a checkpoint needs)."""
+        return {k: v.detach() for k, v in self.named_parameters() if v.requires_grad}
+
+    def hparams(self) -> dict[str, Any]:
+        """Constructor arguments (besides backbone and class names) to rebuild the learner."""
+        return {}

@@ -1,0 +1,105 @@
+"""CoOp: learned context vectors in place of a hand-written prompt.
+
+Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022.
+The text input of class ``c`` is ``[SOS] [V]_1 ... [V]_M [CLASS_c] . [EOS]`` with the M context
+vectors learned (shared by all classes, or one set per class). They start from the word
+embeddings of an initial phrase ("a photo of a") or from N(0, 0.02^2). The class token may also
+go first or in the middle of the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion
+from ..registry import LEARNERS
+from .base import PromptLearner
+
+
+def init_context(
+    backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None, std: float = 0.02, width: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Context vectors ``(n, D)`` from the embeddings of ``ctx_init``'s words, or random N(0, std^2).
+
+    With an initial phrase, ``n`` is its number of tokens unless ``n_ctx`` asks for fewer (MaPLe
+    keeps the first two of "a photo of a"); the returned int is the number of phrase tokens.
+    """
+    width = width or backbone.text_width
+    if not ctx_init:
+        return torch.randn(n_ctx, width) * std, 0
+    words = backbone.tokenizer.encode(ctx_init.replace("_", " "))
+    n = min(n_ctx, len(words)) if n_ctx else len(words)
+    ids = torch.tensor(words[:n], device=backbone.device)
+    with torch.no_grad():
+        return backbone.embed_tokens(ids).float().cpu(), len(words)
+
+
+@LEARNERS.register_module(name="coop")
+class CoOp(PromptLearner):
+    """Context optimisation.
+
+    Args:
+        backbone: the frozen CLIP (or its build arguments).
+        class_names: class names, in label order.
+        n_ctx: number of context vectors (ignored when ``ctx_init`` gives the words).
+        ctx_init: initial phrase, e.g. ``"a photo of a"``; empty for random init.
+        class_specific: one context per class (CSC) instead of a shared one; the class count
+            is then fixed at construction.
+        class_token_position: ``"end"``, ``"middle"`` or ``"front"``.
+    """
+
+    learner_name = "coop"
+
+    def __init__(
+        self,
+        backbone: PromptableCLIP | dict,
+        class_names: Sequence[str],
+        n_ctx: int = 16,
+        ctx_init: str | None = "",
+        class_specific: bool = False,
+        class_token_position: str = "end",
+    ) -> None:
+        super().__init__(backbone, class_names)
+        if class_token_position not in ("end", "middle", "front"):
+            raise ValueError(f"class_token_position must be end, middle or front, got {class_token_position!r}")
+        ctx, _ = init_context(self.backbone, n_ctx, ctx_init)
+        if class_specific:
+            ctx = ctx[None].repeat(len(class_names), 1, 1) if ctx_init else torch.randn(
+                len(class_names), n_ctx, self.backbone.text_width) * 0.02
+        self.ctx = nn.Parameter(ctx.to(self.device))
+        self.n_ctx = ctx.shape[-2]
+        self.prompt_length = self.n_ctx
+        self._hparams = dict(n_ctx=n_ctx, ctx_init=ctx_init, class_specific=class_specific,
+                             class_token_position=class_token_position)
+        self.class_token_position = class_token_position
+        self.finish_init()
+
+    def set_classes(self, class_names: Sequence[str]) -> None:
+        if self.ctx.dim() == 3 and len(class_names) != self.ctx.shape[0]:
+            raise ValueError(
+                f"class-specific context was learned for {self.ctx.shape[0]} classes; "
+                f"it cannot serve {len(class_names)} other classes"
+            )
+        super().set_classes(class_names)
+
+    def text_prompts(self, ctx: torch.Tensor) -> TextPrompts:
+        """Where the context goes for the configured class-token position."""
+        ids = self.class_token_ids
+        before_period = ids.argmax(dim=-1) - 1  # index of the "." after the class name
+        if self.class_token_position == "end":
+            inserts = [TokenInsertion(ctx, 1)]
+        elif self.class_token_position == "front":
+            inserts = [TokenInsertion(ctx, before_period)]
+        else:
+            half = self.n_ctx // 2
+            inserts = [TokenInsertion(ctx[..., :half, :], 1), TokenInsertion(ctx[..., half:, :], before_period)]
+        return TextPrompts(insert=inserts)
+
+    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone.encode_text(self.class_token_ids, self.text_prompts(self.ctx), normalize=True)
+
+    def hparams(self) -> dict:
+        return dict(self._hparams)
