@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,39 +86,41 @@ class ZeroShotClassifier(nn.Module):
 class PromptedClassifier:
     """What :func:`load_prompted_clip` returns: classify images with any class names.
 
-    It serves zero-shot CLIP today; learned prompts plug in behind the same ``classify`` call.
-    Class embeddings are cached per class-name list.
+    It wraps a prompt learner (zero-shot CLIP is the learner with nothing learned); switching
+    the class names rebuilds only the class tokens and features, never the learned prompts.
     """
 
-    def __init__(self, backbone: PromptableCLIP, templates: str | Sequence[str] = DEFAULT_TEMPLATE) -> None:
-        self.backbone = backbone
-        self.templates = [templates] if isinstance(templates, str) else list(templates)
-        self._cache: dict[tuple[str, ...], torch.Tensor] = {}
-
-    def text_features(self, class_names: Sequence[str]) -> torch.Tensor:
-        key = tuple(class_names)
-        if key not in self._cache:
-            self._cache = {key: class_text_features(self.backbone, key, self.templates)}
-        return self._cache[key]
+    def __init__(self, learner) -> None:
+        self.learner = learner.eval()
+        self.backbone: PromptableCLIP = learner.backbone
 
     @torch.no_grad()
     def logits(self, images: ImageInput, class_names: Sequence[str]) -> torch.Tensor:
-        feats = self.backbone.encode_image(self.backbone.prepare_images(images), normalize=True)
-        text = self.text_features(class_names)
-        return self.backbone.logit_scale * feats @ text.to(feats.dtype).t()
+        """Logits ``(B, len(class_names))``."""
+        if list(class_names) != self.learner.class_names:
+            self.learner.set_classes(class_names)
+        return self.learner(self.backbone.prepare_images(images))
 
     def classify(self, images: ImageInput, class_names: Sequence[str]) -> torch.Tensor:
         """Probabilities ``(B, len(class_names))`` for a batch of images (tensors or PIL)."""
         return self.logits(images, class_names).softmax(dim=-1)
 
 
-def load_prompted_clip(path_or_config: str | Mapping[str, Any], **overrides: Any) -> PromptedClassifier:
-    """A ready classifier from a backbone name or a config dict.
+def load_prompted_clip(path_or_config: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> PromptedClassifier:
+    """A ready classifier from a training checkpoint, a backbone name or a config dict.
 
-    Examples: ``load_prompted_clip("toy")`` (the packaged tiny CLIP),
+    Examples: ``load_prompted_clip("work_dirs/coop_dtd/learned.safetensors")`` (any learner),
+    ``load_prompted_clip("toy")`` (the packaged tiny CLIP, zero-shot),
     ``load_prompted_clip({"backbone": "ViT-B-16", "pretrained": "openai"})`` or
     ``load_prompted_clip("ViT-B-16", pretrained="/data/ViT-B-16.pt", templates=[...])``.
     """
+    from .learners import ZeroShotCLIP
+
+    device = overrides.pop("device", "cpu")
+    if not isinstance(path_or_config, Mapping) and Path(path_or_config).suffix in (".safetensors", ".pth", ".pt"):
+        from .engine.checkpoint import load_learner
+
+        return PromptedClassifier(load_learner(path_or_config, device=device))
     cfg = dict(path_or_config) if isinstance(path_or_config, Mapping) else {"backbone": str(path_or_config)}
     cfg.update(overrides)
     try:
@@ -124,5 +128,5 @@ def load_prompted_clip(path_or_config: str | Mapping[str, Any], **overrides: Any
     except KeyError as err:
         raise ValueError(f"cannot load a prompted CLIP from {path_or_config!r}: {err.args[0]}") from None
     pretrained = cfg.get("pretrained", next(iter(arch.local_weights), None))
-    backbone = build_clip(arch.name, pretrained=pretrained, device=cfg.get("device", "cpu"))
-    return PromptedClassifier(backbone, cfg.get("templates", DEFAULT_TEMPLATE))
+    backbone = build_clip(arch.name, pretrained=pretrained, device=cfg.get("device", device))
+    return PromptedClassifier(ZeroShotCLIP(backbone, ["object"], templates=cfg.get("templates", DEFAULT_TEMPLATE)))

@@ -1,0 +1,20 @@
+# Runtime settings shared by every run: hooks, logging, environment, seed.
+from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+from mmengine.visualization import LocalVisBackend, Visualizer
+
+default_scope = None
+default_hooks = dict(
+    timer=dict(type=IterTimerHook),
+    logger=dict(type=LoggerHook, interval=20),
+    param_scheduler=dict(type=ParamSchedulerHook),
+    checkpoint=dict(type=CheckpointHook, interval=1, max_keep_ckpts=1, save_last=True),
+    sampler_seed=dict(type=DistSamplerSeedHook),
+)
+env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+               dist_cfg=dict(backend="nccl"))
+visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend)])
+log_processor = dict(by_epoch=True, window_size=10)
+log_level = "INFO"
+load_from = None
+resume = False
+randomness = dict(seed=1, deterministic=False)

@@ -1,0 +1,16 @@
+# CoOp, base-to-novel recipe (research/methods-a.md §6.2): 4 context vectors from "a photo of a",
+# class token at the end, batch 32, SGD lr 0.002, 200 epochs (50 for ImageNet).
+from mmengine.config import read_base
+
+from vlprompt.engine import PromptModel
+
+with read_base():
+    from .._base_.default_runtime import *
+    from .._base_.models.clip_vit_b16 import *
+    from .._base_.schedules.sgd_warmup_cosine import *
+
+model = dict(type=PromptModel, backbone=backbone,
+             learner=dict(type="coop", n_ctx=4, ctx_init="a photo of a", class_token_position="end"))
+optim_wrapper.optimizer.lr = 0.002
+train_cfg.max_epochs = 200
+train_batch_size = 32

@@ -1,0 +1,54 @@
+"""Evaluate a trained prompt learner on a config's test split.
+
+    python tools/test.py configs/coop/toy_shapes.py work_dirs/toy_shapes/epoch_50.pth --subsample novel
+    python tools/test.py CONFIG work_dirs/run/learned.safetensors --out results_novel.json
+
+The checkpoint may be an mmengine checkpoint (``epoch_N.pth``) or ``learned.safetensors``; both
+load without executing code. ``--subsample`` picks the base or novel half of the classes (or all),
+each evaluated as its own task.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmengine.config import DictAction
+
+from vlprompt.engine import build_runner, load_config
+from vlprompt.engine.checkpoint import load_learned_into
+from vlprompt.engine.results import write_results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--subsample", choices=["base", "novel", "new", "all"], default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON")
+    parser.add_argument("--work-dir", default=None)
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.config, args.work_dir, args.cfg_options)
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    if cfg.get("test_dataloader") is None:
+        raise ValueError(f"{args.config} defines no test_dataloader")
+    if args.subsample:
+        cfg.test_dataloader.dataset.subsample = args.subsample
+    cfg.train_dataloader = None
+    cfg.load_from = None
+    cfg.resume = False
+    runner = build_runner(cfg, launcher=args.launcher)
+    load_learned_into(runner.model, checkpoint)
+    metrics = runner.test()
+    if args.out and runner.rank == 0:
+        write_results(args.out, metrics, cfg, runner, checkpoint=str(checkpoint))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

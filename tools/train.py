@@ -1,0 +1,76 @@
+"""Train a prompt learner from a config, then evaluate the last-epoch model on the test split.
+
+    python tools/train.py configs/coop/toy_shapes.py
+    python tools/train.py configs/maple/imagenet.py --work-dir work_dirs/maple_in --cfg-options randomness.seed=2
+    torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch
+
+Writes mmengine's logs and checkpoints to the work dir (default ``work_dirs/<config name>``),
+``learned.safetensors`` (the learned parameters and what is needed to rebuild the model) and
+``results.json`` (the test metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from mmengine.config import Config, DictAction
+
+from vlprompt.engine import build_runner, load_config
+from vlprompt.engine.results import write_results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="config file")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None,
+                        help="resume from CKPT, or from the work dir's last checkpoint when no path is given")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16) on GPU")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    parser.add_argument("--no-test", action="store_true", help="skip the evaluation after training")
+    parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
+    return args
+
+
+def enable_amp(cfg: Config) -> None:
+    """Autocast on GPU with the learnable parameters kept in fp32; CPU stays fp32."""
+    import torch
+
+    if not torch.cuda.is_available():
+        print("--amp: no GPU, training in fp32 (bf16 autocast is slower than fp32 on this CPU)")
+        return
+    dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    cfg.optim_wrapper.type = "AmpOptimWrapper"
+    cfg.optim_wrapper.dtype = dtype
+    if dtype == "float16":
+        cfg.optim_wrapper.loss_scale = "dynamic"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.work_dir, args.cfg_options)
+    if args.amp:
+        enable_amp(cfg)
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.no_test:
+        cfg.test_dataloader = None
+    runner = build_runner(cfg, launcher=args.launcher)
+    runner.train()
+    metrics: dict = {}
+    if cfg.get("test_dataloader") is not None:
+        metrics = runner.test()
+        if runner.rank == 0:
+            write_results(Path(cfg.work_dir) / "results.json", metrics, cfg, runner)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

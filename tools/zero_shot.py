@@ -1,0 +1,121 @@
+"""Zero-shot (and optionally linear-probe) accuracy of a CLIP on a set of datasets, as a table.
+
+    python tools/zero_shot.py                                   # the tiny CLIP on the toy world
+    python tools/zero_shot.py --linear-probe                    # + 16-shot linear probe per dataset
+    python tools/zero_shot.py --backbone ViT-B-16 --pretrained openai \\
+        --datasets dtd eurosat --data-root /data --templates dataset
+
+Toy datasets are generated on first use into the cache (``~/.cache/vlprompt``). A test-only
+dataset (a domain such as toy-shapes-night, ImageNet-A) is probed with a classifier trained on
+the dataset that has the same classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from vlprompt.backbones import build_clip, get_arch
+from vlprompt.datasets import (
+    IMAGENET_TEMPLATES,
+    IMAGENET_TEMPLATES_SELECT,
+    build_dataset,
+    build_test_transform,
+    get_template,
+)
+from vlprompt.datasets.toyworld import TOY_DATASETS
+from vlprompt.evaluation import extract_features, linear_probe_accuracy
+from vlprompt.zeroshot import class_text_features
+
+
+def _templates(kind: str, dataset: str) -> str | list[str]:
+    return {
+        "photo": "a photo of a {}.",
+        "select": IMAGENET_TEMPLATES_SELECT,
+        "ensemble": IMAGENET_TEMPLATES,
+    }.get(kind) or get_template(dataset)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="toy")
+    parser.add_argument("--pretrained", default=None, help="tag or weight file (default: the packaged one)")
+    parser.add_argument("--datasets", nargs="+", default=list(TOY_DATASETS))
+    parser.add_argument("--data-root", default=None, help="benchmarks' root (default: $VLPROMPT_DATA)")
+    parser.add_argument("--templates", default="photo", choices=["photo", "dataset", "select", "ensemble"],
+                        help="'a photo of a {}.', the dataset's hand-written one, the 7 selected or the 60 "
+                             "ImageNet templates")
+    parser.add_argument("--linear-probe", action="store_true", help="also fit a K-shot linear probe")
+    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    args = parser.parse_args(argv)
+
+    arch = get_arch(args.backbone)
+    pretrained = args.pretrained or next(iter(arch.local_weights), None)
+    clip = build_clip(args.backbone, pretrained=pretrained, device=args.device)
+    transform = build_test_transform(clip.image_size)
+    data_root = args.data_root
+    toy = set(TOY_DATASETS)
+    # check every dataset before the long work starts
+    tests = {}
+    for name in args.datasets:
+        tests[name] = build_dataset(name, data_root=None if name in toy else data_root, split="test",
+                                    transform=transform)
+
+    rows, start = [], time.perf_counter()
+    for name, test in tests.items():
+        feats, labels = extract_features(clip, test, args.batch_size, desc=f"{name} test")
+        text = class_text_features(clip, test.classnames, _templates(args.templates, name)).float().cpu()
+        zero_shot = ((feats @ text.t()).argmax(-1) == labels).float().mean().item() * 100
+        row = {"dataset": name, "classes": len(test.classnames), "test_images": len(test),
+               "zero_shot": round(zero_shot, 2)}
+        if args.linear_probe:
+            source = name
+            if test.is_test_only:
+                source = next((n for n in tests if not tests[n].is_test_only
+                               and tests[n].classnames == test.classnames), None)
+            if source is None:
+                row["linear_probe"] = None
+            else:
+                src_root = None if source in toy else data_root
+                train = build_dataset(source, data_root=src_root, split="train", num_shots=args.shots,
+                                      seed=args.seed, transform=transform)
+                val = build_dataset(source, data_root=src_root, split="val", num_shots=args.shots,
+                                    seed=args.seed, transform=transform)
+                acc, wd = linear_probe_accuracy(extract_features(clip, train), (feats, labels),
+                                                len(test.classnames), val=extract_features(clip, val))
+                row.update(linear_probe=round(acc, 2), probe_trained_on=source, probe_weight_decay=wd)
+        rows.append(row)
+
+    header = "| dataset | classes | test images | zero-shot top-1 |"
+    rule = "|---|---|---|---|"
+    if args.linear_probe:
+        header += f" {args.shots}-shot linear probe | gap |"
+        rule += "---|---|"
+    print(f"\n{args.backbone} ({pretrained or 'random weights'}), templates: {args.templates}\n")
+    print(header)
+    print(rule)
+    for r in rows:
+        line = f"| {r['dataset']} | {r['classes']} | {r['test_images']} | {r['zero_shot']:.2f} |"
+        if args.linear_probe:
+            lp = r.get("linear_probe")
+            note = "" if r.get("probe_trained_on") in (None, r["dataset"]) else f" (probe from {r['probe_trained_on']})"
+            line += f" {lp:.2f}{note} | {lp - r['zero_shot']:+.2f} |" if lp is not None else " - | - |"
+        print(line)
+    print(f"\n{time.perf_counter() - start:.1f} s")
+    if args.out:
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(json.dumps({"backbone": args.backbone, "pretrained": pretrained, "rows": rows}, indent=2))
+        os.replace(tmp, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""The mmengine glue: one model wrapper for every learner, hooks, metrics, the LR schedule.
+
+Importing this package registers the hooks, metrics and schedulers with mmengine and installs the
+compatibility fixes (:mod:`vlprompt.engine.compat`).
+"""
+
+from . import compat
+from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
+from .metrics import AccuracyMetric, expected_calibration_error
+from .model import PromptDataPreprocessor, PromptModel
+from .runner import ClassSetHook, build_runner, load_config
+from .schedulers import WarmupCosineLR, dassl_lr
+
+compat.apply()
+
+__all__ = [
+    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "NaNGuardHook", "PromptCheckpointHook",
+    "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat", "dassl_lr",
+    "expected_calibration_error", "load_config",
+]

@@ -1,0 +1,104 @@
+"""Runner hooks: checkpoints that load without pickled objects, metadata, and a NaN guard."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
+from mmengine.registry import HOOKS
+
+from ..backbones import save_safetensors
+
+LEARNED_FILE = "learned.safetensors"
+_BUFFER_TAG = "__history_buffer__"
+
+
+def to_plain(obj: Any) -> Any:
+    """Containers, numbers, strings and tensors only: what ``torch.load(weights_only=True)`` reads."""
+    if isinstance(obj, HistoryBuffer):
+        return {_BUFFER_TAG: True, "log": obj._log_history.tolist(), "count": obj._count_history.tolist(),
+                "max_length": obj.max_length}
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v) for v in obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)
+
+
+def from_plain(obj: Any) -> Any:
+    """Rebuild the ``HistoryBuffer`` objects :func:`to_plain` flattened."""
+    if isinstance(obj, dict):
+        if obj.get(_BUFFER_TAG):
+            return HistoryBuffer(obj["log"], obj["count"], obj["max_length"])
+        return OrderedDict((k, from_plain(v)) for k, v in obj.items())
+    return obj
+
+
+@HOOKS.register_module(force=True)
+class PromptCheckpointHook(Hook):
+    """Makes every checkpoint loadable with ``weights_only=True`` and self-describing.
+
+    Before a checkpoint is written, mmengine's message hub and meta are turned into plain data and
+    the model's metadata (backbone, learner and its hyper-parameters, class names) is added under
+    ``"vlprompt"``; after loading, the history buffers are rebuilt for resuming. When training ends,
+    the learned parameters alone go to ``<work_dir>/learned.safetensors`` with the same metadata:
+    the small artifact :func:`vlprompt.load_prompted_clip` reads.
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(self, protocol: dict | None = None) -> None:
+        self.protocol = dict(protocol or {})
+
+    def _metadata(self, runner) -> dict:
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        return {**model.metadata(), "protocol": self.protocol}
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:  # noqa: D102
+        checkpoint["message_hub"] = to_plain(checkpoint["message_hub"])
+        checkpoint["meta"] = to_plain(checkpoint["meta"])
+        checkpoint["vlprompt"] = to_plain(self._metadata(runner))
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:  # noqa: D102
+        if "message_hub" in checkpoint:
+            checkpoint["message_hub"] = from_plain(checkpoint["message_hub"])
+
+    def after_train(self, runner) -> None:  # noqa: D102
+        if runner.rank != 0:
+            return
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        meta = {**self._metadata(runner), "epoch": runner.epoch, "iter": runner.iter}
+        save_safetensors(model.learner.learned_state_dict(), Path(runner.work_dir) / LEARNED_FILE,
+                         {"vlprompt": json.dumps(to_plain(meta))})
+
+
+@HOOKS.register_module(force=True)
+class NaNGuardHook(Hook):
+    """Stops training at the first non-finite loss, saying where, instead of training on NaNs."""
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:  # noqa: D102
+        if not outputs:
+            return
+        for name, value in outputs.items():
+            value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"{name} became {value} at epoch {runner.epoch + 1}, iteration {batch_idx + 1} "
+                    f"(training step {runner.iter + 1}); lower the learning rate or check the data "
+                    f"(with --amp, try bf16 or fp32)"
+                )

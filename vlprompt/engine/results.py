@@ -1,0 +1,43 @@
+"""Machine-readable run results (``results.json``), written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def run_description(cfg, runner=None) -> dict[str, Any]:
+    """What a result needs to be traced back: dataset, split, subsample, shots, seed, model."""
+    test = (cfg.get("test_dataloader") or {}).get("dataset", {})
+    model = runner.model.module if runner is not None and hasattr(runner.model, "module") else (
+        runner.model if runner is not None else None)
+    return {
+        "config": cfg.filename,
+        "work_dir": cfg.work_dir,
+        "dataset": test.get("name"),
+        "subsample": test.get("subsample", "all"),
+        "seed": (cfg.get("randomness") or {}).get("seed"),
+        "num_shots": (cfg.get("train_dataloader") or {}).get("dataset", {}).get("num_shots"),
+        "protocol": cfg.get("protocol"),
+        "model": model.metadata() if model is not None else None,
+    }
+
+
+def write_results(path: str | os.PathLike, metrics: dict[str, float], cfg, runner=None, **extra: Any) -> Path:
+    """``{"metrics": ..., "run": ...}`` as JSON at ``path``."""
+    record = {"metrics": {k: float(v) for k, v in metrics.items()}, "run": run_description(cfg, runner),
+              "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
+    return atomic_write_text(path, json.dumps(record, indent=2, default=str))

@@ -1,0 +1,137 @@
+"""Build an mmengine Runner from a vlprompt config, with the data checked before anything runs."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.registry import DATASETS, HOOKS
+from mmengine.runner import Runner
+
+from ..backbones import get_arch
+from . import compat
+from .hooks import NaNGuardHook, PromptCheckpointHook
+
+_DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+
+
+@HOOKS.register_module(force=True)
+class ClassSetHook(Hook):
+    """Points the learner at the class names of whatever it is about to train on or evaluate."""
+
+    priority = "VERY_HIGH"
+
+    @staticmethod
+    def _set(runner, loader) -> None:
+        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        names = list(loader.dataset.classnames)
+        if names != model.class_names:
+            model.set_classes(names)
+
+    def before_train_epoch(self, runner) -> None:  # noqa: D102
+        self._set(runner, runner.train_dataloader)
+
+    def before_val_epoch(self, runner) -> None:  # noqa: D102
+        self._set(runner, runner.val_dataloader)
+
+    def before_test_epoch(self, runner) -> None:  # noqa: D102
+        self._set(runner, runner.test_dataloader)
+
+
+def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None) -> Config:
+    """A config file with command-line overrides and the default work dir (``work_dirs/<name>``)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config not found: {path}")
+    cfg = Config.fromfile(str(path))
+    if options:
+        cfg.merge_from_dict(options)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(path).stem)
+    return cfg
+
+
+def _build_dataset(cfg: dict) -> Any:
+    cfg = copy.deepcopy(cfg)
+    kind = cfg.pop("type")
+    if callable(kind):
+        return kind(**cfg)
+    return DATASETS.build(dict(type=kind, **cfg))
+
+
+def build_runner(cfg: Config, launcher: str = "none") -> Runner:
+    """A Runner for ``cfg``: datasets are built (and so checked) first, class names come from the
+    training (else test) dataset, and the compatibility fixes are in place."""
+    compat.apply()
+    compat.init_distributed(launcher)
+    backbone = cfg.model.get("backbone", {})
+    image_size = get_arch(backbone["name"]).image_size if backbone.get("name") else 224
+    seed = (cfg.get("randomness") or {}).get("seed")
+    loaders: dict[str, dict | None] = {}
+    datasets = {}
+    for key in _DATALOADERS:
+        loader = cfg.get(key)
+        if loader is None:
+            loaders[key] = None
+            continue
+        loader = copy.deepcopy(loader.to_dict() if hasattr(loader, "to_dict") else dict(loader))
+        data = loader["dataset"]
+        data.setdefault("data_root", cfg.get("data_root"))
+        data.setdefault("image_size", image_size)
+        if data.get("num_shots"):
+            data.setdefault("seed", seed if seed is not None else 1)  # Dassl: one seed for picks and training
+        datasets[key] = _build_dataset(data)  # fails here, before any step, on bad data
+        loader["dataset"] = datasets[key]
+        if loader.get("drop_last") and len(datasets[key]) < loader.get("batch_size", 1):
+            loader["drop_last"] = False  # as Dassl: never an empty epoch on a tiny few-shot set
+        loaders[key] = loader
+    source = datasets.get("train_dataloader") or datasets.get("test_dataloader") or datasets.get("val_dataloader")
+    if source is None:
+        raise ValueError("the config defines no train_dataloader or test_dataloader")
+    model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model))
+    model["class_names"] = list(source.classnames)
+
+    custom_hooks = list(cfg.get("custom_hooks") or [])
+    kinds = {h["type"] if isinstance(h["type"], str) else h["type"].__name__ for h in custom_hooks}
+    for hook in (ClassSetHook, NaNGuardHook, PromptCheckpointHook):
+        if hook.__name__ not in kinds:
+            custom_hooks.append(dict(type=hook))
+    for hook in custom_hooks:
+        if hook["type"] in (PromptCheckpointHook, "PromptCheckpointHook"):
+            hook.setdefault("protocol", cfg.get("protocol", {}))
+
+    env_cfg = copy.deepcopy(cfg.get("env_cfg") or {})
+    if launcher != "none":
+        env_cfg.setdefault("dist_cfg", {}).setdefault("backend", "nccl" if compat.torch.cuda.is_available() else "gloo")
+        cfg.model_wrapper_cfg = cfg.get("model_wrapper_cfg") or compat.model_wrapper_cfg()
+
+    os.makedirs(cfg.work_dir, exist_ok=True)
+    return Runner(
+        model=model,
+        work_dir=cfg.work_dir,
+        train_dataloader=loaders["train_dataloader"],
+        val_dataloader=loaders["val_dataloader"],
+        test_dataloader=loaders["test_dataloader"],
+        train_cfg=cfg.get("train_cfg") if loaders["train_dataloader"] else None,
+        val_cfg=cfg.get("val_cfg") if loaders["val_dataloader"] else None,
+        test_cfg=cfg.get("test_cfg") if loaders["test_dataloader"] else None,
+        optim_wrapper=cfg.get("optim_wrapper") if loaders["train_dataloader"] else None,
+        param_scheduler=cfg.get("param_scheduler") if loaders["train_dataloader"] else None,
+        val_evaluator=cfg.get("val_evaluator") if loaders["val_dataloader"] else None,
+        test_evaluator=cfg.get("test_evaluator") if loaders["test_dataloader"] else None,
+        default_hooks=cfg.get("default_hooks"),
+        custom_hooks=custom_hooks,
+        load_from=cfg.get("load_from"),
+        resume=cfg.get("resume", False),
+        launcher=launcher,
+        env_cfg=env_cfg or dict(dist_cfg=dict(backend="gloo")),
+        log_processor=cfg.get("log_processor"),
+        log_level=cfg.get("log_level", "INFO"),
+        visualizer=cfg.get("visualizer"),
+        default_scope=cfg.get("default_scope", "mmengine"),
+        randomness=cfg.get("randomness", dict(seed=None)),
+        experiment_name=cfg.get("experiment_name"),
+        cfg=cfg,
+    )
