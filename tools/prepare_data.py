@@ -1,0 +1,60 @@
+"""Check that a data root holds the benchmarks in the layout vlprompt reads.
+
+    python tools/prepare_data.py verify --data-root /data
+    python tools/prepare_data.py verify --data-root /data --datasets dtd eurosat --check-images
+
+For each dataset it prints found / missing / broken, the image counts against the published ones,
+and for anything wrong the exact file or folder expected and where to get it. Exit status: 0 when
+every requested dataset is complete, 1 otherwise, 2 for a usage error. How to lay the datasets
+out: datasets/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from vlprompt.datasets import BENCHMARKS, DATA_ENV, canonical_name, list_datasets
+from vlprompt.datasets.verify import format_reports, verify_dataset
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Check datasets on disk (see datasets/README.md).')
+    sub = parser.add_subparsers(dest='command', required=True)
+    verify = sub.add_parser('verify', help='check that datasets are present and complete')
+    verify.add_argument('--data-root', default=None, help=f'folder holding the datasets (default: ${DATA_ENV})')
+    verify.add_argument('--datasets', nargs='+', default=None, metavar='NAME',
+                        help='registry names (default: the 16 benchmarks); "all" adds the toy datasets')
+    verify.add_argument('--check-images', action='store_true', help='decode every image (slow), not only '
+                                                                     'check that it exists')
+    verify.add_argument('--strict', action='store_true', help='also fail when counts differ from the published')
+    verify.add_argument('--workers', type=int, default=None, help='threads used to decode images')
+    verify.add_argument('--no-progress', action='store_true', help='no progress bars')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data_root = args.data_root or os.environ.get(DATA_ENV)
+    if not data_root:
+        print(f'error: no data root; pass --data-root or set ${DATA_ENV}', file=sys.stderr)
+        return 2
+    if args.datasets is None:
+        names = list(BENCHMARKS)
+    elif args.datasets == ['all']:
+        names = list_datasets()
+    else:
+        try:
+            names = [canonical_name(n) for n in args.datasets]
+        except KeyError as err:
+            print(f'error: {err.args[0]}', file=sys.stderr)
+            return 2
+    reports = [verify_dataset(n, data_root, check_images=args.check_images, progress=not args.no_progress,
+                              workers=args.workers) for n in names]
+    print(format_reports(reports, data_root, check_images=args.check_images, strict=args.strict))
+    return 0 if all(r.ok(args.strict) for r in reports) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

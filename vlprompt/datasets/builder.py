@@ -1,0 +1,87 @@
+"""Finding and building datasets by name.
+
+::
+
+    from vlprompt.datasets import build_dataset, list_datasets
+
+    list_datasets()            # ['imagenet', 'caltech101', ..., 'codan', 'toy-shapes', ...]
+    train = build_dataset('dtd', data_root='/data', split='train', num_shots=16, seed=1,
+                          subsample='base', image_size=224)
+    test = train.with_split('test')            # same base classes, test transform
+
+In an mmengine config the same arguments go in the dataset dict
+(``dict(type='dtd', split='train', num_shots=16, seed=1, subsample='base')``), since every reader
+is registered in :data:`vlprompt.registry.DATASETS`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..registry import DATASETS
+from .base import BenchmarkDataset
+from .protocol import BASE2NOVEL_DATASETS, DG_TARGETS
+
+__all__ = ['BENCHMARKS', 'build_dataset', 'canonical_name', 'get_dataset_class', 'list_datasets']
+
+# The published benchmarks in table order: base-to-novel, ImageNet variants, CODaN.
+BENCHMARKS: tuple[str, ...] = BASE2NOVEL_DATASETS + DG_TARGETS + ('codan',)
+_GENERIC = ('split-folder',)
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace('_', '-')
+
+
+def _readers() -> dict[str, type[BenchmarkDataset]]:
+    DATASETS.import_from_location()
+    return {name: cls for name, cls in DATASETS.module_dict.items()
+            if isinstance(cls, type) and issubclass(cls, BenchmarkDataset)}
+
+
+def list_datasets(toy: bool = True) -> list[str]:
+    """Registry names of the readers: the benchmarks in table order, then the toy datasets.
+
+    The generic ``'split-folder'`` reader is not listed (it needs a ``folder`` argument).
+    """
+    names = [n for n in _readers() if n not in _GENERIC]
+    ordered = [n for n in BENCHMARKS if n in names] + sorted(n for n in names if n not in BENCHMARKS)
+    return ordered if toy else [n for n in ordered if n in BENCHMARKS]
+
+
+def canonical_name(name: str) -> str:
+    """The registry name for ``name``; Dassl class names and folder names are accepted too."""
+    readers = _readers()
+    if name in readers:
+        return name
+    key = _key(name)
+    for reg_name, cls in readers.items():
+        if key == _key(reg_name) or key in {_key(a) for a in (*cls.aliases, cls.dataset_dir) if a}:
+            return reg_name
+    raise KeyError(f'unknown dataset {name!r}; known: {", ".join(list_datasets())}')
+
+
+def get_dataset_class(name: str) -> type[BenchmarkDataset]:
+    """The reader class registered under ``name`` (see :func:`canonical_name`)."""
+    return _readers()[canonical_name(name)]
+
+
+def build_dataset(name: str, data_root: str | os.PathLike[str] | None = None, split: str | None = None,
+                  num_shots: int = 0, seed: int | None = 1, subsample: str = 'all', **kwargs: Any) -> BenchmarkDataset:
+    """Build the torch dataset of one split of ``name`` under the evaluation protocol.
+
+    Args:
+        name: Registry name (``list_datasets()``), a Dassl class name or a dataset folder name.
+        data_root: Folder that holds the datasets; ``$VLPROMPT_DATA`` when ``None``.
+        split: ``'train'``, ``'val'``, ``'test'`` or a dataset's extra split (``None``: its default).
+        num_shots: K shots per class (0: all images); ``seed`` picks them as CoOp does.
+        subsample: ``'all'``, ``'base'`` or ``'novel'``.
+        **kwargs: ``transform``, ``image_size``, ``cache_images``, ``cache_bytes``, ... of
+            :class:`~vlprompt.datasets.base.BenchmarkDataset` (``folder`` for ``'split-folder'``).
+
+    Raises:
+        DatasetError: The data on disk is missing or broken (raised before any training).
+    """
+    cls = get_dataset_class(name)
+    return cls(data_root=data_root, split=split, num_shots=num_shots, seed=seed, subsample=subsample, **kwargs)

@@ -1,0 +1,120 @@
+"""Image decoding and the in-memory cache of decoded few-shot training images.
+
+A 16-shot training set is a few hundred to a few thousand images, read again every epoch. The
+readers decode such a set once, when the dataset is built (in the main process, in a few threads),
+and keep the decoded RGB images in an :class:`ImageCache`; later epochs run the random
+augmentations on the cached images and open no file. Decoding before the first step also means
+that an unreadable training image stops the run before it starts. The cache is filled before any
+``DataLoader`` worker exists, so forked workers share it.
+
+The cache holds at most ``budget_bytes`` of pixels (``width * height * 3`` per image) and keeps the
+first images that fit; images past the budget are decoded on every access. First-come is used
+rather than LRU because a shuffled epoch touches every image once: with a working set larger
+than the cache, LRU would evict each image before its next use and hit almost never, while a
+fixed set of cached images keeps its hit rate epoch after epoch.
+
+Cached images are handed to the transform as they are (torchvision transforms return new images);
+a custom transform must not modify its input in place.
+
+``short_side`` optionally shrinks cached images so their shorter side is at most that many pixels
+(bicubic), to fit more in the budget. It is off by default: the random-resized crop then sees the
+original pixels, as in the published runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
+from tqdm import tqdm
+
+__all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'ImageCache', 'image_nbytes', 'load_image']
+
+DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB
+IMG_EXTENSIONS: tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm')
+
+
+def load_image(path: str) -> Image.Image:
+    """Decode an image file fully into an RGB PIL image (raises ``OSError`` on a bad file)."""
+    with Image.open(path) as img:
+        img.load()
+        return img.convert('RGB') if img.mode != 'RGB' else img.copy()
+
+
+def image_nbytes(img: Image.Image) -> int:
+    """Bytes of pixel data held by ``img``."""
+    return img.width * img.height * len(img.getbands())
+
+
+def _shrink(img: Image.Image, short_side: int | None) -> Image.Image:
+    if not short_side or min(img.size) <= short_side:
+        return img
+    w, h = img.size
+    scale = short_side / min(w, h)
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
+
+
+class ImageCache:
+    """Decoded RGB images kept in memory, first come first kept, within a byte budget.
+
+    Args:
+        budget_bytes: Most pixel bytes held; ``0`` disables the cache.
+        short_side: When set, cached images are shrunk so their shorter side is at most this.
+    """
+
+    def __init__(self, budget_bytes: int = DEFAULT_CACHE_BYTES, short_side: int | None = None) -> None:
+        self.budget_bytes = int(budget_bytes)
+        self.short_side = short_side
+        self.nbytes = 0
+        self.full = False
+        self._images: dict[str, Image.Image] = {}
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._images
+
+    def get(self, path: str) -> Image.Image | None:
+        """The cached image of ``path`` or ``None``."""
+        return self._images.get(path)
+
+    def put(self, path: str, img: Image.Image) -> Image.Image:
+        """Cache ``img`` if it fits in what is left of the budget; returns the image to use."""
+        if path in self._images:
+            return self._images[path]
+        img = _shrink(img, self.short_side)
+        if self.full:
+            return img
+        size = image_nbytes(img)
+        if self.nbytes + size <= self.budget_bytes:
+            self._images[path] = img
+            self.nbytes += size
+        else:
+            self.full = True
+        return img
+
+    def preload(self, paths: Iterable[str], loader: Callable[[str], Image.Image],
+                workers: int | None = None, desc: str = 'caching images', progress: bool = True) -> int:
+        """Decode ``paths`` in order with a thread pool and cache them until the budget is spent.
+
+        Returns how many images were cached. Errors of ``loader`` propagate.
+        """
+        todo = [p for p in dict.fromkeys(paths) if p not in self._images]
+        if not todo or self.budget_bytes <= 0:
+            return 0
+        workers = workers or min(8, os.cpu_count() or 1)
+        before = len(self._images)
+        chunk = max(1, workers * 4)
+        with ThreadPoolExecutor(max_workers=workers) as pool, \
+                tqdm(total=len(todo), desc=desc, unit='img', disable=not progress, leave=False) as bar:
+            for start in range(0, len(todo), chunk):
+                batch = todo[start:start + chunk]
+                for path, img in zip(batch, pool.map(loader, batch), strict=True):
+                    self.put(path, img)
+                bar.update(len(batch))
+                if self.full:
+                    break
+        return len(self._images) - before

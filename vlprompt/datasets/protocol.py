@@ -1,0 +1,329 @@
+"""The evaluation protocol of the published prompt-learning tables, as shared functions.
+
+Nothing here knows about a particular dataset: the readers in :mod:`vlprompt.datasets` call these
+functions on their item lists, so every benchmark follows the same rules.
+
+Few-shot sampling (CoOp/Dassl rule)
+    Dassl seeds Python's ``random`` with the run's seed before it builds the dataset, then, for the
+    train list and afterwards the val list, groups the items by label in order of first appearance
+    and calls ``random.sample(items, K)`` per class (all items when a class has fewer than K; no
+    random call is made for such a class). Train gets K shots, val ``min(K, 4)``, from the same
+    random stream, train first. :func:`sample_few_shot_splits` does exactly that with a private
+    ``random.Random(seed)``: the same Mersenne Twister seeded the same way gives the same stream as
+    the global one, and the caller's global random state is left alone.
+
+Few-shot cache
+    Picks are stored as JSON at ``<dataset dir>/split_fewshot/shot_{K}-seed_{S}.json`` (Dassl
+    stores a pickle of the same picks next to it as ``.pkl``) and reused by every later run and
+    method; the file is written atomically. When the dataset folder is read-only the cache goes to
+    ``$VLPROMPT_CACHE`` (default ``~/.cache/vlprompt``) under ``split_fewshot/<dataset>-<hash>/``.
+
+Base/novel split
+    The sorted unique labels of the train set are cut at ``ceil(n / 2)``: base is the first part
+    (it gets the extra class when n is odd), novel the rest; each part is relabelled 0..k-1 and is
+    evaluated as its own k-way task. ``all`` keeps every class. Few-shot sampling happens on all
+    classes first, so base-to-novel training uses the base part of the all-class picks.
+
+Named protocols
+    :data:`PROTOCOLS` holds the cross-dataset and domain-generalization settings (source dataset,
+    targets, class subset per side); :func:`base_to_novel` and :func:`few_shot` build the
+    per-dataset ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+__all__ = [
+    'BASE2NOVEL_DATASETS', 'CACHE_ENV', 'DataSpec', 'EvalProtocol', 'FewShotCache', 'PROTOCOLS',
+    'SUBSAMPLES', 'XD_TARGETS', 'DG_TARGETS', 'base_to_novel', 'cache_root', 'few_shot',
+    'get_protocol', 'normalize_subsample', 'relabel', 'sample_few_shot', 'sample_few_shot_splits',
+    'select_classes', 'subsample_classes', 'atomic_write_json',
+]
+
+CACHE_ENV = 'VLPROMPT_CACHE'
+SUBSAMPLES: tuple[str, ...] = ('all', 'base', 'novel')
+_SUBSAMPLE_ALIASES = {'new': 'novel'}
+
+
+class _Labelled(Protocol):
+    label: int
+
+
+T = TypeVar('T', bound=_Labelled)
+
+
+# --------------------------------------------------------------------------- few-shot sampling
+
+def sample_few_shot(items: Sequence[T], num_shots: int, rng: random.Random) -> list[T]:
+    """Pick ``num_shots`` items per class with ``rng.sample``, classes in order of first appearance.
+
+    A class with fewer than ``num_shots`` items keeps all of them and consumes no random numbers,
+    as in Dassl's ``generate_fewshot_dataset`` (``repeat=False``). ``num_shots < 1`` returns a copy
+    of ``items``.
+    """
+    if num_shots < 1:
+        return list(items)
+    groups: dict[int, list[T]] = {}
+    for item in items:
+        groups.setdefault(item.label, []).append(item)
+    picked: list[T] = []
+    for group in groups.values():
+        picked.extend(rng.sample(group, num_shots) if len(group) >= num_shots else group)
+    return picked
+
+
+def sample_few_shot_splits(train: Sequence[T], val: Sequence[T] | None, num_shots: int,
+                           seed: int) -> tuple[list[T], list[T] | None]:
+    """Few-shot train (K per class) and val (min(K, 4) per class) drawn from one stream seeded by ``seed``.
+
+    Same picks as a CoOp/Dassl run with ``--seed seed`` on the same lists: the global ``random`` is
+    seeded right before the dataset is built, then train is sampled, then val. ``val=None`` (a
+    dataset without a val split, e.g. ImageNet) samples train only.
+    """
+    rng = random.Random(seed)
+    train_fs = sample_few_shot(train, num_shots, rng)
+    val_fs = None if val is None else sample_few_shot(val, min(num_shots, 4), rng)
+    return train_fs, val_fs
+
+
+# --------------------------------------------------------------------------- few-shot cache
+
+def cache_root() -> Path:
+    """Root of vlprompt's own cache: ``$VLPROMPT_CACHE`` or ``~/.cache/vlprompt``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / '.cache' / 'vlprompt').expanduser()
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON through a temporary file in the same folder and ``os.replace`` it into place.
+
+    Readers never see a half-written file, and two runs writing the same picks at once are safe.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class FewShotCache:
+    """Where the few-shot picks of one dataset folder are stored and found again.
+
+    Args:
+        dataset_dir: The dataset's folder; the primary location is its ``split_fewshot/``.
+        key: A short name for the fallback folder (the registry name of the dataset).
+    """
+
+    def __init__(self, dataset_dir: str | Path, key: str) -> None:
+        self.dataset_dir = Path(dataset_dir)
+        digest = hashlib.sha1(str(self.dataset_dir.absolute()).encode()).hexdigest()[:10]
+        self.primary_dir = self.dataset_dir / 'split_fewshot'
+        self.fallback_dir = cache_root() / 'split_fewshot' / f'{key}-{digest}'
+
+    @staticmethod
+    def filename(num_shots: int, seed: int) -> str:
+        """``shot_{K}-seed_{S}.json``, Dassl's name with a JSON suffix."""
+        return f'shot_{num_shots}-seed_{seed}.json'
+
+    def candidates(self, num_shots: int, seed: int) -> list[Path]:
+        """Paths searched for cached picks, in order."""
+        name = self.filename(num_shots, seed)
+        return [self.primary_dir / name, self.fallback_dir / name]
+
+    def load(self, num_shots: int, seed: int) -> tuple[dict[str, Any], Path] | None:
+        """The stored picks and their path, or ``None`` when there are none.
+
+        A file that cannot be parsed is ignored with a warning (the picks are then recomputed).
+        """
+        for path in self.candidates(num_shots, seed):
+            if not path.is_file():
+                continue
+            try:
+                with open(path, encoding='utf-8') as f:
+                    data = json.load(f)
+            except (OSError, ValueError) as err:
+                warnings.warn(f'ignoring unreadable few-shot cache {path}: {err}', stacklevel=2)
+                continue
+            if isinstance(data, dict) and isinstance(data.get('train'), list):
+                return data, path
+            warnings.warn(f'ignoring malformed few-shot cache {path}', stacklevel=2)
+        return None
+
+    def save(self, num_shots: int, seed: int, data: dict[str, Any]) -> Path | None:
+        """Store picks next to the data, else in the user cache; ``None`` when neither is writable."""
+        for path in self.candidates(num_shots, seed):
+            try:
+                atomic_write_json(path, data)
+                return path
+            except OSError:
+                continue
+        warnings.warn(f'could not store few-shot picks in {self.primary_dir} nor {self.fallback_dir}; '
+                      'they will be recomputed (same result) next time', stacklevel=2)
+        return None
+
+
+# --------------------------------------------------------------------------- base / novel
+
+def normalize_subsample(subsample: str | None) -> str:
+    """``'all'``, ``'base'`` or ``'novel'`` (``'new'``, CoOp's word, is accepted for ``'novel'``)."""
+    value = (subsample or 'all').lower()
+    value = _SUBSAMPLE_ALIASES.get(value, value)
+    if value not in SUBSAMPLES:
+        raise ValueError(f"subsample must be one of 'all', 'base', 'novel' (or 'new'), got {subsample!r}")
+    return value
+
+
+def select_classes(labels: Iterable[int], subsample: str) -> list[int]:
+    """The labels kept by ``subsample``, in their new order (new label = position in the list).
+
+    Sorted unique labels are cut at ``ceil(n / 2)``: base gets the first part, novel the rest.
+    """
+    subsample = normalize_subsample(subsample)
+    ordered = sorted(set(labels))
+    if subsample == 'all':
+        return ordered
+    m = math.ceil(len(ordered) / 2)
+    return ordered[:m] if subsample == 'base' else ordered[m:]
+
+
+def relabel(items: Iterable[T], selected: Sequence[int]) -> list[T]:
+    """Keep the items whose label is in ``selected`` and give them label ``selected.index(label)``.
+
+    Items must be dataclasses with a ``label`` field; they are copied, never modified.
+    """
+    mapping = {old: new for new, old in enumerate(selected)}
+    if all(old == new for old, new in mapping.items()):
+        return [item for item in items if item.label in mapping]
+    return [dataclasses.replace(item, label=mapping[item.label])  # type: ignore[type-var]
+            for item in items if item.label in mapping]
+
+
+def subsample_classes(*splits: Sequence[T], subsample: str = 'all') -> list[list[T]]:
+    """CoOp's base/novel rule on item lists: classes come from the first list (the train set).
+
+    Returns one relabelled list per input list.
+    """
+    if not splits:
+        return []
+    selected = select_classes((item.label for item in splits[0]), subsample)
+    return [relabel(split, selected) for split in splits]
+
+
+# --------------------------------------------------------------------------- named protocols
+
+BASE2NOVEL_DATASETS: tuple[str, ...] = (
+    'imagenet', 'caltech101', 'oxford-pets', 'stanford-cars', 'oxford-flowers', 'food101',
+    'fgvc-aircraft', 'sun397', 'dtd', 'eurosat', 'ucf101',
+)
+# Column order of the published cross-dataset table.
+XD_TARGETS: tuple[str, ...] = BASE2NOVEL_DATASETS[1:]
+DG_TARGETS: tuple[str, ...] = ('imagenet-v2', 'imagenet-sketch', 'imagenet-a', 'imagenet-r')
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One side of a protocol: a dataset, its class subset and the split read."""
+
+    dataset: str
+    subsample: str = 'all'
+    split: str = 'test'
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Train on ``source`` (few-shot), then evaluate on each of ``targets``.
+
+    ``average`` names the targets that enter the reported average (the source column is excluded
+    from the cross-dataset and domain-generalization averages).
+    """
+
+    name: str
+    source: DataSpec
+    targets: tuple[DataSpec, ...]
+    num_shots: int = 16
+    seeds: tuple[int, ...] = (1, 2, 3)
+    average: tuple[str, ...] = ()
+    description: str = ''
+
+
+PROTOCOLS: dict[str, EvalProtocol] = {
+    'cross-dataset': EvalProtocol(
+        name='cross-dataset',
+        source=DataSpec('imagenet', 'all', 'train'),
+        targets=(DataSpec('imagenet'),) + tuple(DataSpec(d) for d in XD_TARGETS),
+        average=XD_TARGETS,
+        description='ImageNet, all 1000 classes, 16 shots; zero-shot transfer to 10 datasets '
+                    '(all classes); the average is over the 10 targets.'),
+    'domain-generalization': EvalProtocol(
+        name='domain-generalization',
+        source=DataSpec('imagenet', 'all', 'train'),
+        targets=(DataSpec('imagenet'),) + tuple(DataSpec(d) for d in DG_TARGETS),
+        average=DG_TARGETS,
+        description='ImageNet, all 1000 classes, 16 shots; evaluated on ImageNet-V2/-Sketch/-A/-R '
+                    '(A and R over their 200 classes); the average is over the 4 targets.'),
+    'day-night': EvalProtocol(
+        name='day-night',
+        source=DataSpec('codan', 'all', 'train'),
+        targets=(DataSpec('codan', 'all', 'test'), DataSpec('codan', 'all', 'test_night')),
+        num_shots=0,
+        average=('codan',),
+        description='CODaN: adapt with daytime training images only, report day and night test '
+                    'accuracy (night is the headline number).'),
+}
+
+
+def base_to_novel(dataset: str, num_shots: int = 16, seeds: Sequence[int] = (1, 2, 3)) -> EvalProtocol:
+    """Train on the base classes of ``dataset``, evaluate base and novel test sets as separate tasks."""
+    return EvalProtocol(
+        name=f'base2novel/{dataset}',
+        source=DataSpec(dataset, 'base', 'train'),
+        targets=(DataSpec(dataset, 'base'), DataSpec(dataset, 'novel')),
+        num_shots=num_shots, seeds=tuple(seeds), average=(dataset,),
+        description='HM = 2BN/(B+N) of the seed-averaged base and novel accuracies; the table '
+                    'average takes the HM of the dataset-averaged B and N.')
+
+
+def few_shot(dataset: str, num_shots: int, seeds: Sequence[int] = (1, 2, 3)) -> EvalProtocol:
+    """CoOp's few-shot setting: K shots of every class, evaluated on the full test set."""
+    return EvalProtocol(
+        name=f'few-shot/{dataset}/{num_shots}', source=DataSpec(dataset, 'all', 'train'),
+        targets=(DataSpec(dataset),), num_shots=num_shots, seeds=tuple(seeds), average=(dataset,))
+
+
+def get_protocol(name: str, dataset: str | None = None, num_shots: int | None = None) -> EvalProtocol:
+    """A protocol by name: ``'cross-dataset'``, ``'domain-generalization'``, ``'day-night'``,
+    ``'base2novel'`` (needs ``dataset``) or ``'few-shot'`` (needs ``dataset`` and ``num_shots``)."""
+    key = name.lower().replace('_', '-')
+    if key in ('base2novel', 'base-to-novel', 'base2new'):
+        if dataset is None:
+            raise ValueError("the 'base2novel' protocol needs a dataset")
+        return base_to_novel(dataset, 16 if num_shots is None else num_shots)
+    if key == 'few-shot':
+        if dataset is None or num_shots is None:
+            raise ValueError("the 'few-shot' protocol needs a dataset and num_shots")
+        return few_shot(dataset, num_shots)
+    key = {'xd': 'cross-dataset', 'dg': 'domain-generalization'}.get(key, key)
+    if key not in PROTOCOLS:
+        raise ValueError(f'unknown protocol {name!r}; known: base2novel, few-shot, {", ".join(PROTOCOLS)}')
+    proto = PROTOCOLS[key]
+    return proto if num_shots is None else dataclasses.replace(proto, num_shots=num_shots)

@@ -1,0 +1,220 @@
+"""Text templates of the published zero-shot and prompt-learning baselines, as data.
+
+* :data:`COOP_TEMPLATES`: the one hand-crafted template per dataset of CoOp's zero-shot CLIP
+  baseline (``trainers/zsclip.py``, ``CUSTOM_TEMPLATES``), also used by CoCoOp, MaPLe and PromptSRC.
+* :data:`KGCOOP_TEMPLATES`: KgCoOp's copy of that table, which differs for DTD
+  ("a photo of a {}, a type of texture." instead of "{} texture."); KgCoOp encodes these with the
+  frozen CLIP as the targets of its knowledge-guided loss.
+* :data:`IMAGENET_TEMPLATES_SELECT`: CLIP's 7 selected ImageNet templates (CoOp's ``ZeroshotCLIP2``).
+* :data:`IMAGENET_TEMPLATES`: PromptSRC's 60-template ensemble (textual diversity targets).
+* :data:`CLIP_IMAGENET_TEMPLATES`: the full 80 templates of CLIP's ImageNet notebook.
+
+Keys are vlprompt registry names (see :func:`vlprompt.datasets.list_datasets`). Class names are
+inserted as they are; CoOp-style learners replace underscores by spaces first.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    'CLIP_IMAGENET_TEMPLATES', 'COOP_TEMPLATES', 'DEFAULT_TEMPLATE', 'IMAGENET_TEMPLATES',
+    'IMAGENET_TEMPLATES_SELECT', 'KGCOOP_TEMPLATES', 'get_template',
+]
+
+DEFAULT_TEMPLATE = 'a photo of a {}.'
+
+COOP_TEMPLATES: dict[str, str] = {
+    'oxford-pets': 'a photo of a {}, a type of pet.',
+    'oxford-flowers': 'a photo of a {}, a type of flower.',
+    'fgvc-aircraft': 'a photo of a {}, a type of aircraft.',
+    'dtd': '{} texture.',
+    'eurosat': 'a centered satellite photo of {}.',
+    'stanford-cars': 'a photo of a {}.',
+    'food101': 'a photo of {}, a type of food.',
+    'sun397': 'a photo of a {}.',
+    'caltech101': 'a photo of a {}.',
+    'ucf101': 'a photo of a person doing {}.',
+    'imagenet': 'a photo of a {}.',
+    'imagenet-sketch': 'a photo of a {}.',
+    'imagenet-v2': 'a photo of a {}.',
+    'imagenet-a': 'a photo of a {}.',
+    'imagenet-r': 'a photo of a {}.',
+}
+
+KGCOOP_TEMPLATES: dict[str, str] = {
+    **COOP_TEMPLATES,
+    'dtd': 'a photo of a {}, a type of texture.',
+}
+
+# The 80 ImageNet templates of CLIP's prompt-engineering notebook (CoOp's `IMAGENET_TEMPLATES`).
+CLIP_IMAGENET_TEMPLATES: tuple[str, ...] = (
+    'a bad photo of a {}.',
+    'a photo of many {}.',
+    'a sculpture of a {}.',
+    'a photo of the hard to see {}.',
+    'a low resolution photo of the {}.',
+    'a rendering of a {}.',
+    'graffiti of a {}.',
+    'a bad photo of the {}.',
+    'a cropped photo of the {}.',
+    'a tattoo of a {}.',
+    'the embroidered {}.',
+    'a photo of a hard to see {}.',
+    'a bright photo of a {}.',
+    'a photo of a clean {}.',
+    'a photo of a dirty {}.',
+    'a dark photo of the {}.',
+    'a drawing of a {}.',
+    'a photo of my {}.',
+    'the plastic {}.',
+    'a photo of the cool {}.',
+    'a close-up photo of a {}.',
+    'a black and white photo of the {}.',
+    'a painting of the {}.',
+    'a painting of a {}.',
+    'a pixelated photo of the {}.',
+    'a sculpture of the {}.',
+    'a bright photo of the {}.',
+    'a cropped photo of a {}.',
+    'a plastic {}.',
+    'a photo of the dirty {}.',
+    'a jpeg corrupted photo of a {}.',
+    'a blurry photo of the {}.',
+    'a photo of the {}.',
+    'a good photo of the {}.',
+    'a rendering of the {}.',
+    'a {} in a video game.',
+    'a photo of one {}.',
+    'a doodle of a {}.',
+    'a close-up photo of the {}.',
+    'a photo of a {}.',
+    'the origami {}.',
+    'the {} in a video game.',
+    'a sketch of a {}.',
+    'a doodle of the {}.',
+    'a origami {}.',
+    'a low resolution photo of a {}.',
+    'the toy {}.',
+    'a rendition of the {}.',
+    'a photo of the clean {}.',
+    'a photo of a large {}.',
+    'a rendition of a {}.',
+    'a photo of a nice {}.',
+    'a photo of a weird {}.',
+    'a blurry photo of a {}.',
+    'a cartoon {}.',
+    'art of a {}.',
+    'a sketch of the {}.',
+    'a embroidered {}.',
+    'a pixelated photo of a {}.',
+    'itap of the {}.',
+    'a jpeg corrupted photo of the {}.',
+    'a good photo of a {}.',
+    'a plushie {}.',
+    'a photo of the nice {}.',
+    'a photo of the small {}.',
+    'a photo of the weird {}.',
+    'the cartoon {}.',
+    'art of the {}.',
+    'a drawing of the {}.',
+    'a photo of the large {}.',
+    'a black and white photo of a {}.',
+    'the plushie {}.',
+    'a dark photo of a {}.',
+    'itap of a {}.',
+    'graffiti of the {}.',
+    'a toy {}.',
+    'itap of my {}.',
+    'a photo of a cool {}.',
+    'a photo of a small {}.',
+    'a tattoo of the {}.',
+)
+
+# PromptSRC's `IMAGENET_TEMPLATES`: 60 entries, "a photo of a {}." first, then the CLIP list in
+# order up to "itap of the {}.". Averaged to build PromptSRC's frozen text targets.
+IMAGENET_TEMPLATES: tuple[str, ...] = (
+    'a photo of a {}.',
+    'a bad photo of a {}.',
+    'a photo of many {}.',
+    'a sculpture of a {}.',
+    'a photo of the hard to see {}.',
+    'a low resolution photo of the {}.',
+    'a rendering of a {}.',
+    'graffiti of a {}.',
+    'a bad photo of the {}.',
+    'a cropped photo of the {}.',
+    'a tattoo of a {}.',
+    'the embroidered {}.',
+    'a photo of a hard to see {}.',
+    'a bright photo of a {}.',
+    'a photo of a clean {}.',
+    'a photo of a dirty {}.',
+    'a dark photo of the {}.',
+    'a drawing of a {}.',
+    'a photo of my {}.',
+    'the plastic {}.',
+    'a photo of the cool {}.',
+    'a close-up photo of a {}.',
+    'a black and white photo of the {}.',
+    'a painting of the {}.',
+    'a painting of a {}.',
+    'a pixelated photo of the {}.',
+    'a sculpture of the {}.',
+    'a bright photo of the {}.',
+    'a cropped photo of a {}.',
+    'a plastic {}.',
+    'a photo of the dirty {}.',
+    'a jpeg corrupted photo of a {}.',
+    'a blurry photo of the {}.',
+    'a photo of the {}.',
+    'a good photo of the {}.',
+    'a rendering of the {}.',
+    'a {} in a video game.',
+    'a photo of one {}.',
+    'a doodle of a {}.',
+    'a close-up photo of the {}.',
+    'the origami {}.',
+    'the {} in a video game.',
+    'a sketch of a {}.',
+    'a doodle of the {}.',
+    'a origami {}.',
+    'a low resolution photo of a {}.',
+    'the toy {}.',
+    'a rendition of the {}.',
+    'a photo of the clean {}.',
+    'a photo of a large {}.',
+    'a rendition of a {}.',
+    'a photo of a nice {}.',
+    'a photo of a weird {}.',
+    'a blurry photo of a {}.',
+    'a cartoon {}.',
+    'art of a {}.',
+    'a sketch of the {}.',
+    'a embroidered {}.',
+    'a pixelated photo of a {}.',
+    'itap of the {}.',
+)
+
+# The 7 templates CLIP selected for ImageNet (`ZeroshotCLIP2` in CoOp ensembles them).
+IMAGENET_TEMPLATES_SELECT: tuple[str, ...] = (
+    'itap of a {}.',
+    'a bad photo of the {}.',
+    'a origami {}.',
+    'a photo of the large {}.',
+    'a {} in a video game.',
+    'art of the {}.',
+    'a photo of the small {}.',
+)
+
+
+_TABLES = {'coop': COOP_TEMPLATES, 'kgcoop': KGCOOP_TEMPLATES}
+
+
+def get_template(dataset: str, style: str = 'coop') -> str:
+    """The hand-crafted template of ``dataset`` (``style`` ``'coop'`` or ``'kgcoop'``).
+
+    Datasets outside the published tables (CODaN, the toy world, your own folders) get
+    ``'a photo of a {}.'``.
+    """
+    if style not in _TABLES:
+        raise ValueError(f"style must be 'coop' or 'kgcoop', got {style!r}")
+    return _TABLES[style].get(dataset, DEFAULT_TEMPLATE)
