@@ -23,7 +23,7 @@ from vlprompt.engine.results import write_results
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help="epoch_N.pth, learned.safetensors, or 'none' (zero-shot CLIP)")
     parser.add_argument("--subsample", choices=["base", "novel", "new", "all"], default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON")
     parser.add_argument("--work-dir", default=None)
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config, args.work_dir, args.cfg_options)
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
+    checkpoint = None if args.checkpoint == "none" else Path(args.checkpoint)
+    if checkpoint is not None and not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     if cfg.get("test_dataloader") is None:
         raise ValueError(f"{args.config} defines no test_dataloader")
@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> dict:
     cfg.load_from = None
     cfg.resume = False
     runner = build_runner(cfg, launcher=args.launcher)
-    load_learned_into(runner.model, checkpoint)
+    if checkpoint is not None:
+        load_learned_into(runner.model, checkpoint)
     metrics = runner.test()
     if args.out and runner.rank == 0:
-        write_results(args.out, metrics, cfg, runner, checkpoint=str(checkpoint))
+        write_results(args.out, metrics, cfg, runner, checkpoint=str(checkpoint) if checkpoint else None)
     return metrics
 
 

@@ -221,10 +221,12 @@ class BenchmarkDataset(Dataset):
         self.split = self.canonical_split(split)
         self.items = self.split_items(self.split)
         self._check_items(self.split, self.items)
-        if transform == 'auto':
-            transform = build_transform(self.split == 'train', self.image_size)
+        if transform in ('auto', 'train', 'test'):
+            # 'test' on a training split gives deterministic inputs (exactness tests, feature caching)
+            transform = build_transform(transform == 'train' or (transform == 'auto' and self.split == 'train'),
+                                        self.image_size)
         elif isinstance(transform, str):
-            raise ValueError(f"transform must be 'auto', a callable or None, got {transform!r}")
+            raise ValueError(f"transform must be 'auto', 'train', 'test', a callable or None, got {transform!r}")
         self.transform = transform
         if cache_images is None:
             cache_images = self.split == 'train' and self.num_shots > 0

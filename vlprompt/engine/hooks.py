@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,23 @@ def from_plain(obj: Any) -> Any:
     return obj
 
 
+def rng_state() -> dict:
+    """The random states that data augmentation draws from, as plain data (saved with checkpoints
+    so that a resumed run sees the same crops as an uninterrupted one)."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": to_plain(random.getstate()),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+
+
 @HOOKS.register_module(force=True)
 class PromptCheckpointHook(Hook):
     """Makes every checkpoint loadable with ``weights_only=True`` and self-describing.
@@ -73,10 +91,13 @@ class PromptCheckpointHook(Hook):
         checkpoint["message_hub"] = to_plain(checkpoint["message_hub"])
         checkpoint["meta"] = to_plain(checkpoint["meta"])
         checkpoint["vlprompt"] = to_plain(self._metadata(runner))
+        checkpoint["rng"] = rng_state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:  # noqa: D102
         if "message_hub" in checkpoint:
             checkpoint["message_hub"] = from_plain(checkpoint["message_hub"])
+        if "rng" in checkpoint and runner._resume:
+            set_rng_state(checkpoint["rng"])
 
     def after_train(self, runner) -> None:  # noqa: D102
         if runner.rank != 0:

@@ -1,0 +1,112 @@
+"""Base-to-novel sweep: train on base classes, test on base and novel, for datasets x seeds.
+
+    python tools/base2novel.py --method coop --datasets toy-shapes toy-patterns --seeds 1 2 3
+    python tools/base2novel.py --method maple --datasets all --seeds 1 2 3 --data-root /data
+
+Each run lives in ``<work-root>/<method>/<dataset>/seed<S>/`` and ends with ``results.json``
+(base, novel, HM); finished runs are skipped, so an interrupted sweep resumes where it stopped.
+The sweep writes ``base2novel.md``, ``.csv`` and ``.png`` to ``<work-root>/<method>/``.
+``--method zsclip`` evaluates zero-shot CLIP (nothing is trained).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vlprompt.datasets import BASE2NOVEL_DATASETS
+from vlprompt.engine.results import atomic_write_text
+from vlprompt.evaluation.report import base2novel_table, harmonic_mean, markdown_table, write_base2novel_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_path(method: str, dataset: str) -> Path:
+    """``configs/<method>/<dataset with underscores>.py``; a clear error when it does not exist."""
+    path = ROOT / "configs" / method / f"{dataset.replace('-', '_')}.py"
+    if not path.is_file():
+        available = sorted(p.stem for p in (ROOT / "configs" / method).glob("[!_]*.py"))
+        raise SystemExit(f"no config for {method} on {dataset}: {path} does not exist "
+                         f"(available for {method}: {', '.join(available) or 'none'})")
+    return path
+
+
+def _run(cmd: list[str], log: Path) -> None:
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+
+
+def _top1(path: Path) -> float:
+    return json.loads(path.read_text())["metrics"]["accuracy/top1"]
+
+
+def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> dict:
+    """Train (unless zero-shot), test base and novel; returns and stores the run's result."""
+    result_file = run_dir / "results.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = str(config_path(method, dataset))
+    log = run_dir / "sweep.log"
+    py = sys.executable
+    opts = ["--cfg-options", f"randomness.seed={seed}", *options]
+    start = time.perf_counter()
+    if method == "zsclip":
+        checkpoint = "none"
+    else:
+        _run([py, "tools/train.py", config, "--work-dir", str(run_dir), "--no-test", *opts], log)
+        checkpoint = str(run_dir / "learned.safetensors")
+    for subsample in ("base", "novel"):
+        _run([py, "tools/test.py", config, checkpoint, "--subsample", subsample, "--work-dir", str(run_dir),
+              "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)
+    base, novel = _top1(run_dir / "test_base.json"), _top1(run_dir / "test_novel.json")
+    result = {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,
+              "hm": harmonic_mean(base, novel), "seconds": round(time.perf_counter() - start, 1)}
+    atomic_write_text(result_file, json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True, help="a folder of configs/ (coop, cocoop, maple, zsclip, ...)")
+    parser.add_argument("--datasets", nargs="+", default=["all"], help="'all' for the 11 benchmarks, or names")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/base2novel"))
+    parser.add_argument("--data-root", default=None, help="benchmarks' root (default: $VLPROMPT_DATA)")
+    parser.add_argument("--cfg-options", nargs="+", default=[], help="passed on to every run")
+    args = parser.parse_args(argv)
+
+    datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
+    for dataset in datasets:  # every config must exist before the first run starts
+        config_path(args.method, dataset)
+    options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    out_dir = args.work_root / args.method
+    runs = []
+    jobs = [(d, s) for d in datasets for s in args.seeds]
+    start = time.perf_counter()
+    with tqdm(jobs, desc=f"{args.method} base-to-novel", unit="run") as bar:
+        for dataset, seed in bar:
+            bar.set_postfix_str(f"{dataset} seed {seed}")
+            result = run_one(args.method, dataset, seed, out_dir / dataset / f"seed{seed}", options)
+            runs.append(result)
+            tqdm.write(f"{dataset} seed {seed}: base {result['base']:.2f}  novel {result['novel']:.2f}  "
+                       f"HM {result['hm']:.2f}  ({result['seconds']:.0f} s)")
+    files = write_base2novel_report(runs, out_dir, args.method)
+    print(markdown_table(base2novel_table(runs), f"{args.method}: base-to-novel", per_seed=False))
+    print(f"{len(runs)} runs in {time.perf_counter() - start:.0f} s; tables: {files['md']}, {files['csv']}; "
+          f"plot: {files['png']}")
+    return runs
+
+
+if __name__ == "__main__":
+    main()

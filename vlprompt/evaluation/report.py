@@ -1,0 +1,128 @@
+"""Tables and plots from per-run ``results.json`` files, with the published aggregation rules.
+
+Base-to-novel (CoCoOp's tables): per dataset, base and novel accuracy are averaged over seeds and
+HM = 2BN / (B + N) is taken of those means. The "Average" row averages base and novel over the
+datasets and takes the HM of the two averages; it is not the mean of the per-dataset HMs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+from ..engine.results import atomic_write_text
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """HM of base and novel accuracy (0 when both are 0)."""
+    return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
+
+
+def base2novel_table(runs: Iterable[Mapping]) -> list[dict]:
+    """Rows ``{dataset, seeds, base, novel, hm, base_std, novel_std, per_seed}`` plus an Average row.
+
+    ``runs`` are dicts with ``dataset``, ``seed``, ``base`` and ``novel`` (accuracy in %).
+    """
+    by_dataset: dict[str, list[Mapping]] = {}
+    for run in runs:
+        by_dataset.setdefault(run["dataset"], []).append(run)
+    rows = []
+    for dataset, items in by_dataset.items():
+        items = sorted(items, key=lambda r: r["seed"])
+        base = [r["base"] for r in items]
+        novel = [r["novel"] for r in items]
+        b, n = statistics.fmean(base), statistics.fmean(novel)
+        rows.append({
+            "dataset": dataset, "seeds": [r["seed"] for r in items], "base": b, "novel": n,
+            "hm": harmonic_mean(b, n),
+            "base_std": statistics.pstdev(base) if len(base) > 1 else 0.0,
+            "novel_std": statistics.pstdev(novel) if len(novel) > 1 else 0.0,
+            "per_seed": [{"seed": r["seed"], "base": r["base"], "novel": r["novel"],
+                          "hm": harmonic_mean(r["base"], r["novel"])} for r in items],
+        })
+    if len(rows) > 1:
+        b = statistics.fmean(r["base"] for r in rows)
+        n = statistics.fmean(r["novel"] for r in rows)
+        rows.append({"dataset": "Average", "seeds": [], "base": b, "novel": n, "hm": harmonic_mean(b, n),
+                     "base_std": 0.0, "novel_std": 0.0, "per_seed": []})
+    return rows
+
+
+def markdown_table(rows: Sequence[Mapping], title: str | None = None, per_seed: bool = True) -> str:
+    """Base / novel / HM per dataset (mean over seeds, with per-seed values in a second table)."""
+    out = [f"### {title}\n"] if title else []
+    out += ["| dataset | seeds | base | novel | HM |", "|---|---|---|---|---|"]
+    for r in rows:
+        seeds = ",".join(str(s) for s in r["seeds"])
+        name = f"**{r['dataset']}**" if r["dataset"] == "Average" else r["dataset"]
+        base = f"{r['base']:.2f}" + (f" ± {r['base_std']:.2f}" if r["base_std"] else "")
+        novel = f"{r['novel']:.2f}" + (f" ± {r['novel_std']:.2f}" if r["novel_std"] else "")
+        out.append(f"| {name} | {seeds} | {base} | {novel} | {r['hm']:.2f} |")
+    if per_seed and any(r["per_seed"] for r in rows):
+        out += ["", "| dataset | seed | base | novel | HM |", "|---|---|---|---|---|"]
+        for r in rows:
+            for s in r["per_seed"]:
+                out.append(f"| {r['dataset']} | {s['seed']} | {s['base']:.2f} | {s['novel']:.2f} | {s['hm']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def csv_table(rows: Sequence[Mapping]) -> str:
+    """One line per (dataset, seed) and one per dataset mean (seed ``mean``)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["dataset", "seed", "base", "novel", "hm"])
+    for r in rows:
+        for s in r["per_seed"]:
+            writer.writerow([r["dataset"], s["seed"], f"{s['base']:.4f}", f"{s['novel']:.4f}", f"{s['hm']:.4f}"])
+        writer.writerow([r["dataset"], "mean", f"{r['base']:.4f}", f"{r['novel']:.4f}", f"{r['hm']:.4f}"])
+    return buf.getvalue()
+
+
+def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.PathLike) -> Path:
+    """Base vs novel accuracy per dataset (one marker per method), with iso-HM curves; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    grid = np.linspace(1, 100, 200)
+    for hm in (20, 40, 60, 80):
+        novel = hm * grid / (2 * grid - hm)
+        keep = (novel > 0) & (novel <= 100) & (2 * grid > hm)
+        ax.plot(grid[keep], novel[keep], color="0.85", lw=0.8, zorder=0)
+        ax.annotate(f"HM {hm}", (grid[keep][-1], novel[keep][-1]), fontsize=7, color="0.6")
+    markers = "osD^vP*X"
+    for i, (method, rows) in enumerate(tables.items()):
+        pts = [r for r in rows if r["dataset"] != "Average"]
+        ax.scatter([r["base"] for r in pts], [r["novel"] for r in pts], marker=markers[i % len(markers)],
+                   label=method, s=40)
+        for r in pts:
+            ax.annotate(r["dataset"], (r["base"], r["novel"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.plot([0, 100], [0, 100], ls=":", color="0.7", lw=0.8)
+    ax.set(xlabel="base accuracy (%)", ylabel="novel accuracy (%)", xlim=(0, 100), ylim=(0, 100),
+           title="Base-to-novel generalisation")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike, method: str) -> dict[str, Path]:
+    """``base2novel.md``, ``base2novel.csv`` and ``base2novel.png`` in ``out_dir``."""
+    rows = base2novel_table(runs)
+    out = Path(out_dir)
+    return {
+        "md": atomic_write_text(out / "base2novel.md", markdown_table(rows, f"{method}: base-to-novel")),
+        "csv": atomic_write_text(out / "base2novel.csv", csv_table(rows)),
+        "png": plot_base_novel({method: rows}, out / "base2novel.png"),
+    }

@@ -1,0 +1,142 @@
+"""Contrastive pretraining of a small CLIP on toy-world image-caption pairs.
+
+Pairs are generated on the fly (a new, seeded batch every step) in a loader worker, so the run
+never sees the same image twice and needs no disk. The towers are vlprompt's own (with the text
+context cut after the last end-of-text token, which makes short captions cheap).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..backbones import PromptableCLIP, WeightsInfo, build_open_clip_model, get_arch, save_safetensors
+from ..backbones.pretrained import PreprocessCfg
+from ..backbones.tokenizer import PromptTokenizer
+from .datasets import GENERATOR_VERSION, sample_pairs
+from .text import CaptionProbs
+
+CLIP_MEAN = torch.tensor(PreprocessCfg(64).mean).view(1, 3, 1, 1)
+CLIP_STD = torch.tensor(PreprocessCfg(64).std).view(1, 3, 1, 1)
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of a pretraining run (all recorded in the checkpoint metadata)."""
+
+    arch: str = "toy"
+    steps: int = 1200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    seed: int = 0
+    max_minutes: float | None = None  # a safety stop; the schedule follows ``steps``
+    caption_probs: dict = field(default_factory=lambda: asdict(CaptionProbs()))
+    style_probs: dict = field(default_factory=lambda: {"photo": 0.8, "sketch": 0.1, "night": 0.1})
+    log_every: int = 25
+
+
+class _PairStream(IterableDataset):
+    """Batches of (normalised images, token ids), batch ``i`` seeded by ``(seed, i)``."""
+
+    def __init__(self, cfg: PretrainConfig, image_size: int, tokenizer: PromptTokenizer) -> None:
+        self.cfg, self.image_size, self.tokenizer = cfg, image_size, tokenizer
+
+    def __iter__(self):
+        if get_worker_info() is not None:
+            torch.set_num_threads(1)
+        probs = CaptionProbs(**self.cfg.caption_probs)
+        for step in range(self.cfg.steps):
+            images, captions = sample_pairs(
+                self.cfg.batch_size, seed=(self.cfg.seed, step), size=self.image_size,
+                style_probs=self.cfg.style_probs, caption_probs=probs,
+            )
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+            yield (x - CLIP_MEAN) / CLIP_STD, self.tokenizer(captions)
+
+
+def _lr_at(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """The symmetric InfoNCE loss of CLIP on normalised features."""
+    logits = logit_scale * image @ text.t()
+    labels = torch.arange(len(image), device=image.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def pretrain_clip(
+    cfg: PretrainConfig,
+    progress: Callable[[int, float], None] | None = None,
+    num_workers: int = 1,
+) -> tuple[PromptableCLIP, list[dict]]:
+    """Train an architecture from scratch on generated pairs; returns the model and the loss log."""
+    torch.manual_seed(cfg.seed)
+    arch = get_arch(cfg.arch)
+    model = build_open_clip_model(cfg.arch)
+    info = WeightsInfo(cfg.arch, None, False, PreprocessCfg(image_size=arch.image_size))
+    clip = PromptableCLIP(model, info)
+    model.requires_grad_(True)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
+    )
+    stream = _PairStream(cfg, arch.image_size, clip.tokenizer)
+    loader = DataLoader(stream, batch_size=None, num_workers=num_workers, prefetch_factor=4 if num_workers else None)
+    log: list[dict] = []
+    start = time.perf_counter()
+    window: list[float] = []
+    for step, (images, ids) in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        loss = clip_loss(
+            clip.encode_image(images, normalize=True), clip.encode_text(ids, normalize=True), model.logit_scale.exp()
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        window.append(loss.item())
+        if progress is not None:
+            progress(step, window[-1])
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            log.append({"step": step + 1, "loss": float(np.mean(window)), "lr": _lr_at(step, cfg),
+                        "seconds": round(time.perf_counter() - start, 1)})
+            window = []
+        if cfg.max_minutes is not None and time.perf_counter() - start > 60 * cfg.max_minutes:
+            log.append({"stopped_at_step": step + 1, "reason": f"time limit {cfg.max_minutes} min"})
+            break
+    model.requires_grad_(False)
+    return clip.eval(), log
+
+
+def save_pretrained(clip: PromptableCLIP, path: str | Path, cfg: PretrainConfig, log: list[dict]) -> Path:
+    """Write the weights in fp16 safetensors with what is needed to rebuild and judge them."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in clip.model.state_dict().items()}
+    meta = {
+        "arch": cfg.arch,
+        "quick_gelu": "false",
+        "preprocess": json.dumps(asdict(clip.info.preprocess)),
+        "trained_on": f"vlprompt toy world, generator version {GENERATOR_VERSION}",
+        "pretrain_config": json.dumps(asdict(cfg)),
+        "pretrain_log_tail": json.dumps(log[-5:]),
+    }
+    save_safetensors(state, path, meta)
+    return Path(path)
