@@ -15,6 +15,7 @@ from safetensors import safe_open
 import vlprompt
 from vlprompt.engine import NaNGuardHook, WarmupCosineLR, dassl_lr
 from vlprompt.engine.checkpoint import load_learner, read_learned
+from vlprompt.evaluation.report import harmonic_mean
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -53,9 +54,12 @@ def test_schedule_is_dassls_constant_warmup_then_per_epoch_cosine():
 
 def test_train_then_checkpoint_round_trip_and_novel_test(tmp_path):
     metrics = _train(tmp_path / "run")
-    assert set(metrics) == {"accuracy/top1", "accuracy/ece"}
+    assert set(metrics) == {"base/top1", "base/ece", "novel/top1", "novel/ece", "hm"}
+    assert metrics["hm"] == pytest.approx(harmonic_mean(metrics["base/top1"], metrics["novel/top1"]))
     results = json.loads((tmp_path / "run/results.json").read_text())
-    assert results["run"]["subsample"] == "base" and results["run"]["model"]["learner"]["type"] == "coop"
+    assert results["run"]["protocol"]["name"] == "base2novel"
+    assert results["run"]["model"]["learner"]["type"] == "coop"
+    assert results["run"]["model"]["class_names"][0] == "red circle"  # base classes of toy-shapes
 
     # the release file holds only the learned context, with what is needed to rebuild the model
     learned = tmp_path / "run/learned.safetensors"
@@ -73,8 +77,9 @@ def test_train_then_checkpoint_round_trip_and_novel_test(tmp_path):
 
     novel = test_tool.main([CONFIG, str(learned), "--subsample", "novel", "--work-dir", str(tmp_path / "run"),
                             "--out", str(tmp_path / "novel.json"), "--cfg-options", *FAST])
-    assert 0 <= novel["accuracy/top1"] <= 100
-    assert json.loads((tmp_path / "novel.json").read_text())["run"]["subsample"] == "novel"
+    assert novel["accuracy/top1"] == pytest.approx(metrics["novel/top1"])
+    record = json.loads((tmp_path / "novel.json").read_text())
+    assert record["run"]["subsample"] == "novel" and record["run"]["model"]["class_names"][0] == "yellow circle"
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):

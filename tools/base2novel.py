@@ -52,7 +52,7 @@ def _top1(path: Path) -> float:
 
 def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> dict:
     """Train (unless zero-shot), test base and novel; returns and stores the run's result."""
-    result_file = run_dir / "results.json"
+    result_file = run_dir / "sweep_result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -61,15 +61,15 @@ def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[s
     py = sys.executable
     opts = ["--cfg-options", f"randomness.seed={seed}", *options]
     start = time.perf_counter()
-    if method == "zsclip":
-        checkpoint = "none"
-    else:
-        _run([py, "tools/train.py", config, "--work-dir", str(run_dir), "--no-test", *opts], log)
-        checkpoint = str(run_dir / "learned.safetensors")
-    for subsample in ("base", "novel"):
-        _run([py, "tools/test.py", config, checkpoint, "--subsample", subsample, "--work-dir", str(run_dir),
-              "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)
-    base, novel = _top1(run_dir / "test_base.json"), _top1(run_dir / "test_novel.json")
+    if method == "zsclip":  # nothing to train: test base and novel directly
+        for subsample in ("base", "novel"):
+            _run([py, "tools/test.py", config, "none", "--subsample", subsample, "--work-dir", str(run_dir),
+                  "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)
+        base, novel = _top1(run_dir / "test_base.json"), _top1(run_dir / "test_novel.json")
+    else:  # train.py tests the last-epoch model on base and novel classes
+        _run([py, "tools/train.py", config, "--work-dir", str(run_dir), *opts], log)
+        metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+        base, novel = metrics["base/top1"], metrics["novel/top1"]
     result = {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,
               "hm": harmonic_mean(base, novel), "seconds": round(time.perf_counter() - start, 1)}
     atomic_write_text(result_file, json.dumps(result, indent=2))

@@ -14,9 +14,9 @@ import argparse
 from pathlib import Path
 
 from mmengine.config import DictAction
+from mmengine.dist import is_main_process
 
-from vlprompt.engine import build_runner, load_config
-from vlprompt.engine.checkpoint import load_learned_into
+from vlprompt.engine import evaluate, load_config
 from vlprompt.engine.results import write_results
 
 
@@ -35,19 +35,11 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoint = None if args.checkpoint == "none" else Path(args.checkpoint)
     if checkpoint is not None and not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    if cfg.get("test_dataloader") is None:
-        raise ValueError(f"{args.config} defines no test_dataloader")
-    if args.subsample:
-        cfg.test_dataloader.dataset.subsample = args.subsample
-    cfg.train_dataloader = None
-    cfg.load_from = None
-    cfg.resume = False
-    runner = build_runner(cfg, launcher=args.launcher)
-    if checkpoint is not None:
-        load_learned_into(runner.model, checkpoint)
-    metrics = runner.test()
-    if args.out and runner.rank == 0:
-        write_results(args.out, metrics, cfg, runner, checkpoint=str(checkpoint) if checkpoint else None)
+    metrics, model = evaluate(cfg, checkpoint, args.subsample, launcher=args.launcher)
+    if args.out and is_main_process():
+        if args.subsample:
+            cfg.test_dataloader.dataset.subsample = args.subsample
+        write_results(args.out, metrics, cfg, model, checkpoint=str(checkpoint) if checkpoint else None)
     return metrics
 
 

@@ -16,9 +16,11 @@ import os
 from pathlib import Path
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 
-from vlprompt.engine import build_runner, load_config
+from vlprompt.engine import LEARNED_FILE, build_runner, evaluate, load_config
 from vlprompt.engine.results import write_results
+from vlprompt.evaluation.report import harmonic_mean
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,15 +62,31 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
-    if args.no_test:
-        cfg.test_dataloader = None
     runner = build_runner(cfg, launcher=args.launcher)
     runner.train()
-    metrics: dict = {}
-    if cfg.get("test_dataloader") is not None:
-        metrics = runner.test()
-        if runner.rank == 0:
-            write_results(Path(cfg.work_dir) / "results.json", metrics, cfg, runner)
+    if args.no_test or cfg.get("test_dataloader") is None:
+        return {}
+    return test_after_training(cfg, args.launcher)
+
+
+def test_after_training(cfg: Config, launcher: str) -> dict:
+    """Evaluate the last-epoch model; a base-to-novel run is tested on base and on novel classes."""
+    learned = Path(cfg.work_dir) / LEARNED_FILE
+    subsample = cfg.test_dataloader.dataset.get("subsample", "all")
+    if (cfg.get("protocol") or {}).get("name") == "base2novel" and subsample == "base":
+        base, model = evaluate(cfg, learned, "base", launcher)
+        novel, _ = evaluate(cfg, learned, "novel", launcher)
+        metrics = {**{f"base/{k.split('/')[-1]}": v for k, v in base.items()},
+                   **{f"novel/{k.split('/')[-1]}": v for k, v in novel.items()}}
+        metrics["hm"] = harmonic_mean(metrics["base/top1"], metrics["novel/top1"])
+        summary = (f"base {metrics['base/top1']:.2f}  novel {metrics['novel/top1']:.2f}  "
+                   f"HM {metrics['hm']:.2f}")
+    else:
+        metrics, model = evaluate(cfg, learned, None, launcher)
+        summary = f"top-1 {metrics['accuracy/top1']:.2f}"
+    if is_main_process():
+        write_results(Path(cfg.work_dir) / "results.json", metrics, cfg, model)
+        print(f"\n{Path(cfg.filename).stem}: {summary}  (results: {Path(cfg.work_dir) / 'results.json'})")
     return metrics
 
 

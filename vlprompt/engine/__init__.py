@@ -8,7 +8,7 @@ from . import compat
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
 from .model import PromptDataPreprocessor, PromptModel
-from .runner import ClassSetHook, build_runner, load_config
+from .runner import ClassSetHook, build_runner, evaluate, load_config
 from .schedulers import WarmupCosineLR, dassl_lr
 
 compat.apply()
@@ -16,5 +16,5 @@ compat.apply()
 __all__ = [
     "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "NaNGuardHook", "PromptCheckpointHook",
     "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat", "dassl_lr",
-    "expected_calibration_error", "load_config",
+    "evaluate", "expected_calibration_error", "load_config",
 ]

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from mmengine.dist import barrier
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
@@ -100,12 +101,12 @@ class PromptCheckpointHook(Hook):
             set_rng_state(checkpoint["rng"])
 
     def after_train(self, runner) -> None:  # noqa: D102
-        if runner.rank != 0:
-            return
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
-        meta = {**self._metadata(runner), "epoch": runner.epoch, "iter": runner.iter}
-        save_safetensors(model.learner.learned_state_dict(), Path(runner.work_dir) / LEARNED_FILE,
-                         {"vlprompt": json.dumps(to_plain(meta))})
+        if runner.rank == 0:
+            model = runner.model.module if hasattr(runner.model, "module") else runner.model
+            meta = {**self._metadata(runner), "epoch": runner.epoch, "iter": runner.iter}
+            save_safetensors(model.learner.learned_state_dict(), Path(runner.work_dir) / LEARNED_FILE,
+                             {"vlprompt": json.dumps(to_plain(meta))})
+        barrier()  # every rank may read the file next (evaluation after training)
 
 
 @HOOKS.register_module(force=True)

@@ -19,11 +19,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def run_description(cfg, runner=None) -> dict[str, Any]:
+def run_description(cfg, model: dict | None = None) -> dict[str, Any]:
     """What a result needs to be traced back: dataset, split, subsample, shots, seed, model."""
     test = (cfg.get("test_dataloader") or {}).get("dataset", {})
-    model = runner.model.module if runner is not None and hasattr(runner.model, "module") else (
-        runner.model if runner is not None else None)
     return {
         "config": cfg.filename,
         "work_dir": cfg.work_dir,
@@ -32,12 +30,13 @@ def run_description(cfg, runner=None) -> dict[str, Any]:
         "seed": (cfg.get("randomness") or {}).get("seed"),
         "num_shots": (cfg.get("train_dataloader") or {}).get("dataset", {}).get("num_shots"),
         "protocol": cfg.get("protocol"),
-        "model": model.metadata() if model is not None else None,
+        "model": model,
     }
 
 
-def write_results(path: str | os.PathLike, metrics: dict[str, float], cfg, runner=None, **extra: Any) -> Path:
-    """``{"metrics": ..., "run": ...}`` as JSON at ``path``."""
-    record = {"metrics": {k: float(v) for k, v in metrics.items()}, "run": run_description(cfg, runner),
+def write_results(path: str | os.PathLike, metrics: dict[str, float], cfg, model: dict | None = None,
+                  **extra: Any) -> Path:
+    """``{"metrics": ..., "run": ...}`` as JSON at ``path`` (``model``: the model's metadata)."""
+    record = {"metrics": {k: float(v) for k, v in metrics.items()}, "run": run_description(cfg, model),
               "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
     return atomic_write_text(path, json.dumps(record, indent=2, default=str))

@@ -135,3 +135,28 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         experiment_name=cfg.get("experiment_name"),
         cfg=cfg,
     )
+
+
+def evaluate(cfg: Config, checkpoint: str | os.PathLike | None, subsample: str | None = None,
+             launcher: str = "none") -> tuple[dict[str, float], dict]:
+    """Test a checkpoint (``None``: nothing learned, e.g. zero-shot CLIP) on ``cfg``'s test split.
+
+    ``subsample`` (base / novel / all) overrides the config's class subset; each subset is its
+    own task with its own class names. Returns the metrics and the model's metadata.
+    """
+    from .checkpoint import load_learned_into
+
+    cfg = copy.deepcopy(cfg)
+    if cfg.get("test_dataloader") is None:
+        raise ValueError(f"{cfg.filename} defines no test_dataloader")
+    if subsample:
+        cfg.test_dataloader.dataset.subsample = subsample
+    cfg.train_dataloader = None
+    cfg.load_from, cfg.resume = None, False
+    cfg.experiment_name = f"{cfg.get('experiment_name') or Path(cfg.filename).stem}_test_{subsample or 'split'}"
+    runner = build_runner(cfg, launcher=launcher)
+    if checkpoint is not None:
+        load_learned_into(runner.model, checkpoint)
+    metrics = runner.test()
+    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    return metrics, model.metadata()
