@@ -3,8 +3,8 @@ from mmengine.config import read_base
 
 with read_base():
     from .._base_.datasets.toy_patterns import *
-    from .._base_.models.clip_toy import *
     from ._method import *
+    from .._base_.models.clip_toy import *  # after _method: its backbone wins
 
 model.backbone = backbone
 train_dataloader.batch_size = train_batch_size

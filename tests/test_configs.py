@@ -1,0 +1,24 @@
+"""Every shipped config loads, names its dataset after its file, and toy configs use the toy CLIP."""
+
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.py") if not p.name.startswith("_") and p.parent.name != "_base_")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_config_loads_and_matches_its_file_name(path):
+    cfg = Config.fromfile(str(path))
+    test = cfg.test_dataloader.dataset
+    stem = path.stem.removesuffix("_xd")
+    if stem != "imagenet" or not path.stem.endswith("_xd"):
+        assert test.name.replace("-", "_") == stem
+    assert cfg.model.learner.type
+    expected = "toy" if path.stem.startswith("toy_") else "ViT-B-16"
+    assert cfg.model.backbone.name == expected
+    if cfg.get("train_dataloader") is not None:
+        assert cfg.train_dataloader.dataset.name == test.name
+        assert cfg.train_dataloader.dataset.num_shots == 16
