@@ -12,10 +12,12 @@ from typing import Any
 from ..backbones import PromptableCLIP
 from ..registry import LEARNERS
 from .base import PromptLearner
+from .cocoop import CoCoOp
 from .coop import CoOp
+from .kgcoop import KgCoOp
 from .zsclip import ZeroShotCLIP
 
-__all__ = ["LEARNERS", "CoOp", "PromptLearner", "ZeroShotCLIP", "build_learner", "list_learners"]
+__all__ = ["LEARNERS", "CoCoOp", "CoOp", "KgCoOp", "PromptLearner", "ZeroShotCLIP", "build_learner", "list_learners"]
 
 
 def list_learners() -> list[str]:

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one go (a CUDA machine with vlprompt importable); outputs go to $OUT.
+#   OUT=bench_out bash benchmarks/gpu_suite.sh [learner ...]
+set -uo pipefail
+OUT=${OUT:-bench_out}
+mkdir -p "$OUT"
+learners=("${@:-coop cocoop}")
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+for dtype in fp32 bf16; do
+  python3 benchmarks/bench_backbone.py --device cuda --dtype $dtype 2>&1 | tee "$OUT/bench_backbone_cuda_$dtype.txt"
+done
+# shellcheck disable=SC2068
+python3 benchmarks/bench_train_step.py --device cuda --learners ${learners[@]} --classes 50 1000 --batch-size 8 \
+  2>&1 | tee "$OUT/bench_train_step_cuda.txt"
