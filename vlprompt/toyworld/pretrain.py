@@ -24,6 +24,7 @@ from ..backbones.pretrained import PreprocessCfg
 from ..backbones.tokenizer import PromptTokenizer
 from .datasets import GENERATOR_VERSION, sample_pairs
 from .text import CaptionProbs
+from .world import BACKGROUNDS, COLOURS, PATTERNS, SHAPES, SIZES, STYLES
 
 CLIP_MEAN = torch.tensor(PreprocessCfg(64).mean).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor(PreprocessCfg(64).std).view(1, 3, 1, 1)
@@ -43,7 +44,12 @@ class PretrainConfig:
     max_minutes: float | None = None  # a safety stop; the schedule follows ``steps``
     caption_probs: dict = field(default_factory=lambda: asdict(CaptionProbs()))
     style_probs: dict = field(default_factory=lambda: {"photo": 0.8, "sketch": 0.1, "night": 0.1})
+    p_two: float = 0.25  # share of two-object scenes
     log_every: int = 25
+    # Weight of the auxiliary attribute loss: linear heads on the image embedding predict the
+    # first object's shape, colour, pattern and size, and the scene's style and background. The
+    # heads are discarded after pretraining. 0 gives pure contrastive (CLIP) training.
+    aux_weight: float = 0.0
 
 
 class _PairStream(IterableDataset):
@@ -57,12 +63,26 @@ class _PairStream(IterableDataset):
             torch.set_num_threads(1)
         probs = CaptionProbs(**self.cfg.caption_probs)
         for step in range(self.cfg.steps):
-            images, captions = sample_pairs(
+            images, captions, scenes = sample_pairs(
                 self.cfg.batch_size, seed=(self.cfg.seed, step), size=self.image_size,
-                style_probs=self.cfg.style_probs, caption_probs=probs,
+                style_probs=self.cfg.style_probs, caption_probs=probs, p_two=self.cfg.p_two, return_scenes=True,
             )
             x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-            yield (x - CLIP_MEAN) / CLIP_STD, self.tokenizer(captions)
+            yield (x - CLIP_MEAN) / CLIP_STD, self.tokenizer(captions), scene_attributes(scenes)
+
+
+ATTRIBUTES = {"shape": SHAPES, "colour": COLOURS, "pattern": PATTERNS, "size": SIZES,
+              "style": STYLES, "background": BACKGROUNDS}
+
+
+def scene_attributes(scenes) -> torch.Tensor:
+    """``(N, 6)`` attribute indices (first object's shape, colour, pattern, size; style; background)."""
+    rows = []
+    for scene in scenes:
+        o = scene.objects[0]
+        values = (o.shape, o.colour, o.pattern, o.size, scene.style, scene.background)
+        rows.append([ATTRIBUTES[k].index(v) for k, v in zip(ATTRIBUTES, values, strict=True)])
+    return torch.tensor(rows)
 
 
 def _lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -97,17 +117,23 @@ def pretrain_clip(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
     )
+    heads = torch.nn.ModuleList(torch.nn.Linear(clip.embed_dim, len(v)) for v in ATTRIBUTES.values())
+    if cfg.aux_weight:
+        optimizer.add_param_group({"params": list(heads.parameters()), "weight_decay": 0.0})
     stream = _PairStream(cfg, arch.image_size, clip.tokenizer)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers, prefetch_factor=4 if num_workers else None)
     log: list[dict] = []
     start = time.perf_counter()
     window: list[float] = []
-    for step, (images, ids) in enumerate(loader):
+    for step, (images, ids, attributes) in enumerate(loader):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        loss = clip_loss(
-            clip.encode_image(images, normalize=True), clip.encode_text(ids, normalize=True), model.logit_scale.exp()
-        )
+        image_features = clip.encode_image(images)
+        loss = clip_loss(F.normalize(image_features, dim=-1), clip.encode_text(ids, normalize=True),
+                         model.logit_scale.exp())
+        if cfg.aux_weight:
+            aux = sum(F.cross_entropy(head(image_features), attributes[:, i]) for i, head in enumerate(heads))
+            loss = loss + cfg.aux_weight * aux / len(heads)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
