@@ -13,6 +13,7 @@ Three formats are read:
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass, field
@@ -232,4 +233,5 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata:
     tmp = path.with_name(f".{path.name}.tmp")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o644)  # an ordinary, shareable file (the temporary one may be created private)
     tmp.replace(path)
