@@ -6,7 +6,9 @@ import pytest
 from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.py") if not p.name.startswith("_") and p.parent.name != "_base_")
+CONFIGS = sorted(
+    p for p in (ROOT / "configs").glob("*/*.py") if not p.name.startswith("_") and p.parent.name != "_base_"
+)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
