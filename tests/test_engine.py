@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -137,13 +138,19 @@ def test_nan_loss_stops_with_the_step(tmp_path):
         _train(tmp_path / "nan", "optim_wrapper.optimizer.lr=1e30", epochs=3)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     """gloo on CPU: 2 ranks x 4 images equal 1 rank x 8 images (deterministic inputs)."""
     common = [*FAST, "train_dataloader.dataset.transform=test", "train_cfg.max_epochs=3", "test_dataloader=None"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     single = [sys.executable, "tools/train.py", CONFIG, "--work-dir", str(tmp_path / "one"), "--no-test",
               "--cfg-options", *common, "train_dataloader.batch_size=8"]
-    double = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29613",
+    double = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
               "tools/train.py", CONFIG, "--launcher", "pytorch", "--work-dir", str(tmp_path / "two"), "--no-test",
               "--cfg-options", *common, "train_dataloader.batch_size=4"]
     # control: one process with half the batch takes other steps, so the tolerance is meaningful
