@@ -5,6 +5,7 @@ compatibility fixes (:mod:`vlprompt.engine.compat`).
 """
 
 from . import compat
+from .gpa import GaussianPromptAggregation, gpa_weights
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
 from .model import PromptDataPreprocessor, PromptModel
@@ -14,7 +15,7 @@ from .schedulers import WarmupCosineLR, dassl_lr
 compat.apply()
 
 __all__ = [
-    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "NaNGuardHook", "PromptCheckpointHook",
-    "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat", "dassl_lr",
-    "evaluate", "expected_calibration_error", "load_config",
+    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "GaussianPromptAggregation", "NaNGuardHook",
+    "PromptCheckpointHook", "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat",
+    "dassl_lr", "evaluate", "expected_calibration_error", "gpa_weights", "load_config",
 ]

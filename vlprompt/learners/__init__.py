@@ -14,10 +14,17 @@ from ..registry import LEARNERS
 from .base import PromptLearner
 from .cocoop import CoCoOp
 from .coop import CoOp
+from .ivlp import IVLP
 from .kgcoop import KgCoOp
+from .maple import MaPLe
+from .promptsrc import PromptSRC
+from .vpt import VPT
 from .zsclip import ZeroShotCLIP
 
-__all__ = ["LEARNERS", "CoCoOp", "CoOp", "KgCoOp", "PromptLearner", "ZeroShotCLIP", "build_learner", "list_learners"]
+__all__ = [
+    "IVLP", "LEARNERS", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MaPLe", "PromptLearner", "PromptSRC", "ZeroShotCLIP",
+    "build_learner", "list_learners",
+]
 
 
 def list_learners() -> list[str]:

@@ -1,0 +1,21 @@
+# PromptSRC, base-to-novel recipe (PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml): IVLP prompts (4 text
+# tokens from "a photo of a", 4 image tokens, depth 9 / 9) with the self-regularising losses (L1 to the
+# frozen 60-template text features x 25, L1 to the frozen image feature x 10, KL to the zero-shot logits
+# x 1) and Gaussian prompt aggregation over epochs (mean 15, std 1); batch 4, SGD lr 0.0025, 20 epochs.
+from mmengine.config import read_base
+
+from vlprompt.engine import GaussianPromptAggregation, PromptModel
+
+with read_base():
+    from .._base_.default_runtime import *
+    from .._base_.models.clip_vit_b16 import *
+    from .._base_.schedules.sgd_warmup_cosine import *
+
+model = dict(type=PromptModel, backbone=backbone,
+             learner=dict(type="promptsrc", n_ctx_text=4, n_ctx_vision=4, ctx_init="a photo of a",
+                          text_depth=9, vision_depth=9, text_loss_weight=25.0, image_loss_weight=10.0,
+                          logits_loss_weight=1.0))
+custom_hooks = [dict(type=GaussianPromptAggregation, mean=15, std=1)]
+optim_wrapper.optimizer.lr = 0.0025
+train_cfg.max_epochs = 20
+train_batch_size = 4

@@ -1,0 +1,13 @@
+# VPT, cross-dataset and domain-generalization source run: ImageNet, all 1000 classes, 16 shots, with the
+# base-to-novel recipe (no published VPT recipe exists for this setting). Test the learned prompts on the
+# targets with tools/test.py.
+from mmengine.config import read_base
+
+with read_base():
+    from .._base_.datasets.imagenet import *
+    from ._method import *
+
+train_dataloader.batch_size = train_batch_size
+train_dataloader.dataset.subsample = "all"
+test_dataloader.dataset.subsample = "all"
+protocol = dict(name="cross-dataset", num_shots=16)

@@ -1,0 +1,205 @@
+"""MaPLe and PromptSRC against numbers from their official implementations (fp32, CPU).
+
+``tests/golden/official_maple_promptsrc.json`` holds what the authors' code computed (its NOTE
+says how) for a seeded random ViT-B/16, 4 seeded random images and 10 class names, with every
+learnable parameter set from a seeded generator (the "manifest": official parameter name, shape,
+seed). Here the same backbone is built, the same values go into vlprompt's parameters (mapped by
+name), and logits, every loss term, gradients and the parameters after 3 SGD steps must agree.
+
+The whole file takes about 45 s on 2 CPU cores (one ViT-B/16 built once per module; 6 backward
+passes for the training comparison).
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlprompt.backbones import PreprocessCfg, PromptableCLIP, WeightsInfo, build_open_clip_model
+from vlprompt.learners import MaPLe, PromptSRC
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_maple_promptsrc.json").read_text())
+LEARNERS = {"maple": MaPLe, "promptsrc": PromptSRC}
+TOL = 1e-4  # logits and losses, max abs difference (observed: ~2e-6)
+
+
+def our_name(method: str, official: str) -> str:
+    """vlprompt's name of an official learnable parameter."""
+    rules = {
+        "maple": [
+            (r"prompt_learner\.ctx", lambda m: "ctx"),
+            (r"prompt_learner\.proj\.(weight|bias)", lambda m: f"proj.0.{m[1]}"),
+            (r"prompt_learner\.compound_prompts_text\.(\d+)", lambda m: f"text_deep.{int(m[1]) + 1}"),
+            (r"prompt_learner\.compound_prompt_projections\.(\d+)\.(weight|bias)",
+             lambda m: f"proj.{int(m[1]) + 1}.{m[2]}"),
+        ],
+        "promptsrc": [
+            (r"prompt_learner\.ctx", lambda m: "ctx"),
+            (r"text_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow", lambda m: f"text_deep.{m[1]}"),
+            (r"image_encoder\.VPT", lambda m: "vision_ctx"),
+            (r"image_encoder\.transformer\.resblocks\.(\d+)\.VPT_shallow", lambda m: f"vision_deep.{m[1]}"),
+        ],
+    }[method]
+    for pattern, name in rules:
+        if match := re.fullmatch(pattern, official):
+            return name(match)
+    raise KeyError(f"no vlprompt parameter for official {official!r}")
+
+
+@pytest.fixture(scope="module")
+def vitb16():
+    torch.manual_seed(0)
+    model = build_open_clip_model("ViT-B-16", quick_gelu=True)
+    total = sum(v.double().sum().item() for v in model.state_dict().values() if v.is_floating_point())
+    assert total == pytest.approx(GOLDEN["weights"]["float_sum"], rel=1e-12, abs=1e-9), (
+        "the seeded random ViT-B/16 is not the one the golden numbers were computed with "
+        "(did open_clip's initialisation change?)"
+    )
+    return PromptableCLIP(model, WeightsInfo("ViT-B-16", None, True, PreprocessCfg(224)))
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    torch.manual_seed(1)
+    return torch.randn(4, 3, 224, 224)
+
+
+def build(method: str, clip: PromptableCLIP):
+    """The learner with the golden parameter values."""
+    golden = GOLDEN[method]
+    learner = LEARNERS[method](clip, golden["classnames"])
+    params = dict(learner.named_parameters())
+    with torch.no_grad():
+        for entry in golden["manifest"]:
+            p = params[our_name(method, entry["name"])]
+            assert list(p.shape) == entry["shape"], entry["name"]
+            if entry["seed"] is not None:
+                g = torch.Generator().manual_seed(entry["seed"])
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return learner
+
+
+def assert_summary(t: torch.Tensor, ref: dict, what: str, atol: float = 1e-6, rtol: float = 1e-4) -> None:
+    """Compare with an official (sum, abs_sum, first 8 values) summary."""
+    t = t.detach().double()
+    assert list(t.shape) == ref["shape"], what
+    first8 = torch.tensor(ref["first8"], dtype=torch.float64)
+    diff = (t.flatten()[:8] - first8).abs()
+    assert (diff <= atol + rtol * first8.abs()).all(), f"{what}: first values differ by up to {diff.max():.3g}"
+    scale = ref["abs_sum"]
+    assert abs(t.abs().sum().item() - ref["abs_sum"]) <= 1e-5 * scale + 1e-7, f"{what}: abs_sum"
+    assert abs(t.sum().item() - ref["sum"]) <= 1e-5 * scale + 1e-7, f"{what}: sum"
+
+
+def max_diff(a: torch.Tensor, ref) -> float:
+    return (a.detach().double() - torch.tensor(ref, dtype=torch.float64)).abs().max().item()
+
+
+# ------------------------------------------------------------------------------------------ layout
+@pytest.mark.parametrize("method", ["maple", "promptsrc"])
+def test_parameters_map_one_to_one_with_the_official_ones(method, vitb16):
+    golden = GOLDEN[method]
+    learner = LEARNERS[method](vitb16, golden["classnames"])
+    ours = {k: list(p.shape) for k, p in learner.named_parameters() if p.requires_grad}
+    official = {our_name(method, e["name"]): e["shape"] for e in golden["manifest"]}
+    assert ours == official
+    assert sum(p.numel() for p in learner.parameters() if p.requires_grad) == golden["n_learnable"]
+    assert golden["n_learnable"] == {"maple": 3_555_072, "promptsrc": 46_080}[method]
+    assert set(learner.state_dict()) == set(ours), "only learned parameters in checkpoints"
+    # the context starts from the official init: token embeddings of "a photo of a"
+    assert_summary(learner.ctx, golden["ctx_init"], "ctx init", atol=0, rtol=0)
+    # the class prompts are the official ones with the learned slots taken out
+    n = learner.n_ctx
+    row = golden["tokenized_prompt_first_row"]
+    ids = learner.class_token_ids[0]
+    assert ids[ids > 0].tolist() == row[:1] + row[1 + n :]
+
+
+# ------------------------------------------------------------------------------------- forward
+def _loss_with_logits(learner, images, labels, monkeypatch):
+    """One training-mode loss call (no autograd), with the logits it computed (the official
+    training logits equal the eval ones) and the backbone's unprompted image features."""
+    seen = {}
+    logits_fn, encode_image = learner.logits, learner.backbone.encode_image
+
+    def logits(*args, **kwargs):
+        seen["logits"] = logits_fn(*args, **kwargs)
+        return seen["logits"]
+
+    def frozen_image(images, prompts=None, normalize=False):
+        out = encode_image(images, prompts, normalize)
+        if prompts is None:
+            seen["frozen_image"] = out
+        return out
+
+    monkeypatch.setattr(learner, "logits", logits)
+    monkeypatch.setattr(learner.backbone, "encode_image", frozen_image)
+    learner.train()
+    with torch.no_grad():
+        losses = learner.loss(images, labels)
+    return losses, seen
+
+
+def test_maple_logits_and_loss(vitb16, inputs, monkeypatch):
+    golden = GOLDEN["maple"]
+    learner = build("maple", vitb16)
+    losses, seen = _loss_with_logits(learner, inputs, torch.tensor(golden["labels"]), monkeypatch)
+    assert max_diff(seen["logits"], golden["eval"]["logits"]) < TOL
+    assert set(losses) == {"loss_ce"}
+    assert abs(losses["loss_ce"].item() - golden["train"]["loss_ce"]) < TOL
+    assert "frozen_image" not in seen  # MaPLe has no frozen-feature term
+
+
+def test_promptsrc_logits_and_every_loss_term(vitb16, inputs, monkeypatch):
+    golden = GOLDEN["promptsrc"]
+    train = golden["train"]
+    learner = build("promptsrc", vitb16)
+    losses, seen = _loss_with_logits(learner, inputs, torch.tensor(golden["labels"]), monkeypatch)
+    assert max_diff(seen["logits"], golden["eval"]["logits"]) < TOL
+    assert set(losses) == {"loss_ce", "loss_scl_text", "loss_scl_image", "loss_scl_logits"}
+    for name, value in losses.items():
+        assert abs(value.item() - train[name]) < TOL, (name, value.item(), train[name])
+        assert abs(value.item() - train[name]) <= 1e-3 * abs(train[name]) + 1e-8, name  # small terms too
+    assert abs(sum(losses.values()).item() - train["loss_total"]) < TOL
+
+    # the text targets: the mean of the RAW frozen features over the 60 templates
+    assert len(learner.templates) == train["n_templates"] == 60
+    raw = learner.text_targets_raw
+    assert_summary(raw, train["text_targets_raw"], "raw text targets", atol=1e-5)
+    assert max_diff(raw.norm(dim=-1), train["text_targets_raw_norms"]) < 1e-4
+    # the zero-shot logits: the unprompted image features of the same backbone against the targets
+    zs = F.normalize(seen["frozen_image"], dim=-1)
+    assert max_diff(vitb16.logit_scale * zs @ learner.text_targets().t(), train["zero_shot_logits"]) < TOL
+
+
+# ------------------------------------------------------------------------------------ training
+@pytest.mark.parametrize("method", ["maple", "promptsrc"])
+def test_three_sgd_steps_match_the_official_trainer(method, vitb16, inputs):
+    golden = GOLDEN[method]
+    learner = build(method, vitb16)
+    labels = torch.tensor(golden["labels"])
+    names = {e["name"]: our_name(method, e["name"]) for e in golden["manifest"]}
+    params = dict(learner.named_parameters())
+    opt = golden["optimizer"]
+    optimizer = torch.optim.SGD([p for p in learner.parameters() if p.requires_grad], lr=opt["lr"],
+                                momentum=opt["momentum"], weight_decay=opt["weight_decay"],
+                                dampening=opt["dampening"], nesterov=opt["nesterov"])
+    learner.train()
+    for step, expected in enumerate(golden["sgd_loss_per_step"]):
+        total = sum(learner.loss(inputs, labels).values())
+        assert abs(total.item() - expected) < TOL, f"loss before step {step + 1}"
+        optimizer.zero_grad()
+        total.backward()
+        if step == 0:
+            for official, ref in golden["grad_step1"].items():
+                assert_summary(params[names[official]].grad, ref, f"gradient of {official}", atol=1e-6, rtol=1e-3)
+        optimizer.step()
+    for official, ref in golden["params_after_3_steps"].items():
+        assert_summary(params[names[official]], ref, f"{official} after 3 steps", atol=1e-7, rtol=1e-5)
+    learner.eval()
+    with torch.no_grad():
+        logits = learner(inputs)
+    assert max_diff(logits, golden["after_3_steps_eval"]["logits"]) < TOL

@@ -1,0 +1,136 @@
+"""IVLP: independent deep prompts in both towers (the backbone prompting of PromptSRC).
+
+Khattak et al., "MaPLe: Multi-modal Prompt Learning", CVPR 2023 (the "independent V-L prompting"
+baseline), and "Self-regulating Prompts: Foundational Model Adaptation without Forgetting" (PromptSRC),
+ICCV 2023, which trains exactly these prompts with its regularisers (:mod:`.promptsrc`).
+
+* Text: ``n_t`` context vectors from the words of ``ctx_init`` go after the start token,
+  ``[SOS] [V]_1 .. [V]_n [CLASS] . [EOS]``; before each text layer ``1 .. depth_t - 1`` the
+  ``n_t`` tokens after the start token are replaced by that layer's learned tokens.
+* Image: ``n_v`` learned tokens are appended after the patch tokens, and replaced by each image
+  layer's own learned tokens in layers ``1 .. depth_v - 1``.
+
+The two towers' prompts are independent (no coupling, unlike MaPLe). All deep prompts and the
+image tokens start from N(0, 0.02^2). The published setting (4 + 4 tokens, depth 9 in each tower)
+has 9 x 4 x 512 + 9 x 4 x 768 = 46,080 parameters on ViT-B/16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts, TokenInsertion
+from ..registry import LEARNERS
+from .base import PromptLearner
+from .coop import init_context
+from .vpt import deep_prompts, layer_prompts, prompt_depth
+
+
+def phrase_context(backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None) -> torch.Tensor:
+    """``(n_ctx, D)`` context vectors: the first ``n_ctx`` token embeddings of ``ctx_init``, or
+    N(0, 0.02^2) without a phrase."""
+    if n_ctx < 1:
+        raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+    ctx, n_words = init_context(backbone, n_ctx, ctx_init)
+    if ctx_init and n_words < n_ctx:
+        raise ValueError(
+            f"n_ctx={n_ctx} context vectors cannot start from {ctx_init!r}, which has {n_words} tokens; "
+            "use a longer phrase or ctx_init='' (random init)"
+        )
+    return ctx
+
+
+def phrase_class_token_ids(
+    backbone: PromptableCLIP, class_names: Sequence[str], ctx_init: str | None, n_ctx: int
+) -> torch.Tensor:
+    """Class prompt ids for ``n_ctx`` context vectors initialised from ``ctx_init``.
+
+    The published MaPLe / IVLP / PromptSRC code tokenizes ``"{ctx_init} {class}."`` and replaces
+    the first ``n_ctx`` phrase tokens by the learned vectors, so the phrase tokens past ``n_ctx``
+    stay in every prompt as fixed words: MaPLe's 2 vectors from "a photo of a" give
+    ``[SOS] [V]_1 [V]_2 of a {class} . [EOS]``. These are the ids of that prompt with the learned
+    slots removed (the vectors are inserted back at position 1), the tail zero-padded.
+    """
+    if not ctx_init:
+        return backbone.tokenize([f"{name}." for name in class_names], reserve=n_ctx)
+    phrase = ctx_init.replace("_", " ")
+    ids = backbone.tokenize([f"{phrase} {name}." for name in class_names])
+    words = backbone.tokenizer.encode(phrase)[:n_ctx]
+    if ids[:, 1 : 1 + n_ctx].ne(torch.tensor(words)).any():  # BPE splits at word boundaries: never
+        raise ValueError(f"the phrase {phrase!r} does not tokenize the same in front of the class names")
+    return torch.cat([ids[:, :1], ids[:, 1 + n_ctx :], ids.new_zeros(len(ids), n_ctx)], dim=1)
+
+
+@LEARNERS.register_module(name="ivlp")
+class IVLP(PromptLearner):
+    """Independent vision-language deep prompting.
+
+    Args:
+        backbone: the frozen CLIP (or its build arguments); image prompts need a ViT.
+        class_names: class names, in label order.
+        n_ctx_text: text context vectors (initialised from the first words of ``ctx_init``).
+        n_ctx_vision: image prompt tokens.
+        ctx_init: initial phrase of the text context; empty for N(0, 0.02^2).
+        text_depth: prompted text layers counting the input (>= 1); capped at the layer count.
+        vision_depth: prompted image layers counting the input; 0 for no image prompts.
+    """
+
+    learner_name = "ivlp"
+
+    def __init__(
+        self,
+        backbone: PromptableCLIP | dict,
+        class_names: Sequence[str],
+        n_ctx_text: int = 4,
+        n_ctx_vision: int = 4,
+        ctx_init: str | None = "a photo of a",
+        text_depth: int = 9,
+        vision_depth: int = 9,
+    ) -> None:
+        super().__init__(backbone, class_names)
+        if text_depth < 1:
+            raise ValueError(f"{type(self).__name__} learns text prompts: text_depth must be >= 1 "
+                             "(for image prompts alone use the 'vpt' learner)")
+        if vision_depth > 0 and not self.backbone.is_vit:
+            raise ValueError(f"image prompts need a ViT image tower; {self.backbone.arch} has none "
+                             "(set vision_depth=0)")
+        self._hparams = dict(n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision, ctx_init=ctx_init,
+                             text_depth=text_depth, vision_depth=vision_depth)
+        self.ctx_init = ctx_init
+        self.n_ctx = n_ctx_text
+        self.prompt_length = n_ctx_text
+        self.text_depth = prompt_depth(text_depth, self.backbone.text_layers)
+        self.vision_depth = prompt_depth(vision_depth, self.backbone.vision_layers) if vision_depth else 0
+        device, text_width = self.device, self.backbone.text_width
+        self.ctx = nn.Parameter(phrase_context(self.backbone, n_ctx_text, ctx_init).to(device))
+        self.text_deep = deep_prompts(n_ctx_text, text_width, self.text_depth).to(device)
+        if self.vision_depth:
+            width = self.backbone.vision_width
+            self.vision_ctx = nn.Parameter((torch.randn(n_ctx_vision, width) * 0.02).to(device))
+        else:
+            self.register_parameter("vision_ctx", None)
+        self.vision_deep = deep_prompts(n_ctx_vision, self.backbone.vision_width or 0, self.vision_depth).to(device)
+        self.finish_init()
+
+    def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
+        return phrase_class_token_ids(self.backbone, class_names, self.ctx_init, self.n_ctx)
+
+    def text_prompts(self) -> TextPrompts:
+        return TextPrompts(insert=[TokenInsertion(self.ctx, 1)], deep=layer_prompts(self.text_deep), deep_start=1)
+
+    def image_prompts(self) -> ImagePrompts | None:
+        if self.vision_ctx is None:
+            return None
+        return ImagePrompts(tokens=self.vision_ctx, deep=layer_prompts(self.vision_deep))
+
+    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone.encode_text(self.class_token_ids, self.text_prompts(), normalize=True)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode_image(images, self.image_prompts(), normalize=True)
+
+    def hparams(self) -> dict:
+        return dict(self._hparams)

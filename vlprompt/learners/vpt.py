@@ -1,0 +1,102 @@
+"""VPT-deep on CLIP: learned tokens in the image tower only, hand-written class prompts.
+
+Jia et al., "Visual Prompt Tuning", ECCV 2022, as the MaPLe repository runs it on CLIP (its
+"deep vision prompting" ablation, ``trainers/vpt.py``, config ``VPT/vit_b16_c2_ep5_batch4_4``):
+``n`` learned tokens are appended after the patch tokens (after the positional embedding, before
+the pre-transformer LayerNorm), and before each of the transformer layers ``1 .. depth-1`` the
+``n`` prompt outputs of the previous layer are replaced by that layer's own learned tokens. The
+classifier is the frozen text feature of ``"a photo of a {class}."``. The published setting is 8
+tokens in all 12 layers of ViT-B/16 (73,728 parameters).
+
+:func:`deep_prompts` makes the per-layer prompts of IVLP, PromptSRC and MaPLe too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..backbones import ImagePrompts, PromptableCLIP
+from ..registry import LEARNERS
+from ..zeroshot import DEFAULT_TEMPLATE, class_text_features
+from .base import PromptLearner
+
+
+def prompt_depth(depth: int, *layers: int | None) -> int:
+    """The number of prompted layers: ``depth`` capped at the towers' layer counts.
+
+    A depth beyond the tower only adds prompts that never enter it (the published code creates
+    them and leaves them unused); they are not created here.
+    """
+    if depth < 0:
+        raise ValueError(f"prompt depth must be >= 0, got {depth}")
+    return min([depth, *(n for n in layers if n is not None)])
+
+
+def deep_prompts(n_ctx: int, width: int, depth: int, std: float = 0.02) -> nn.ParameterDict:
+    """Learned tokens ``(n_ctx, width)`` ~ N(0, std^2) for the layers ``1 .. depth-1``, keyed by layer."""
+    return nn.ParameterDict({str(layer): nn.Parameter(torch.randn(n_ctx, width) * std) for layer in range(1, depth)})
+
+
+def layer_prompts(deep: nn.ParameterDict) -> dict[int, torch.Tensor]:
+    """``{layer: tokens}`` for :class:`~vlprompt.backbones.TextPrompts` / ``ImagePrompts``."""
+    return {int(layer): tokens for layer, tokens in deep.items()}
+
+
+@LEARNERS.register_module(name="vpt")
+class VPT(PromptLearner):
+    """Deep visual prompt tuning with fixed hand-written class prompts.
+
+    Args:
+        backbone: the frozen CLIP (or its build arguments); the image tower must be a ViT.
+        class_names: class names, in label order.
+        n_ctx: learned tokens per layer (8 in the published config).
+        depth: prompted image layers, counting the input layer (12 = all of ViT-B/16); capped at
+            the tower's layer count.
+        template: the class prompt (``"a photo of a {}."`` as published).
+    """
+
+    learner_name = "vpt"
+
+    def __init__(
+        self,
+        backbone: PromptableCLIP | dict,
+        class_names: Sequence[str],
+        n_ctx: int = 8,
+        depth: int = 12,
+        template: str = DEFAULT_TEMPLATE,
+    ) -> None:
+        super().__init__(backbone, class_names)
+        if not self.backbone.is_vit:
+            raise ValueError(f"VPT prompts the image tower: it needs a ViT, {self.backbone.arch} is not one")
+        if depth < 1:
+            raise ValueError(f"VPT needs depth >= 1, got {depth}")
+        self._hparams = dict(n_ctx=n_ctx, depth=depth, template=template)
+        self.template = template
+        depth = prompt_depth(depth, self.backbone.vision_layers)
+        width = self.backbone.vision_width
+        self.vision_ctx = nn.Parameter((torch.randn(n_ctx, width) * 0.02).to(self.device))
+        self.vision_deep = deep_prompts(n_ctx, width, depth).to(self.device)
+        self.prompt_depth = depth
+        self.register_buffer("class_features", torch.zeros(0), persistent=False)
+        self.finish_init()
+
+    def set_classes(self, class_names: Sequence[str]) -> None:
+        """Switch classes; their (frozen) text features are encoded once here."""
+        super().set_classes(class_names)
+        self.class_features = class_text_features(self.backbone, self.class_names, self.template)
+
+    def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
+        return self.backbone.tokenize([self.template.format(n) for n in class_names])
+
+    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.class_features
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        prompts = ImagePrompts(tokens=self.vision_ctx, deep=layer_prompts(self.vision_deep))
+        return self.backbone.encode_image(images, prompts, normalize=True)
+
+    def hparams(self) -> dict:
+        return dict(self._hparams)
