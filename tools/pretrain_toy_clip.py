@@ -3,7 +3,8 @@
     python tools/pretrain_toy_clip.py                       # writes vlprompt/weights/toy_clip.safetensors
     python tools/pretrain_toy_clip.py --steps 200 --out /tmp/toy.safetensors
 
-The shipped checkpoint was made by the first command (about 14 minutes on 2 CPU cores). The loss
+The shipped checkpoint was made by the first command (17.5 minutes on the 2-core build machine, with
+other jobs running). The loss
 log goes to ``<out>.log.jsonl`` beside the checkpoint.
 """
 
