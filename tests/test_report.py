@@ -37,3 +37,16 @@ def test_average_row_is_hm_of_averaged_base_and_novel_not_mean_of_hms():
     lines = list(csv.reader(io.StringIO(csv_table(rows))))
     assert lines[0] == ["dataset", "seed", "base", "novel", "hm"]
     assert ["a", "mean", "85.0000", "20.0000", f"{harmonic_mean(85, 20):.4f}"] in lines
+
+
+def test_fewshot_schedule_and_summary():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import fewshot
+
+    assert [fewshot.epochs_for("dtd", k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    assert fewshot.epochs_for("imagenet", 1) == 50
+    runs = [{"dataset": "a", "shots": 1, "seed": s, "top1": v} for s, v in ((1, 10.0), (2, 20.0))]
+    assert fewshot.summarize(runs) == {"a": {1: (15.0, 5.0)}}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,27 +22,7 @@ from tqdm import tqdm
 from vlprompt.datasets import BASE2NOVEL_DATASETS
 from vlprompt.engine.results import atomic_write_text
 from vlprompt.evaluation.report import base2novel_table, harmonic_mean, markdown_table, write_base2novel_report
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def config_path(method: str, dataset: str) -> Path:
-    """``configs/<method>/<dataset with underscores>.py``; a clear error when it does not exist."""
-    path = ROOT / "configs" / method / f"{dataset.replace('-', '_')}.py"
-    if not path.is_file():
-        available = sorted(p.stem for p in (ROOT / "configs" / method).glob("[!_]*.py"))
-        raise SystemExit(f"no config for {method} on {dataset}: {path} does not exist "
-                         f"(available for {method}: {', '.join(available) or 'none'})")
-    return path
-
-
-def _run(cmd: list[str], log: Path) -> None:
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+from vlprompt.evaluation.sweep import config_path, run_logged
 
 
 def _top1(path: Path) -> float:
@@ -63,11 +42,11 @@ def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[s
     start = time.perf_counter()
     if method == "zsclip":  # nothing to train: test base and novel directly
         for subsample in ("base", "novel"):
-            _run([py, "tools/test.py", config, "none", "--subsample", subsample, "--work-dir", str(run_dir),
+            run_logged([py, "tools/test.py", config, "none", "--subsample", subsample, "--work-dir", str(run_dir),
                   "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)
         base, novel = _top1(run_dir / "test_base.json"), _top1(run_dir / "test_novel.json")
     else:  # train.py tests the last-epoch model on base and novel classes
-        _run([py, "tools/train.py", config, "--work-dir", str(run_dir), *opts], log)
+        run_logged([py, "tools/train.py", config, "--work-dir", str(run_dir), *opts], log)
         metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
         base, novel = metrics["base/top1"], metrics["novel/top1"]
     result = {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,

@@ -1,0 +1,137 @@
+"""Few-shot sweep over all classes: K shots per class for K in --shots, datasets x seeds.
+
+    python tools/fewshot.py --method coop --datasets toy-shapes --shots 1 2 4 8 16 --seeds 1 2 3
+    python tools/fewshot.py --method coop --datasets all --data-root /data
+
+Each run trains the method's config on all classes with K shots and tests on all classes. The
+number of epochs per shot count follows CoOp's few-shot recipe (``--epochs`` overrides): 50 for
+1 shot, 100 for 2 and 4 shots, 200 for 8 and 16 shots (ImageNet: 50 for every K). Runs live in
+``<work-root>/<method>/<dataset>/shots<K>/seed<S>/``; finished ones are skipped. Writes
+``fewshot.md``, ``fewshot.csv`` and an accuracy-vs-shots ``fewshot.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vlprompt.datasets import BASE2NOVEL_DATASETS
+from vlprompt.engine.results import atomic_write_text
+from vlprompt.evaluation.sweep import config_path, run_logged
+
+COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
+
+
+def epochs_for(dataset: str, shots: int) -> int:
+    """CoOp's few-shot schedule (ImageNet: 50 epochs for every shot count)."""
+    return 50 if dataset == "imagenet" else COOP_EPOCHS.get(shots, 200)
+
+
+def run_one(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
+            epochs: int | None) -> dict:
+    """Train on K shots of every class and test on every class; returns the stored result."""
+    result_file = run_dir / "sweep_result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    opts = ["--cfg-options", f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
+            "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
+            f"train_cfg.max_epochs={epochs or epochs_for(dataset, shots)}", "protocol.name=fewshot",
+            f"protocol.num_shots={shots}", *options]
+    start = time.perf_counter()
+    run_logged([sys.executable, "tools/train.py", str(config_path(method, dataset)), "--work-dir", str(run_dir),
+                *opts], run_dir / "sweep.log")
+    top1 = json.loads((run_dir / "results.json").read_text())["metrics"]["accuracy/top1"]
+    result = {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1,
+              "seconds": round(time.perf_counter() - start, 1)}
+    atomic_write_text(result_file, json.dumps(result, indent=2))
+    return result
+
+
+def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
+    """``{dataset: {shots: (mean, std)}}`` over seeds."""
+    table: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        table.setdefault(r["dataset"], {}).setdefault(r["shots"], []).append(r["top1"])
+    return {d: {k: (statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0) for k, v in sorted(s.items())}
+            for d, s in table.items()}
+
+
+def write_report(runs: list[dict], out_dir: Path, method: str) -> None:
+    summary = summarize(runs)
+    shots = sorted({r["shots"] for r in runs})
+    md = [f"### {method}: few-shot top-1 (all classes, mean ± std over seeds)\n",
+          "| dataset | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
+          "|---|" + "---|" * len(shots)]
+    for dataset, row in summary.items():
+        md.append(f"| {dataset} | " + " | ".join(
+            f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots) + " |")
+    atomic_write_text(out_dir / "fewshot.md", "\n".join(md) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["dataset", "shots", "seed", "top1"])
+    for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"])):
+        writer.writerow([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"])
+    atomic_write_text(out_dir / "fewshot.csv", buf.getvalue())
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for dataset, row in summary.items():
+        ks = sorted(row)
+        ax.errorbar(ks, [row[k][0] for k in ks], yerr=[row[k][1] for k in ks], marker="o", capsize=3,
+                    label=dataset)
+    ax.set(xscale="log", xticks=shots, xticklabels=[str(k) for k in shots], xlabel="shots per class",
+           ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out_dir / f".fewshot.tmp{os.getpid()}.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, out_dir / "fewshot.png")
+    print("\n".join(md))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--datasets", nargs="+", default=["all"])
+    parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--epochs", type=int, default=None, help="override the per-shot schedule")
+    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/fewshot"))
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--cfg-options", nargs="+", default=[])
+    args = parser.parse_args(argv)
+    datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
+    for dataset in datasets:
+        config_path(args.method, dataset)
+    options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    out_dir = args.work_root / args.method
+    jobs = [(d, k, s) for d in datasets for k in args.shots for s in args.seeds]
+    runs = []
+    with tqdm(jobs, desc=f"{args.method} few-shot", unit="run") as bar:
+        for dataset, shots, seed in bar:
+            bar.set_postfix_str(f"{dataset} {shots}-shot seed {seed}")
+            run_dir = out_dir / dataset / f"shots{shots}" / f"seed{seed}"
+            r = run_one(args.method, dataset, shots, seed, run_dir, options, args.epochs)
+            runs.append(r)
+            tqdm.write(f"{dataset} {shots}-shot seed {seed}: top-1 {r['top1']:.2f} ({r['seconds']:.0f} s)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_report(runs, out_dir, args.method)
+    return runs
+
+
+if __name__ == "__main__":
+    main()
