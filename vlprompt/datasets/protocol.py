@@ -281,6 +281,14 @@ PROTOCOLS: dict[str, EvalProtocol] = {
         average=DG_TARGETS,
         description='ImageNet, all 1000 classes, 16 shots; evaluated on ImageNet-V2/-Sketch/-A/-R '
                     '(A and R over their 200 classes); the average is over the 4 targets.'),
+    'toy-domain-generalization': EvalProtocol(
+        name='toy-domain-generalization',
+        source=DataSpec('toy-shapes', 'all', 'train'),
+        targets=(DataSpec('toy-shapes'), DataSpec('toy-shapes-sketch'), DataSpec('toy-shapes-night'),
+                 DataSpec('toy-shapes-noise')),
+        average=('toy-shapes-sketch', 'toy-shapes-night', 'toy-shapes-noise'),
+        description='The toy analogue of ImageNet -> its variants: toy-shapes, all 40 classes, 16 shots; '
+                    'evaluated on the same scenes drawn as sketches, at night and with noise.'),
     'day-night': EvalProtocol(
         name='day-night',
         source=DataSpec('codan', 'all', 'train'),
