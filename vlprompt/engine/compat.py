@@ -48,6 +48,13 @@ def init_distributed(launcher: str) -> None:
         dist.init_process_group(backend="gloo")
 
 
+def dist_backend(requested: str | None = None) -> str:
+    """The process-group backend: the requested one on GPU (default nccl), gloo without a GPU."""
+    if not torch.cuda.is_available():
+        return "gloo"
+    return requested or "nccl"
+
+
 def model_wrapper_cfg() -> dict:
     """DDP settings for the current device: no ``device_ids`` for CPU modules."""
     cfg: dict = dict(type="MMDistributedDataParallel")

@@ -104,7 +104,8 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
 
     env_cfg = copy.deepcopy(cfg.get("env_cfg") or {})
     if launcher != "none":
-        env_cfg.setdefault("dist_cfg", {}).setdefault("backend", "nccl" if compat.torch.cuda.is_available() else "gloo")
+        dist_cfg = env_cfg.setdefault("dist_cfg", {})
+        dist_cfg["backend"] = compat.dist_backend(dist_cfg.get("backend"))
         cfg.model_wrapper_cfg = cfg.get("model_wrapper_cfg") or compat.model_wrapper_cfg()
 
     os.makedirs(cfg.work_dir, exist_ok=True)
