@@ -53,7 +53,8 @@ class PromptModel(BaseModel):
             return self.learner.loss(inputs, data_samples)
         logits = self.learner(inputs)
         if mode == "predict":
-            return [{"logits": lg, "label": lb} for lg, lb in zip(logits.float(), data_samples, strict=True)]
+            logits, labels = logits.float().cpu(), data_samples.cpu()  # one device sync per batch
+            return [{"logits": lg, "label": lb} for lg, lb in zip(logits, labels, strict=True)]
         if mode == "tensor":
             return logits
         raise ValueError(f"unknown mode {mode!r}: expected loss, predict or tensor")
