@@ -501,3 +501,16 @@ def test_published_recipes_in_the_configs():
         0.0025, 20, 4)
     assert not ivlp.get("custom_hooks")
     assert (vpt.model.learner.n_ctx, vpt.model.learner.depth, vpt.optim_wrapper.optimizer.lr) == (8, 12, 0.0025)
+
+
+def test_image_prompting_learners_refuse_a_resnet_backbone_by_name():
+    from vlprompt.backbones import build_clip
+    from vlprompt.learners import build_learner
+
+    torch.manual_seed(0)
+    rn50 = build_clip("RN50")
+    for name, kwargs in (("maple", {}), ("vpt", {}), ("ivlp", {}), ("promptsrc", {})):
+        with pytest.raises(ValueError, match=r"prompts the image tower, which needs a ViT; RN50 has none"):
+            build_learner(name, rn50, ["dog", "cat"], **kwargs)
+    # IVLP without image prompts works on a ResNet (text prompts only)
+    assert build_learner("ivlp", rn50, ["dog", "cat"], vision_depth=0).class_names == ["dog", "cat"]

@@ -22,11 +22,7 @@ from tqdm import tqdm
 from vlprompt.datasets import BASE2NOVEL_DATASETS
 from vlprompt.engine.results import atomic_write_text
 from vlprompt.evaluation.report import base2novel_table, harmonic_mean, markdown_table, write_base2novel_report
-from vlprompt.evaluation.sweep import config_path, run_logged
-
-
-def _top1(path: Path) -> float:
-    return json.loads(path.read_text())["metrics"]["accuracy/top1"]
+from vlprompt.evaluation.sweep import config_path, read_top1, run_logged
 
 
 def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> dict:
@@ -44,7 +40,7 @@ def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[s
         for subsample in ("base", "novel"):
             run_logged([py, "tools/test.py", config, "none", "--subsample", subsample, "--work-dir", str(run_dir),
                   "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)
-        base, novel = _top1(run_dir / "test_base.json"), _top1(run_dir / "test_novel.json")
+        base, novel = read_top1(run_dir / "test_base.json"), read_top1(run_dir / "test_novel.json")
     else:  # train.py tests the last-epoch model on base and novel classes
         run_logged([py, "tools/train.py", config, "--work-dir", str(run_dir), *opts], log)
         metrics = json.loads((run_dir / "results.json").read_text())["metrics"]

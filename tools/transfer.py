@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import statistics
 import sys
 import time
@@ -25,11 +24,7 @@ from tqdm import tqdm
 
 from vlprompt.datasets import get_protocol
 from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.sweep import REPO_ROOT, run_logged
-
-
-def _top1(path: Path) -> float:
-    return json.loads(path.read_text())["metrics"]["accuracy/top1"]
+from vlprompt.evaluation.sweep import REPO_ROOT, read_top1, run_logged
 
 
 def run_seed(method: str, protocol, seed: int, run_dir: Path, source_cfg: Path, options: list[str]) -> dict:
@@ -47,7 +42,7 @@ def run_seed(method: str, protocol, seed: int, run_dir: Path, source_cfg: Path, 
                         "--out", str(out), "--cfg-options", *opts, f"test_dataloader.dataset.name={target.dataset}",
                         f"test_dataloader.dataset.subsample={target.subsample}",
                         f"test_dataloader.dataset.split={target.split}"], run_dir / "sweep.log")
-        accuracy[target.dataset] = _top1(out)
+        accuracy[target.dataset] = read_top1(out)
     return accuracy
 
 

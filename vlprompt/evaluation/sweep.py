@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -27,3 +28,8 @@ def run_logged(cmd: list[str], log: Path, cwd: Path = REPO_ROOT) -> None:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
     if proc.returncode != 0:
         raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+
+
+def read_top1(path: Path) -> float:
+    """Top-1 accuracy from a ``results.json`` written by tools/train.py or tools/test.py."""
+    return json.loads(Path(path).read_text())["metrics"]["accuracy/top1"]

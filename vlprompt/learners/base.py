@@ -74,6 +74,12 @@ class PromptLearner(nn.Module):
     def device(self) -> torch.device:
         return self._backbone.device
 
+    def require_vit(self, hint: str = "") -> None:
+        """Fail at construction, naming the learner and the backbone, when image prompts need a ViT."""
+        if not self._backbone.is_vit:
+            raise ValueError(f"{type(self).__name__} prompts the image tower, which needs a ViT; "
+                             f"{self._backbone.arch} has none{f' ({hint})' if hint else ''}")
+
     # ------------------------------------------------------------------ classes
     def set_classes(self, class_names: Sequence[str]) -> None:
         """Switch to another class set; learned parameters are untouched."""

@@ -94,9 +94,8 @@ class IVLP(PromptLearner):
         if text_depth < 1:
             raise ValueError(f"{type(self).__name__} learns text prompts: text_depth must be >= 1 "
                              "(for image prompts alone use the 'vpt' learner)")
-        if vision_depth > 0 and not self.backbone.is_vit:
-            raise ValueError(f"image prompts need a ViT image tower; {self.backbone.arch} has none "
-                             "(set vision_depth=0)")
+        if vision_depth > 0:
+            self.require_vit("set vision_depth=0")
         self._hparams = dict(n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision, ctx_init=ctx_init,
                              text_depth=text_depth, vision_depth=vision_depth)
         self.ctx_init = ctx_init

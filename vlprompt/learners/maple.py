@@ -58,8 +58,7 @@ class MaPLe(PromptLearner):
         depth: int = 9,
     ) -> None:
         super().__init__(backbone, class_names)
-        if not self.backbone.is_vit:
-            raise ValueError(f"MaPLe prompts the image tower: it needs a ViT, {self.backbone.arch} is not one")
+        self.require_vit()
         if depth < 1:
             raise ValueError(f"MaPLe needs depth >= 1, got {depth}")
         self._hparams = dict(n_ctx=n_ctx, ctx_init=ctx_init, depth=depth)

@@ -69,8 +69,7 @@ class VPT(PromptLearner):
         template: str = DEFAULT_TEMPLATE,
     ) -> None:
         super().__init__(backbone, class_names)
-        if not self.backbone.is_vit:
-            raise ValueError(f"VPT prompts the image tower: it needs a ViT, {self.backbone.arch} is not one")
+        self.require_vit()
         if depth < 1:
             raise ValueError(f"VPT needs depth >= 1, got {depth}")
         self._hparams = dict(n_ctx=n_ctx, depth=depth, template=template)
