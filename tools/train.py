@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    if args.no_test:  # nothing will be tested: do not build (and check) the test split for nothing
+        cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     runner = build_runner(cfg, launcher=args.launcher)
     runner.train()
-    if args.no_test or cfg.get("test_dataloader") is None:
+    if cfg.get("test_dataloader") is None:
         return {}
     return test_after_training(cfg, args.launcher)
 
