@@ -197,3 +197,31 @@ def test_context_overflow_and_bad_prompts_give_clear_errors(tiny_clip):
         tiny_clip.encode_text(tiny_clip.tokenize(["x"]), TextPrompts(deep={1: torch.zeros(4, 64)}))
     with pytest.raises(ValueError, match="layers"):
         tiny_clip.encode_text(tiny_clip.tokenize(["a b c d e f"]), TextPrompts(deep={2: torch.zeros(2, 64)}))
+
+
+def test_conv_stem_vit_equals_open_clip_forward_and_keeps_prompt_paths():
+    """The toy arch's conv stem replaces only the patch projection: open_clip's own forward (which
+    calls ``visual.conv1``) and vlprompt's tower agree, and deep image prompts still apply."""
+    from vlprompt.backbones import ConvStem
+
+    torch.manual_seed(0)
+    clip = build_clip("toy")
+    visual = clip.model.visual
+    assert isinstance(visual.conv1, ConvStem) and visual.conv1.stride == 8
+    assert clip.vision_width == 128
+    images = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ours = clip.encode_image(images)
+        reference = visual(images)
+        prompted = clip.encode_image(images, ImagePrompts(torch.randn(2, 128), deep={1: torch.randn(2, 128)}))
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert (prompted - ours).abs().max() > 1e-3
+    assert visual.conv1(images).shape == (3, 128, 8, 8)  # the 8x8 token grid of patch 8
+
+
+def test_conv_stem_must_match_the_patch_size():
+    from vlprompt.backbones import build_open_clip_model, install_conv_stem
+
+    visual = build_open_clip_model("test-tiny").visual  # patch 8
+    with pytest.raises(ValueError, match="stride 4, but the ViT's patch size is 8"):
+        install_conv_stem(visual, (8, 16))

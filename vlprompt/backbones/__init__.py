@@ -19,12 +19,14 @@ from .checkpoint import CheckpointError, check_state_dict, read_weights, save_sa
 from .pretrained import PreprocessCfg, PretrainedUnavailable, WeightsInfo, resolve_pretrained
 from .promptable import PromptableCLIP
 from .prompts import ImagePrompts, TextPrompts, TokenInsertion
+from .stem import ConvStem, install_conv_stem
 from .tokenizer import ContextOverflowError, PromptTokenizer
 
 __all__ = [
     "CheckpointError",
     "ClipArch",
     "ContextOverflowError",
+    "ConvStem",
     "ImagePrompts",
     "PreprocessCfg",
     "PretrainedUnavailable",
@@ -35,6 +37,7 @@ __all__ = [
     "WeightsInfo",
     "build_clip",
     "build_open_clip_model",
+    "install_conv_stem",
     "get_arch",
     "list_clips",
     "read_weights",
@@ -47,7 +50,10 @@ def build_open_clip_model(name: str, quick_gelu: bool = False) -> open_clip.CLIP
     """The plain open_clip ``CLIP`` module of an architecture, randomly initialised."""
     arch = get_arch(name)
     # open_clip logs its random-init warning only from create_model; the class itself is quiet.
-    return open_clip.CLIP(**arch.model_config(), quick_gelu=quick_gelu)
+    model = open_clip.CLIP(**arch.model_config(), quick_gelu=quick_gelu)
+    if arch.conv_stem:
+        install_conv_stem(model.visual, arch.conv_stem)
+    return model
 
 
 def build_clip(

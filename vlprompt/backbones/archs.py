@@ -29,6 +29,8 @@ class ClipArch:
         overrides: top-level keys that replace those of the open_clip config (``vision_cfg``,
             ``text_cfg``, ``embed_dim``); a key replaces the whole sub-dict, as in open_clip.
         local_weights: pretrained tags served from files inside the package (no network).
+        conv_stem: channels of stride-2 3x3 convolutions that replace the ViT's patch projection
+            (one per halving of the patch size; empty keeps open_clip's single projection).
         description: one line for ``list_clips(verbose=True)``.
     """
 
@@ -36,6 +38,7 @@ class ClipArch:
     open_clip_name: str
     overrides: dict[str, Any] = field(default_factory=dict)
     local_weights: dict[str, str] = field(default_factory=dict)
+    conv_stem: tuple[int, ...] = ()
     description: str = ""
 
     def model_config(self) -> dict[str, Any]:
@@ -104,7 +107,8 @@ register_clip(
             text_cfg=dict(**_TEXT_77, width=128, heads=4, layers=4),
         ),
         local_weights={"toy": "toy_clip.safetensors"},
-        description="tiny ViT (64 px, 4 layers, width 128) pretrained on the generated toy world",
+        conv_stem=(32, 64, 128),
+        description="tiny ViT (64 px, conv stem, 4 layers, width 128) pretrained on the generated toy world",
     )
 )
 register_clip(

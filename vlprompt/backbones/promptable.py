@@ -78,7 +78,7 @@ class PromptableCLIP(nn.Module):
 
     @property
     def vision_width(self) -> int | None:
-        return self.model.visual.conv1.out_channels if self.is_vit else None
+        return self.model.visual.class_embedding.shape[-1] if self.is_vit else None
 
     @property
     def text_layers(self) -> int:
@@ -254,7 +254,7 @@ class PromptableCLIP(nn.Module):
             return F.normalize(x, dim=-1) if normalize else x
         if visual.attn_pool is not None or not visual.transformer.batch_first:
             raise ValueError(f"{self.arch}: only plain CLIP ViT towers are supported")
-        dtype = visual.conv1.weight.dtype
+        dtype = visual.class_embedding.dtype
         x = visual.conv1(images.to(dtype))
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
         cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
