@@ -339,3 +339,23 @@ def test_unknown_names_raise(tmp_path: Path):
     with pytest.raises(ValueError):
         tw.generate_dataset("toy-shapes-night", tmp_path / "x", counts={"train": 3})
     assert not any(tmp_path.iterdir())
+
+
+def test_hues_are_toy_shapes_images_under_colour_words_no_caption_uses(small_root: Path):
+    shapes = json.loads((small_root / "toy-shapes" / "split_toy-shapes.json").read_text())
+    hues = json.loads((small_root / "toy-hues" / "split_toy-hues.json").read_text())
+    for split in ("train", "val", "test"):
+        assert len(hues[split]) == len(shapes[split]) > 0
+        for (rel_s, y_s, name_s), (rel_h, y_h, name_h) in zip(shapes[split], hues[split], strict=True):
+            colour, shape = name_s.split()
+            assert y_h == y_s and name_h == f"{tw.RARE_COLOUR_WORDS[colour]} {shape}"
+            assert np.array_equal(load_rgb(small_root / "toy-hues" / "images" / rel_h),
+                                  load_rgb(small_root / "toy-shapes" / "images" / rel_s))
+    knowledge = json.loads((small_root / "toy-hues" / "knowledge.json").read_text())
+    assert knowledge["crimson circle"].startswith("A crimson circle is") and "red" in knowledge["crimson circle"]
+    # the words never reach the pretraining text, whatever the caption settings
+    probs = tw.CaptionProbs(colour=1.0, pattern=1.0, size=1.0, background=1.0, position=1.0, synonym=1.0)
+    _, captions = tw.sample_pairs(600, seed=(1, 2), size=32, caption_probs=probs)[:2]
+    words = set(" ".join(captions).replace(".", " ").replace(",", " ").split())
+    assert words.isdisjoint(tw.RARE_COLOUR_WORDS.values())
+    assert {"red", "blue", "striped"} <= words

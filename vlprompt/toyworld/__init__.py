@@ -10,6 +10,7 @@ from .datasets import (
     DEFAULT_SEED,
     DEFAULT_STYLE_PROBS,
     GENERATOR_VERSION,
+    RARE_COLOUR_WORDS,
     TOY_ALL,
     TOY_CAPTIONS,
     TOY_DATASETS,
@@ -41,7 +42,7 @@ from .world import (
 
 __all__ = [
     "BACKGROUNDS", "COLOURS", "COLOUR_RGB", "CORRUPTIONS", "DEFAULT_SEED", "DEFAULT_STYLE_PROBS",
-    "GENERATOR_VERSION", "PATTERNS", "SHAPES", "SIZES", "STYLES", "TOY_ALL", "TOY_CAPTIONS",
+    "GENERATOR_VERSION", "PATTERNS", "RARE_COLOUR_WORDS", "SHAPES", "SIZES", "STYLES", "TOY_ALL", "TOY_CAPTIONS",
     "TOY_DATASETS", "CaptionProbs", "Scene", "ToyObject", "ToySpec", "caption", "corrupt",
     "dataset_size", "ensure_toy_dataset", "generate_dataset", "is_complete", "knowledge", "render",
     "sample_pairs", "sample_scene", "toy_classnames", "toy_knowledge", "toy_root", "toy_spec",

@@ -81,6 +81,17 @@ def _pattern_shape_classes() -> tuple:
 
 
 _SHAPES_CLASSES = _shape_colour_classes()
+
+# Colour words that no caption uses (and no other class name): the tiny CLIP has never read them,
+# so its zero-shot classifier cannot tell "crimson star" from "amber star" while its image features
+# separate the colours perfectly, like CLIP's vocabulary gap on EuroSAT or FGVC-Aircraft names.
+RARE_COLOUR_WORDS: dict[str, str] = {
+    "red": "crimson", "orange": "amber", "yellow": "saffron", "green": "emerald",
+    "blue": "cobalt", "purple": "violet", "pink": "salmon", "brown": "rust",
+}
+_HUES_CLASSES = tuple(
+    (f"{RARE_COLOUR_WORDS[dict(attrs)['colour']]} {dict(attrs)['shape']}", attrs) for _, attrs in _SHAPES_CLASSES
+)
 _TEST_ONLY = (("test", 30),)
 _SPECS: dict[str, ToySpec] = {
     s.name: s
@@ -88,6 +99,8 @@ _SPECS: dict[str, ToySpec] = {
         ToySpec("toy-shapes", "colour-shape compositions, photo style", _SHAPES_CLASSES),
         ToySpec("toy-patterns", "pattern-shape compositions (any colour), photo style",
                 _pattern_shape_classes()),
+        ToySpec("toy-hues", "toy-shapes' images, colours named with words the pretraining captions never use",
+                _HUES_CLASSES, scene_source="toy-shapes"),
         ToySpec("toy-shapes-sketch", "toy-shapes test scenes drawn as coloured outlines on paper",
                 _SHAPES_CLASSES, style="sketch", counts=_TEST_ONLY, scene_source="toy-shapes"),
         ToySpec("toy-shapes-night", "toy-shapes test scenes at night: dark, low contrast, noisy",
@@ -125,7 +138,7 @@ def toy_classnames(name: str) -> list[str]:
 
 def toy_knowledge(name: str) -> dict[str, str]:
     """One short descriptive sentence per class, for knowledge-aware prompts."""
-    return {c: knowledge(dict(attrs)) for c, attrs in toy_spec(name).classes}
+    return {c: knowledge(dict(attrs), name=c) for c, attrs in toy_spec(name).classes}
 
 
 def toy_root(root: str | Path | None = None) -> Path:

@@ -179,10 +179,11 @@ _PATTERN_KNOWLEDGE = {
 }
 
 
-def knowledge(attrs: dict[str, str]) -> str:
-    """A short encyclopedic sentence about a class given its defining attributes."""
+def knowledge(attrs: dict[str, str], name: str | None = None) -> str:
+    """A short encyclopedic sentence about a class given its defining attributes (and its name,
+    when the class is not named by its attributes)."""
     shape = attrs["shape"]
-    name = " ".join(attrs[k] for k in ("pattern", "colour") if k in attrs) + " " + shape
+    name = name or " ".join(attrs[k] for k in ("pattern", "colour") if k in attrs) + " " + shape
     subject = _article(name)
     text = f"{subject[0].upper()}{subject[1:]} is {_SHAPE_KNOWLEDGE[shape]}"
     if "colour" in attrs:

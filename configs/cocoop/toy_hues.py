@@ -1,0 +1,14 @@
+# cocoop on the toy world with the tiny CLIP: the published recipe, shortened for a CPU.
+from mmengine.config import read_base
+
+with read_base():
+    from .._base_.datasets.toy_hues import *
+    from ._method import *
+    from .._base_.models.clip_toy import *
+
+model.backbone = backbone
+
+train_dataloader.batch_size = train_batch_size
+train_dataloader.num_workers = 0
+test_dataloader.num_workers = 0
+train_cfg.max_epochs = 5
