@@ -50,3 +50,42 @@ def test_fewshot_schedule_and_summary():
     assert fewshot.epochs_for("imagenet", 1) == 50
     runs = [{"dataset": "a", "shots": 1, "seed": s, "top1": v} for s, v in ((1, 10.0), (2, 20.0))]
     assert fewshot.summarize(runs) == {"a": {1: (15.0, 5.0)}}
+
+
+def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from vlprompt.evaluation.report import comparison_table, read_sweep_results
+
+    runs = {
+        "zsclip": [{"dataset": "a", "seed": 1, "base": 50.0, "novel": 40.0},
+                   {"dataset": "b", "seed": 1, "base": 20.0, "novel": 30.0}],
+        "coop": [{"dataset": "a", "seed": 1, "base": 70.0, "novel": 30.0},
+                 {"dataset": "a", "seed": 2, "base": 80.0, "novel": 20.0}],
+    }
+    for method, items in runs.items():
+        for r in items:
+            d = tmp_path / method / r["dataset"] / f"seed{r['seed']}"
+            d.mkdir(parents=True)
+            (d / "sweep_result.json").write_text(json.dumps(dict(r, method=method, seconds=6.0)))
+    read = {m: read_sweep_results(tmp_path / m) for m in runs}
+    assert sorted((r["dataset"], r["seed"]) for r in read["coop"]) == [("a", 1), ("a", 2)]
+    table = comparison_table(read)
+    assert table.splitlines()[0] == ("| dataset | zsclip base | zsclip novel | zsclip HM | coop base | coop novel "
+                                     "| coop HM |")
+    assert f"| a | 50.00 | 40.00 | {harmonic_mean(50, 40):.2f} | 75.00 | 25.00 | 37.50 |" in table
+    assert "| b | 20.00 | 30.00 | 24.00 | - | - | - |" in table
+    # zsclip's Average is the HM of its averaged base (35) and novel (35); coop ran one dataset only,
+    # so it has no Average to stand beside zsclip's
+    assert "| **Average** | 35.00 | 35.00 | 35.00 | - | - | - |" in table
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import compare_methods
+
+    out = tmp_path / "compare.md"
+    text = compare_methods.main(["--methods", "zsclip", "coop", "--work-root", str(tmp_path), "--out", str(out)])
+    assert out.read_text() == text and "- coop: 2 runs, 0.2 min in all" in text
+    with pytest.raises(SystemExit):
+        compare_methods.main(["--methods", "maple", "--work-root", str(tmp_path)])

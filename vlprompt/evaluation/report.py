@@ -126,3 +126,36 @@ def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike,
         "csv": atomic_write_text(out / "base2novel.csv", csv_table(rows)),
         "png": plot_base_novel({method: rows}, out / "base2novel.png"),
     }
+
+
+def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str | None = None) -> str:
+    """Methods side by side: per dataset (and the Average row), base / novel / HM of each method.
+
+    Each method's rows follow :func:`base2novel_table`; a dataset a method has no runs for shows
+    ``-``. The last column is the training time summed over the method's runs, when recorded.
+    """
+    tables = {m: {r["dataset"]: r for r in base2novel_table(list(runs))} for m, runs in runs_by_method.items()}
+    datasets: list[str] = []
+    for rows in tables.values():
+        datasets += [d for d in rows if d not in datasets and d != "Average"]
+    if len(datasets) > 1:
+        datasets.append("Average")
+    methods = list(tables)
+    out = [f"### {title}\n"] if title else []
+    out.append("| dataset | " + " | ".join(f"{m} base | {m} novel | {m} HM" for m in methods) + " |")
+    out.append("|---|" + "---|---|---|" * len(methods))
+    for d in datasets:
+        cells = []
+        for m in methods:
+            r = tables[m].get(d)
+            cells += [f"{r['base']:.2f}", f"{r['novel']:.2f}", f"{r['hm']:.2f}"] if r else ["-", "-", "-"]
+        name = f"**{d}**" if d == "Average" else d
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def read_sweep_results(method_dir: str | os.PathLike) -> list[dict]:
+    """Every run's ``sweep_result.json`` under ``<work-root>/<method>/<dataset>/seed<S>/``."""
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(Path(method_dir).glob("*/seed*/sweep_result.json"))]
