@@ -19,6 +19,12 @@ way the published code runs them, and their logits compared with the batched one
   77-token context, prompts assembled from prefix / context / suffix embeddings.
 
 The ratio column gives how many times faster the batched step is than each baseline.
+
+``--official-cmd`` adds, in the same run, an outside program that times a learner's official
+implementation (which vlprompt never ships): a command template with ``{learner}``, ``{classes}``
+and ``{batch_size}`` whose last ``RESULT {json}`` line gives ``median_s``, ``min_s``,
+``peak_bytes`` and ``base_bytes`` (peak RSS of its process; memory before the first step). Its row
+is the ``external`` path, and the ratio column says how many times faster vlprompt's step is.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -166,12 +173,14 @@ def run_worker(cfg: dict) -> dict:
 
 def run_config(cfg: dict, script: str) -> dict:
     """Run one configuration in a fresh Python process (its own peak memory)."""
-    proc = subprocess.run(
-        [sys.executable, script, "--worker", json.dumps(cfg)], capture_output=True, text=True, check=False
-    )
+    if cfg["variant"] == "external":
+        command = shlex.split(cfg["command"].format(**cfg))
+    else:
+        command = [sys.executable, script, "--worker", json.dumps(cfg)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
+            return {"prompts": "-", **cfg, **json.loads(line[len("RESULT ") :])}
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
     reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else " / ".join(tail) or f"rc {proc.returncode}"
     return dict(cfg, error=reason)
@@ -192,14 +201,14 @@ def print_table(results: list[dict], device_desc: str) -> None:
     print(f"\n{device_desc}")
     print(
         f"\n| learner | classes | batch | path | text prompts/step | step s (median) | min | batched is x faster "
-        f"| x CoOp step | {mem_kind} GiB | over model GiB | logit max abs diff |"
+        f"| x CoOp step | {mem_kind} GiB | over model GiB | x batched peak | logit max abs diff |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         key = (r["learner"], r["classes"])
         if "median_s" not in r:
             print(f"| {r['learner']} | {r['classes']} | {r['batch_size']} | {r['variant']} | - | "
-                  f"{r.get('error', 'skipped')} | - | - | - | - | - | - |")
+                  f"{r.get('error', 'skipped')} | - | - | - | - | - | - | - |")
             continue
         ref = batched.get(key)
         faster = f"{r['median_s'] / ref['median_s']:.2f}x" if ref and r["variant"] != "batched" else "-"
@@ -207,8 +216,10 @@ def print_table(results: list[dict], device_desc: str) -> None:
         vs_coop = f"{r['median_s'] / coop['median_s']:.2f}" if coop else "-"
         peak, over = _mem(r)
         diff = f"{r['logit_diff']:.1e}" if "logit_diff" in r else "-"
+        mem_ratio = f"{r['peak_bytes'] / ref['peak_bytes']:.2f}" if ref and r["variant"] != "batched" else "-"
         print(f"| {r['learner']} | {r['classes']} | {r['batch_size']} | {r['variant']} | {r['prompts']} | "
-              f"{r['median_s']:.3f} | {r['min_s']:.3f} | {faster} | {vs_coop} | {peak} | {over} | {diff} |")
+              f"{r['median_s']:.3f} | {r['min_s']:.3f} | {faster} | {vs_coop} | {peak} | {over} | {mem_ratio} "
+              f"| {diff} |")
 
 
 def main() -> None:
@@ -228,6 +239,11 @@ def main() -> None:
                              "(CoCoOp: batch x classes; the 77-token official path counts 6x), which "
                              "would take minutes and tens of GiB")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--official-cmd", default=None,
+                        help="command timing an official implementation (see above), e.g. "
+                             "'python /path/to/adapter.py {learner} {classes}'")
+    parser.add_argument("--official-classes", nargs="*", type=int, default=None,
+                        help="class counts for --official-cmd (default: all of --classes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -259,6 +275,12 @@ def main() -> None:
                     res = run_config(cfg, script)
                 took = f"{res['median_s']:.3f} s/step" if "median_s" in res else res["error"]
                 print(f"# {name}, {n_cls} classes, {variant}: {took}", flush=True)
+                results.append(res)
+            if args.official_cmd and (args.official_classes is None or n_cls in args.official_classes):
+                res = run_config(dict(base, learner=name, classes=n_cls, variant="external",
+                                      command=args.official_cmd), script)
+                took = f"{res['median_s']:.3f} s/step" if "median_s" in res else res["error"]
+                print(f"# {name}, {n_cls} classes, external (--official-cmd): {took}", flush=True)
                 results.append(res)
     threads = args.threads or torch.get_num_threads()
     desc = torch.cuda.get_device_name(args.device) if cuda else f"CPU, {threads} threads"
