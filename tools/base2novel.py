@@ -1,6 +1,6 @@
 """Base-to-novel sweep: train on base classes, test on base and novel, for datasets x seeds.
 
-    python tools/base2novel.py --method coop --datasets toy-shapes toy-patterns --seeds 1 2 3
+    python tools/base2novel.py --method coop --datasets toy-shapes toy-hues --seeds 1 2 3
     python tools/base2novel.py --method maple --datasets all --seeds 1 2 3 --data-root /data
 
 Each run lives in ``<work-root>/<method>/<dataset>/seed<S>/`` and ends with ``results.json``
