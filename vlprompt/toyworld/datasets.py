@@ -8,7 +8,8 @@ into place from a temporary sibling, so a folder is complete if and only if its 
 
 Every image comes from its own generator seeded with (seed, dataset, split, label, index), so the
 output is byte-identical for a given seed and independent of generation order. The domain variants
-(sketch, night, noise) re-render exactly the scenes of toy-shapes' test split in another style.
+(sketch, night, noise) re-render exactly the scenes of toy-shapes' test split in another style;
+``toy-hues`` is toy-shapes itself (every split) under class names the captions never use.
 
 Class order matters for the base/novel protocol (the first half of the labels are the base
 classes): it is interleaved so that base and novel classes both cover every shape, every colour
