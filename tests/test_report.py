@@ -57,7 +57,8 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
     import sys
     from pathlib import Path
 
-    from vlprompt.evaluation.report import comparison_table, read_sweep_results
+    from vlprompt.evaluation.report import comparison_table
+    from vlprompt.evaluation.sweep import read_base2novel_results
 
     runs = {
         "zsclip": [{"dataset": "a", "seed": 1, "base": 50.0, "novel": 40.0},
@@ -70,7 +71,7 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
             d = tmp_path / method / r["dataset"] / f"seed{r['seed']}"
             d.mkdir(parents=True)
             (d / "sweep_result.json").write_text(json.dumps(dict(r, method=method, seconds=6.0)))
-    read = {m: read_sweep_results(tmp_path / m) for m in runs}
+    read = {m: read_base2novel_results(tmp_path / m) for m in runs}
     assert sorted((r["dataset"], r["seed"]) for r in read["coop"]) == [("a", 1), ("a", 2)]
     table = comparison_table(read)
     assert table.splitlines()[0] == ("| dataset | zsclip base | zsclip novel | zsclip HM | coop base | coop novel "

@@ -20,16 +20,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vlprompt.datasets import BASE2NOVEL_DATASETS
-from vlprompt.engine.results import atomic_write_text
 from vlprompt.evaluation.report import base2novel_table, harmonic_mean, markdown_table, write_base2novel_report
-from vlprompt.evaluation.sweep import config_path, read_top1, run_logged
+from vlprompt.evaluation.sweep import config_path, finished_result, read_top1, run_logged, save_result
 
 
 def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> dict:
     """Train (unless zero-shot), test base and novel; returns and stores the run's result."""
-    result_file = run_dir / "sweep_result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    done = finished_result(run_dir)
+    if done is not None:
+        return done
     run_dir.mkdir(parents=True, exist_ok=True)
     config = str(config_path(method, dataset))
     log = run_dir / "sweep.log"
@@ -47,8 +46,7 @@ def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[s
         base, novel = metrics["base/top1"], metrics["novel/top1"]
     result = {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,
               "hm": harmonic_mean(base, novel), "seconds": round(time.perf_counter() - start, 1)}
-    atomic_write_text(result_file, json.dumps(result, indent=2))
-    return result
+    return save_result(run_dir, result)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -14,7 +14,8 @@ import argparse
 from pathlib import Path
 
 from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.report import comparison_table, read_sweep_results
+from vlprompt.evaluation.report import comparison_table
+from vlprompt.evaluation.sweep import read_base2novel_results
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> str:
 
     runs, lines = {}, []
     for method in args.methods:
-        found = [r for r in read_sweep_results(args.work_root / method)
+        found = [r for r in read_base2novel_results(args.work_root / method)
                  if args.datasets is None or r["dataset"] in args.datasets]
         if not found:
             parser.error(f"no finished runs for {method!r} under {args.work_root / method} "

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import statistics
 import sys
@@ -26,7 +25,7 @@ from tqdm import tqdm
 
 from vlprompt.datasets import BASE2NOVEL_DATASETS
 from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.sweep import config_path, run_logged
+from vlprompt.evaluation.sweep import config_path, finished_result, read_top1, run_logged, save_result
 
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 
@@ -39,9 +38,9 @@ def epochs_for(dataset: str, shots: int) -> int:
 def run_one(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
             epochs: int | None) -> dict:
     """Train on K shots of every class and test on every class; returns the stored result."""
-    result_file = run_dir / "sweep_result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    done = finished_result(run_dir)
+    if done is not None:
+        return done
     opts = ["--cfg-options", f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
             "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
             f"train_cfg.max_epochs={epochs or epochs_for(dataset, shots)}", "protocol.name=fewshot",
@@ -49,11 +48,10 @@ def run_one(method: str, dataset: str, shots: int, seed: int, run_dir: Path, opt
     start = time.perf_counter()
     run_logged([sys.executable, "tools/train.py", str(config_path(method, dataset)), "--work-dir", str(run_dir),
                 *opts], run_dir / "sweep.log")
-    top1 = json.loads((run_dir / "results.json").read_text())["metrics"]["accuracy/top1"]
+    top1 = read_top1(run_dir / "results.json")
     result = {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1,
               "seconds": round(time.perf_counter() - start, 1)}
-    atomic_write_text(result_file, json.dumps(result, indent=2))
-    return result
+    return save_result(run_dir, result)
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:

@@ -132,7 +132,7 @@ def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str
     """Methods side by side: per dataset (and the Average row), base / novel / HM of each method.
 
     Each method's rows follow :func:`base2novel_table`; a dataset a method has no runs for shows
-    ``-``. The last column is the training time summed over the method's runs, when recorded.
+    ``-``, and so does the Average of a method that ran fewer than two datasets.
     """
     tables = {m: {r["dataset"]: r for r in base2novel_table(list(runs))} for m, runs in runs_by_method.items()}
     datasets: list[str] = []
@@ -153,9 +153,3 @@ def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
-
-def read_sweep_results(method_dir: str | os.PathLike) -> list[dict]:
-    """Every run's ``sweep_result.json`` under ``<work-root>/<method>/<dataset>/seed<S>/``."""
-    import json
-
-    return [json.loads(p.read_text()) for p in sorted(Path(method_dir).glob("*/seed*/sweep_result.json"))]

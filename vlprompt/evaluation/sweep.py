@@ -1,4 +1,5 @@
-"""Pieces shared by the sweep tools: where a method's config is, and running one logged step."""
+"""Pieces shared by the sweep tools: where a method's config is, running one logged step, and the
+result file that marks a run as finished (so an interrupted sweep skips what is done)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
+from ..engine.results import atomic_write_text
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULT_FILE = "sweep_result.json"
+"""Written last in a run's folder, atomically: its presence means the run finished."""
 
 
 def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
@@ -33,3 +38,20 @@ def run_logged(cmd: list[str], log: Path, cwd: Path = REPO_ROOT) -> None:
 def read_top1(path: Path) -> float:
     """Top-1 accuracy from a ``results.json`` written by tools/train.py or tools/test.py."""
     return json.loads(Path(path).read_text())["metrics"]["accuracy/top1"]
+
+
+def finished_result(run_dir: Path) -> dict | None:
+    """The stored result of a finished run, or ``None`` if the run has not finished."""
+    path = Path(run_dir) / RESULT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_result(run_dir: Path, result: dict) -> dict:
+    """Store a run's result (atomically: a half-written file never marks a run as finished)."""
+    atomic_write_text(Path(run_dir) / RESULT_FILE, json.dumps(result, indent=2))
+    return result
+
+
+def read_base2novel_results(method_dir: str | Path) -> list[dict]:
+    """Every finished run of a base-to-novel sweep: ``<method_dir>/<dataset>/seed<S>/``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(method_dir).glob(f"*/seed*/{RESULT_FILE}"))]
