@@ -265,22 +265,21 @@ def main() -> None:
         offered = (["loop"] if conditioned else []) + (["official"] if name == "cocoop" else [])
         for n_cls in args.classes:
             variants = ["batched"] + [v for v in offered if v in args.baselines]
+            if args.official_cmd and (args.official_classes is None or n_cls in args.official_classes):
+                variants.append("external")
             for variant in variants:
                 cfg = dict(base, learner=name, classes=n_cls, variant=variant)
                 prompts = n_cls * (args.batch_size if conditioned else 1)
                 load = prompts * (6 if variant == "official" else 1)  # 77 tokens instead of about 13
-                if not cuda and load > args.cpu_max_prompts:
+                if variant == "external":  # an outside program: its own limits
+                    res = run_config(dict(cfg, command=args.official_cmd), script)
+                elif not cuda and load > args.cpu_max_prompts:
                     res = dict(cfg, error=f"skipped on CPU: load {load} > --cpu-max-prompts")
                 else:
                     res = run_config(cfg, script)
                 took = f"{res['median_s']:.3f} s/step" if "median_s" in res else res["error"]
-                print(f"# {name}, {n_cls} classes, {variant}: {took}", flush=True)
-                results.append(res)
-            if args.official_cmd and (args.official_classes is None or n_cls in args.official_classes):
-                res = run_config(dict(base, learner=name, classes=n_cls, variant="external",
-                                      command=args.official_cmd), script)
-                took = f"{res['median_s']:.3f} s/step" if "median_s" in res else res["error"]
-                print(f"# {name}, {n_cls} classes, external (--official-cmd): {took}", flush=True)
+                label = "external (--official-cmd)" if variant == "external" else variant
+                print(f"# {name}, {n_cls} classes, {label}: {took}", flush=True)
                 results.append(res)
     threads = args.threads or torch.get_num_threads()
     desc = torch.cuda.get_device_name(args.device) if cuda else f"CPU, {threads} threads"
