@@ -15,14 +15,21 @@ import open_clip
 import torch
 
 from .archs import ClipArch, get_arch, list_clips, register_clip
-from .checkpoint import CheckpointError, check_state_dict, read_weights, save_safetensors
-from .pretrained import PreprocessCfg, PretrainedUnavailable, WeightsInfo, resolve_pretrained
+from .checkpoint import CheckpointError, check_state_dict, read_safetensors, read_weights, save_safetensors
+from .pretrained import (
+    ActivationUnknownWarning,
+    PreprocessCfg,
+    PretrainedUnavailable,
+    WeightsInfo,
+    resolve_pretrained,
+)
 from .promptable import PromptableCLIP
 from .prompts import ImagePrompts, TextPrompts, TokenInsertion
 from .stem import ConvStem, install_conv_stem
 from .tokenizer import ContextOverflowError, PromptTokenizer
 
 __all__ = [
+    "ActivationUnknownWarning",
     "CheckpointError",
     "ClipArch",
     "ContextOverflowError",
@@ -40,6 +47,7 @@ __all__ = [
     "install_conv_stem",
     "get_arch",
     "list_clips",
+    "read_safetensors",
     "read_weights",
     "register_clip",
     "save_safetensors",
@@ -74,7 +82,8 @@ def build_clip(
             to an OpenAI TorchScript archive, a state dict, an open_clip checkpoint or a
             ``.safetensors`` file. Files are read without executing anything in them.
         quick_gelu: force the activation; by default it follows the weights (OpenAI's CLIPs
-            were trained with QuickGELU, open_clip's LAION weights with GELU).
+            were trained with QuickGELU, open_clip's LAION weights with GELU). A plain state dict
+            that does not record it loads with GELU and an :class:`ActivationUnknownWarning`.
         device: where the model lives.
         dtype: weight precision (``torch.float32``; ``bfloat16``/``float16`` for inference).
         cache_dir: download cache for open_clip tags.
@@ -83,8 +92,10 @@ def build_clip(
     loaded, info = resolve_pretrained(arch, pretrained, quick_gelu=quick_gelu, cache_dir=cache_dir)
     model = build_open_clip_model(name, quick_gelu=info.quick_gelu)
     if loaded is not None:
+        source = loaded.path or pretrained
+        # checked before any cast: keys, shapes, dtypes and finite values of the tensors as stored
+        check_state_dict(model, loaded.state_dict, source, name)
         state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.state_dict.items()}
-        check_state_dict(model, state, pretrained, name)
         model.load_state_dict(state, strict=True)
         logging.getLogger("vlprompt").info(
             "loaded %s weights for %s from %s (quick_gelu=%s)", loaded.source_format, name, pretrained,

@@ -12,6 +12,7 @@ Three formats are read:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -23,6 +24,21 @@ import torch
 
 # Non-tensor entries that OpenAI's state dicts carry beside the weights.
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+# What a weight file may hold per model tensor element: float64 weights, or fp32 weights plus the two
+# fp32 Adam moments (and a little more) of an open_clip training checkpoint.
+BYTES_PER_ELEMENT = 16
+# Room for everything that is not a tensor: pickles, TorchScript code and debug members, metadata.
+SIZE_SLACK_BYTES = 128 * 2**20
+
+
+def max_weight_bytes(num_elements: int) -> int:
+    """The most bytes a weight file for a model of ``num_elements`` tensor elements can sensibly take.
+
+    Used to refuse zip bombs (members that inflate far beyond what any real checkpoint holds)
+    before anything is inflated.
+    """
+    return int(num_elements) * BYTES_PER_ELEMENT + SIZE_SLACK_BYTES
 
 
 class CheckpointError(ValueError):
@@ -36,6 +52,7 @@ class LoadedWeights:
     state_dict: dict[str, torch.Tensor]
     source_format: str  # "torchscript", "openai", "open_clip" or "safetensors"
     metadata: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None  # the file they were read from
 
 
 _STORAGE_DTYPES = {
@@ -81,12 +98,12 @@ class _TorchScriptUnpickler(pickle.Unpickler):
     """Unpickles the ``data.pkl`` of a TorchScript archive into plain objects and tensors."""
 
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
-        import io
-
         super().__init__(io.BytesIO(data))
         self._archive = archive
         self._prefix = prefix
         self._path = path
+        # one tensor per storage member, however often the pickle names it (no re-reading, no copies)
+        self._storages: dict[tuple[str, torch.dtype], torch.Tensor] = {}
 
     def find_class(self, module: str, name: str):  # noqa: D102
         if module.startswith("__torch__"):
@@ -109,16 +126,32 @@ class _TorchScriptUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):  # noqa: D102
+        if not (isinstance(pid, tuple) and len(pid) == 5):
+            raise CheckpointError(f"{self._path}: unexpected storage record {pid!r:.200}")
         kind, dtype, key, _location, numel = pid
-        if kind != "storage" or not isinstance(dtype, torch.dtype):
-            raise CheckpointError(f"{self._path}: unexpected storage record {pid!r}")
-        raw = bytearray(self._archive.read(f"{self._prefix}data/{key}"))
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if len(raw) < numel * itemsize:
+        if (
+            kind != "storage"
+            or not isinstance(dtype, torch.dtype)
+            or not isinstance(key, str)
+            or not isinstance(numel, int)
+            or isinstance(numel, bool)
+            or numel < 0
+        ):
+            raise CheckpointError(f"{self._path}: unexpected storage record {pid!r:.200}")
+        member = f"{self._prefix}data/{key}"
+        storage = self._storages.get((member, dtype))
+        if storage is None:
+            try:
+                raw = bytearray(self._archive.read(member))
+            except KeyError:
+                raise CheckpointError(f"{self._path}: storage member {member!r} is missing from the archive") from None
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            count = len(raw) // itemsize
+            storage = torch.empty(0, dtype=dtype) if count == 0 else torch.frombuffer(raw, dtype=dtype, count=count)
+            self._storages[(member, dtype)] = storage
+        if storage.numel() < numel:
             raise CheckpointError(f"{self._path}: storage {key} is truncated")
-        if not raw:
-            return torch.empty(0, dtype=dtype)
-        return torch.frombuffer(raw, dtype=dtype, count=numel)
+        return storage[:numel]
 
 
 def _flatten_script_state(obj: object, prefix: str, out: dict[str, torch.Tensor]) -> None:
@@ -129,28 +162,102 @@ def _flatten_script_state(obj: object, prefix: str, out: dict[str, torch.Tensor]
         out[prefix[:-1]] = obj
 
 
-def read_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor attribute of a TorchScript archive, keyed by its dotted module path."""
+# What a malformed archive or pickle raises from inside zipfile, pickle and torch (never a CheckpointError).
+_MALFORMED_ERRORS = (
+    zipfile.BadZipFile,
+    pickle.UnpicklingError,
+    EOFError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    RuntimeError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
+
+
+def read_torchscript_tensors(path: str | Path, *, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor attribute of a TorchScript archive, keyed by its dotted module path.
+
+    ``max_bytes`` bounds the archive's total uncompressed size (see :func:`read_weights`).
+    """
     path = Path(path)
-    with zipfile.ZipFile(path) as archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise CheckpointError(f"{path}: not a TorchScript archive (no top-level data.pkl)")
-        prefix = pickles[0][: -len("data.pkl")]
-        root = _TorchScriptUnpickler(archive.read(pickles[0]), archive, prefix, path).load()
-    state: dict[str, torch.Tensor] = {}
-    _flatten_script_state(root, "", state)
+    _zip_members(path, max_bytes)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(pickles) != 1:
+                raise CheckpointError(f"{path}: not a TorchScript archive (no top-level data.pkl)")
+            prefix = pickles[0][: -len("data.pkl")]
+            root = _TorchScriptUnpickler(archive.read(pickles[0]), archive, prefix, path).load()
+        state: dict[str, torch.Tensor] = {}
+        _flatten_script_state(root, "", state)
+    except CheckpointError:
+        raise
+    except _MALFORMED_ERRORS as err:
+        raise CheckpointError(
+            f"{path}: malformed TorchScript archive ({type(err).__name__}: {str(err)[:200] or 'no detail'})"
+        ) from None
     return state
 
 
-def _is_torchscript(path: Path) -> bool:
+def _zip_members(path: Path, max_bytes: int | None) -> list[str] | None:
+    """The member names of a zip file (None if it is no zip), refusing one that inflates beyond ``max_bytes``.
+
+    Only the central directory is read: nothing is inflated.
+    """
     if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise CheckpointError(f"{path}: malformed zip archive ({type(err).__name__}: {err})") from None
+    total = sum(info.file_size for info in infos)
+    if max_bytes is not None and total > max_bytes:
+        biggest = max(infos, key=lambda info: info.file_size)
+        raise CheckpointError(
+            f"{path}: refusing to load: the archive's members inflate to {total} bytes, more than the "
+            f"{max_bytes} that weights for this architecture can take (largest member: {biggest.filename!r}, "
+            f"{biggest.file_size} bytes)"
+        )
+    return [info.filename for info in infos]
+
+
+def _is_torchscript(names: list[str] | None) -> bool:
+    if names is None:
         return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
     return any(n.endswith("/code/") or "/code/" in n for n in names) and any(
         n.endswith("/constants.pkl") for n in names
     )
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and string metadata of a safetensors file; every read error is a CheckpointError.
+
+    safetensors itself validates the header (size, JSON, offsets) without executing anything; this
+    wraps its errors so that they name the file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"safetensors file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
+    except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as err:
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__}: {detail})") from None
+    bad = [k for k, v in metadata.items() if not isinstance(v, str)]
+    if bad:
+        raise CheckpointError(f"{path}: safetensors metadata entry {bad[0]!r} is not a string")
+    return state, metadata
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -171,23 +278,31 @@ def _unwrap_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor]
     return state, fmt
 
 
-def read_weights(path: str | Path) -> LoadedWeights:
-    """Read a CLIP weight file of any supported format; nothing in it is executed."""
+def read_weights(path: str | Path, *, max_bytes: int | None = None) -> LoadedWeights:
+    """Read a CLIP weight file of any supported format; nothing in it is executed.
+
+    ``max_bytes`` (see :func:`max_weight_bytes`) bounds the file's size and, for zip files (torch.save's
+    format and TorchScript archives), the total size its members inflate to: a larger file cannot hold
+    weights of the architecture, and is refused before it is read into memory.
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"weight file not found: {path}")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise CheckpointError(
+            f"{path}: refusing to load: the file is {size} bytes, more than the {max_bytes} that weights "
+            "for this architecture can take"
+        )
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no items()
-        return LoadedWeights(state, "safetensors", metadata)
-    if _is_torchscript(path):
-        state = read_torchscript_tensors(path)
+        state, metadata = read_safetensors(path)
+        return LoadedWeights(state, "safetensors", metadata, path)
+    members = _zip_members(path, max_bytes)
+    if _is_torchscript(members):
+        state = read_torchscript_tensors(path, max_bytes=max_bytes)
         # TorchScript also stores plain tensor attributes; the causal masks are the only ones in CLIPs
         state = {k: v for k, v in state.items() if k not in OPENAI_EXTRA_KEYS and k.split(".")[-1] != "attn_mask"}
-        return LoadedWeights(state, "torchscript", {"quick_gelu": "true"})
+        return LoadedWeights(state, "torchscript", {"quick_gelu": "true"}, path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -195,17 +310,23 @@ def read_weights(path: str | Path) -> LoadedWeights:
             f"{path}: refusing to load: the file holds Python objects beyond tensors, and loading it "
             f"would execute code from it ({str(err).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError, MemoryError) as err:
         raise CheckpointError(f"{path}: cannot read as a torch checkpoint: {err}") from None
     state, fmt = _unwrap_state_dict(obj, path)
     meta = {"quick_gelu": "true"} if fmt == "openai" else {}
-    return LoadedWeights(state, fmt, meta)
+    return LoadedWeights(state, fmt, meta, path)
 
 
 def check_state_dict(
     model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, arch: str
 ) -> None:
-    """Fail with the first mismatched key and both shapes, or the missing/unexpected keys."""
+    """Fail with the first mismatched key and both shapes, the missing/unexpected keys, or a bad value.
+
+    A floating parameter or buffer of the model must get floating weights, all finite: ``load_state_dict``
+    would silently cast integers or booleans, and nan/inf would silently poison every output. (Integer
+    buffers such as BatchNorm's ``num_batches_tracked`` are left as they are.) Float64 weights are
+    checked as float32, the precision they are loaded in, so that values beyond its range are refused.
+    """
     expected = model.state_dict()
     for key, value in expected.items():
         if key in state and tuple(state[key].shape) != tuple(value.shape):
@@ -222,6 +343,19 @@ def check_state_dict(
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
         raise CheckpointError(f"{path}: weights do not fit architecture {arch!r}: {'; '.join(parts)}")
+    for key, value in expected.items():
+        if not value.is_floating_point():
+            continue
+        given = state[key]
+        if not given.is_floating_point():
+            raise CheckpointError(
+                f"{path}: {key} holds {given.dtype} values in the file, but the model's {key} is floating "
+                f"point ({value.dtype}); refusing to cast them"
+            )
+        checked = given.float() if given.dtype == torch.float64 else given
+        if checked.numel() and not bool(torch.isfinite(checked).all()):
+            kind = "nan" if bool(torch.isnan(given).any()) else "inf (or beyond float32 range)"
+            raise CheckpointError(f"{path}: {key} holds non-finite values ({kind})")
 
 
 def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata: dict) -> None:

@@ -9,14 +9,19 @@ were trained with (OpenAI's CLIPs use QuickGELU) and how images must be preproce
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import open_clip
+import torch
 
 from .archs import WEIGHTS_DIR, ClipArch
-from .checkpoint import CheckpointError, LoadedWeights, read_weights
+from .checkpoint import CheckpointError, LoadedWeights, max_weight_bytes, read_weights
+from .stem import install_conv_stem
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -24,6 +29,16 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 class PretrainedUnavailable(RuntimeError):
     """Weights named by a tag could not be fetched (offline machine, unknown tag)."""
+
+
+class ActivationUnknownWarning(UserWarning):
+    """A weight file does not say whether it was trained with QuickGELU; GELU is assumed."""
+
+
+# The values open_clip's image_transform accepts.
+INTERPOLATIONS = ("bicubic", "bilinear", "random")
+RESIZE_MODES = ("shortest", "longest", "squash")
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
 @dataclass(frozen=True)
@@ -61,21 +76,70 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VLPROMPT_CLIP_CACHE", "~/.cache/clip")).expanduser()
 
 
-def _parse_bool(value: str | None) -> bool | None:
-    return None if value is None else str(value).lower() in ("1", "true", "yes")
+def arch_num_elements(arch: ClipArch) -> int:
+    """How many tensor elements the architecture's state dict holds (counted on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = open_clip.CLIP(**arch.model_config())
+        if arch.conv_stem:
+            install_conv_stem(model.visual, arch.conv_stem)
+    return sum(t.numel() for t in model.state_dict().values())
 
 
-def _preprocess_from_metadata(meta: dict[str, str], default: PreprocessCfg) -> PreprocessCfg:
+def _parse_bool(value: object, path: str | os.PathLike = "", key: str = "quick_gelu") -> bool | None:
+    """A boolean-like metadata value (``true/false/1/0/yes/no``), None when absent; anything else is refused."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise CheckpointError(
+        f"{path}: metadata {key!r} is {value!r:.80}, not a boolean (expected one of {', '.join(_TRUE + _FALSE)})"
+    )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _preprocess_from_metadata(
+    meta: dict[str, str], default: PreprocessCfg, path: str | os.PathLike = ""
+) -> PreprocessCfg:
+    """The preprocessing a file records in its ``preprocess`` metadata (a JSON object), checked value by value."""
     if "preprocess" not in meta:
         return default
-    pre = json.loads(meta["preprocess"])
-    return PreprocessCfg(
-        image_size=int(pre.get("image_size", default.image_size)),
-        mean=tuple(pre.get("mean", default.mean)),
-        std=tuple(pre.get("std", default.std)),
-        interpolation=pre.get("interpolation", default.interpolation),
-        resize_mode=pre.get("resize_mode", default.resize_mode),
-    )
+    raw = meta["preprocess"]
+    try:
+        pre = json.loads(raw)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: metadata 'preprocess' is not valid JSON ({err}): {raw!r:.80}") from None
+    if not isinstance(pre, dict):
+        raise CheckpointError(f"{path}: metadata 'preprocess' is a JSON {type(pre).__name__}, not an object")
+
+    def bad(key: str, value: object, why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: metadata 'preprocess' key {key!r} is {value!r:.80}: {why}")
+
+    size = pre.get("image_size", default.image_size)
+    if isinstance(size, float) and size.is_integer():
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise bad("image_size", size, "expected a positive integer")
+    stats = {}
+    for key in ("mean", "std"):
+        value = pre.get(key, getattr(default, key))
+        if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) for v in value):
+            raise bad(key, value, "expected a list of 3 finite numbers (one per RGB channel)")
+        if key == "std" and any(v <= 0 for v in value):
+            raise bad(key, value, "every standard deviation must be positive")
+        stats[key] = tuple(float(v) for v in value)
+    choices = {}
+    for key, allowed in (("interpolation", INTERPOLATIONS), ("resize_mode", RESIZE_MODES)):
+        value = pre.get(key, getattr(default, key))
+        if value not in allowed:
+            raise bad(key, value, f"expected one of {', '.join(allowed)}")
+        choices[key] = value
+    return PreprocessCfg(image_size=size, mean=stats["mean"], std=stats["std"], **choices)
 
 
 def _download_tag(arch: ClipArch, tag: str, cache_dir: str | None) -> tuple[Path, dict]:
@@ -109,11 +173,15 @@ def resolve_pretrained(
     *,
     quick_gelu: bool | None = None,
     cache_dir: str | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[LoadedWeights | None, WeightsInfo]:
     """Find and read the weights ``pretrained`` names, and describe them.
 
     ``quick_gelu`` overrides what the weights say (needed only for a plain state dict whose
-    origin the file does not tell).
+    origin the file does not tell: without it such a file loads with GELU, and a
+    :class:`ActivationUnknownWarning` says so). ``max_bytes`` bounds the file (see
+    :func:`~vlprompt.backbones.checkpoint.read_weights`); by default it follows from the
+    architecture's size.
     """
     default_pre = PreprocessCfg(image_size=arch.image_size)
     if pretrained is None:
@@ -135,13 +203,25 @@ def resolve_pretrained(
     else:
         path, tag_cfg = _download_tag(arch, name, cache_dir)
 
-    loaded = read_weights(path)
+    if max_bytes is None:
+        max_bytes = max_weight_bytes(arch_num_elements(arch))
+    loaded = read_weights(path, max_bytes=max_bytes)
     meta = loaded.metadata
+    if "arch" in meta and not isinstance(meta["arch"], str):
+        raise CheckpointError(f"{path}: metadata 'arch' is a {type(meta['arch']).__name__}, not a string")
     if "arch" in meta and meta["arch"] != arch.name:
         raise CheckpointError(f"{path}: weights were saved for architecture {meta['arch']!r}, not {arch.name!r}")
     qg = quick_gelu
     if qg is None:
-        qg = tag_cfg.get("quick_gelu", _parse_bool(meta.get("quick_gelu")))
+        qg = tag_cfg.get("quick_gelu", _parse_bool(meta.get("quick_gelu"), path, "quick_gelu"))
+    if qg is None and not tag_cfg:
+        msg = (
+            f"{path}: the file does not record which activation its weights were trained with; assuming "
+            f"GELU (open_clip's default). Pass quick_gelu=True for OpenAI-derived weights, or "
+            f"quick_gelu=False to confirm GELU."
+        )
+        logging.getLogger("vlprompt").warning(msg)
+        warnings.warn(msg, ActivationUnknownWarning, stacklevel=3)
     if tag_cfg:
         pre = PreprocessCfg(
             image_size=arch.image_size,
@@ -151,5 +231,5 @@ def resolve_pretrained(
             resize_mode=tag_cfg.get("resize_mode", "shortest"),
         )
     else:
-        pre = _preprocess_from_metadata(meta, default_pre)
+        pre = _preprocess_from_metadata(meta, default_pre, path)
     return loaded, WeightsInfo(arch.name, name, bool(qg), pre)
