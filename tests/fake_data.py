@@ -291,6 +291,17 @@ def break_dataset(root: str | Path, name: str, how: str = 'missing-image') -> Pa
     return path
 
 
+def edit_split_file(root: str | Path, name: str, edit) -> Path:
+    """Rewrite the split file of fake dataset ``name``: ``edit(data)`` changes the parsed JSON in place."""
+    from vlprompt.datasets import get_dataset_class
+
+    path = get_dataset_class(name).inspect(root).split_path  # type: ignore[attr-defined]
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
 _SHARED: dict[str, tuple[Path, dict[str, FakeInfo]]] = {}
 
 

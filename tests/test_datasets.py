@@ -323,7 +323,7 @@ def test_error_malformed_split_file(dtd_root):
     with pytest.raises(DatasetError, match='cannot parse split file'):
         build('dtd', dtd_root, split='test')
     path.write_text(json.dumps({'train': [['a.jpg', 0]], 'val': [], 'test': []}))
-    with pytest.raises(DatasetError, match='entry 0'):
+    with pytest.raises(DatasetError, match="split 'train' row 0"):
         build('dtd', dtd_root, split='test')
     path.write_text(json.dumps({'train': [['a.jpg', 0, 'x'], ['b.jpg', 0, 'y']], 'val': [], 'test': []}))
     with pytest.raises(DatasetError, match='named both'):

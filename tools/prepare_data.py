@@ -34,7 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _tolerant_output() -> None:
+    """Never fail on printing: characters the terminal's encoding lacks come out as backslash escapes
+    (``LANG=C``, ``PYTHONIOENCODING=ascii:strict``); non-UTF-8 file names are escaped by the report."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='backslashreplace')
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerant_output()
     args = parse_args(argv)
     data_root = args.data_root or os.environ.get(DATA_ENV)
     if not data_root:

@@ -10,7 +10,7 @@
 Entry points: :func:`build_dataset`, :func:`list_datasets`, :func:`get_protocol`.
 """
 
-from .base import DATA_ENV, BenchmarkDataset, DatasetError, Datum, register_dataset, resolve_data_root
+from .base import DATA_ENV, BenchmarkDataset, DatasetError, Datum, FewShotWarning, register_dataset, resolve_data_root
 from .benchmarks import (
                          DTD,
                          SUN397,
@@ -30,6 +30,7 @@ from .benchmarks import (
                          StanfordCars,
 )
 from .builder import BENCHMARKS, build_dataset, canonical_name, get_dataset_class, list_datasets
+from .checks import check_images, check_loader_settings
 from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image
 from .protocol import (
                          BASE2NOVEL_DATASETS,
@@ -61,8 +62,9 @@ __all__ = [
     'PROTOCOLS', 'BenchmarkDataset', 'CODaN', 'Caltech101', 'DTD', 'DataSpec', 'DatasetError', 'Datum',
     'EuroSAT', 'EvalProtocol', 'FGVCAircraft', 'Food101', 'ImageCache', 'ImageNet', 'ImageNetA', 'ImageNetR',
     'ImageNetSketch', 'ImageNetV2', 'OxfordFlowers', 'OxfordPets', 'SUN397', 'SplitFileDataset',
-    'SplitFolderDataset', 'StanfordCars', 'ToyDataset', 'UCF101', 'base_to_novel', 'build_dataset',
-    'build_test_transform', 'build_train_transform', 'build_transform', 'canonical_name', 'few_shot',
+    'SplitFolderDataset', 'StanfordCars', 'ToyDataset', 'UCF101', 'FewShotWarning', 'base_to_novel', 'build_dataset',
+    'build_test_transform', 'build_train_transform', 'build_transform', 'canonical_name', 'check_images',
+    'check_loader_settings', 'few_shot',
     'get_dataset_class', 'get_protocol', 'get_template', 'list_datasets', 'load_image', 'register_dataset',
     'register_toy_datasets', 'resolve_data_root', 'sample_few_shot', 'sample_few_shot_splits',
     'select_classes', 'subsample_classes',

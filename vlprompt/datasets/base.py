@@ -7,8 +7,10 @@ Everything else lives here and is the same for every benchmark:
 * the data root (argument, else ``$VLPROMPT_DATA``, else an error),
 * few-shot sampling and its cache, the base/novel class split (:mod:`vlprompt.datasets.protocol`),
 * the checks that run when a dataset is built, before any training step: required files present,
-  class count as published, no empty class, every listed image of the selected split on disk
-  (and, for a cached few-shot train split, decodable),
+  class count as published, no class name shared by two labels, no empty class, no image listed
+  twice in a split, every listed image of the selected split on disk (and, for a cached few-shot
+  train split, decodable), ``num_shots`` None or >= 1 (a warning, and ``shots``, for classes
+  with fewer images than asked),
 * the torch side: ``len`` / indexing over the selected split with a transform, and the in-memory
   cache of decoded few-shot training images (:mod:`vlprompt.datasets.loading`).
 
@@ -28,8 +30,8 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -38,12 +40,19 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS
-from .loading import DEFAULT_CACHE_BYTES, IMG_EXTENSIONS, ImageCache, load_image
-from .protocol import FewShotCache, normalize_subsample, relabel, sample_few_shot_splits, select_classes
+from .loading import DEFAULT_CACHE_BYTES, IMG_EXTENSIONS, ImageCache, load_image, unreadable_images
+from .protocol import (
+    FewShotCache,
+    check_num_shots,
+    normalize_subsample,
+    relabel,
+    sample_few_shot_splits,
+    select_classes,
+)
 from .transforms import build_transform
 
 __all__ = [
-    'DATA_ENV', 'BenchmarkDataset', 'DatasetError', 'Datum', 'list_class_folders', 'list_images',
+    'DATA_ENV', 'BenchmarkDataset', 'DatasetError', 'Datum', 'FewShotWarning', 'list_class_folders', 'list_images',
     'read_wnid_classnames', 'register_dataset', 'resolve_data_root',
 ]
 
@@ -84,6 +93,10 @@ class DatasetError(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.dataset, self.message, self.path, self.hint)
+
+
+class FewShotWarning(UserWarning):
+    """Some classes have fewer training images than ``num_shots``: they are trained on all they have."""
 
 
 def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
@@ -141,7 +154,9 @@ class BenchmarkDataset(Dataset):
         data_root: Folder that holds the datasets (``$VLPROMPT_DATA`` when ``None``).
         split: ``'train'``, ``'val'``, ``'test'`` (or a reader's extra split, e.g. CODaN's
             ``'test_night'``). ``None``: ``'train'``, or ``'test'`` for test-only datasets.
-        num_shots: K images per class for train (and min(K, 4) for val); ``0`` uses all images.
+        num_shots: K >= 1 images per class for train (and min(K, 4) for val); ``None`` uses all
+            images (0 or a negative number is an error). Classes with fewer than K images keep
+            all of theirs, with a :class:`FewShotWarning`; ``shots`` records the real counts.
         seed: Seed of the few-shot picks (the run's seed, as in CoOp).
         subsample: ``'all'``, ``'base'`` or ``'novel'`` (``'new'`` accepted).
         transform: ``'auto'`` (CLIP train pipeline for ``'train'``, test pipeline otherwise),
@@ -173,15 +188,15 @@ class BenchmarkDataset(Dataset):
     files: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, data_root: str | os.PathLike[str] | None = None, split: str | None = None,
-                 num_shots: int = 0, seed: int | None = 1, subsample: str = 'all',
+                 num_shots: int | None = None, seed: int | None = 1, subsample: str = 'all',
                  transform: Callable[[Image.Image], Any] | str | None = 'auto', image_size: int = 224,
                  cache_images: bool | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
                  cache_short_side: int | None = None, check_images: bool = False,
                  progress: bool = True, workers: int | None = None) -> None:
         self._open(data_root)
         self.check_required()
-        self.num_shots = max(int(num_shots or 0), 0)
-        if self.num_shots > 0 and seed is None:
+        self.num_shots = check_num_shots(num_shots, f'{self.name}: num_shots')
+        if self.num_shots is not None and seed is None:
             raise ValueError('few-shot sampling needs a seed')
         self.seed = seed
         self.subsample = normalize_subsample(subsample)
@@ -203,7 +218,8 @@ class BenchmarkDataset(Dataset):
         self.dataset_path = self.locate(data_root)
         self.data_root = self.dataset_path.parent
         self.image_root = self.dataset_path / self.image_dir if self.image_dir else self.dataset_path
-        self.num_shots, self.seed, self.subsample = 0, 1, 'all'
+        self.num_shots: int | None = None
+        self.seed, self.subsample = 1, 'all'
         self.image_size, self.progress, self.workers = 224, True, None
         self._full: dict[str, list[Datum]] = {}
         self._splits: dict[str, list[Datum]] = {}
@@ -229,13 +245,15 @@ class BenchmarkDataset(Dataset):
             raise ValueError(f"transform must be 'auto', 'train', 'test', a callable or None, got {transform!r}")
         self.transform = transform
         if cache_images is None:
-            cache_images = self.split == 'train' and self.num_shots > 0
+            cache_images = self.split == 'train' and self.num_shots is not None
         self._cache = ImageCache(cache_bytes, cache_short_side) if cache_images and cache_bytes > 0 else None
         if self._cache is not None:
             self._cache.preload((it.impath for it in self.items), self._load, self.workers,
                                 desc=f'{self.name} {self.split}: decoding', progress=self.progress)
         if check_images:
             self.check_images(self.items)
+        if self.split == 'train':
+            self._warn_short_classes()
 
     def with_split(self, split: str, transform: Callable[[Image.Image], Any] | str | None = 'auto',
                    cache_images: bool | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
@@ -311,12 +329,25 @@ class BenchmarkDataset(Dataset):
             raise DatasetError(self.name, f'{len(missing)} image(s) listed for split {split!r} are missing, '
                                           f'first', missing[0], self.image_hint())
 
-    def check_images(self, items: Iterable[Datum]) -> None:
-        """Decode every image of ``items``; raise :class:`DatasetError` at the first unreadable one."""
+    def check_images(self, items: Iterable[Datum], full: bool = True, split: str | None = None) -> None:
+        """Decode every image of ``items`` (only parse headers unless ``full``); a :class:`DatasetError`
+        naming the unreadable ones (the first as ``path``, a few more and the count in the message)."""
         paths = [it.impath for it in items]
-        with ThreadPoolExecutor(max_workers=self.workers or min(8, os.cpu_count() or 1)) as pool:
-            for _ in pool.map(self._load, paths):
-                pass
+        bad = unreadable_images(paths, full=full, workers=self.workers, progress=self.progress,
+                                desc=f'{self.name} {split or self.split}: checking images')
+        if bad:
+            raise self.unreadable_error(bad, len(paths), split or self.split)
+
+    def unreadable_error(self, bad: Sequence[tuple[str, str]], total: int, split: str) -> DatasetError:
+        """The error for ``bad`` = ``[(path, problem), ...]`` out of ``total`` images of ``split``."""
+        path, problem = bad[0]
+        text = f'cannot read image ({problem})'
+        if len(bad) > 1:
+            others = ', '.join(repr(p) for p, _ in bad[1:1 + _MISSING_EXAMPLES])
+            rest = len(bad) - 1 - _MISSING_EXAMPLES
+            text += (f'; {len(bad)} of {total} images of split {split!r} are unreadable, also {others}'
+                     + (f' and {rest} more' if rest > 0 else '') + '; first')
+        return DatasetError(self.name, text, path, self.image_hint())
 
     def _load(self, path: str) -> Image.Image:
         try:
@@ -329,12 +360,41 @@ class BenchmarkDataset(Dataset):
 
     @functools.cached_property
     def all_classnames(self) -> list[str]:
-        """Class names of the full benchmark, index = original label; checked against ``num_classes``."""
+        """Class names of the full benchmark, index = original label; checked against ``num_classes``
+        and for names shared by two labels (see :meth:`classname_problems`)."""
         names = self.read_classnames()
-        if self.num_classes is not None and len(names) != self.num_classes:
-            raise DatasetError(self.name, f'found {len(names)} classes, expected {self.num_classes}',
-                               self.source_path, self.howto())
+        problems = self.classname_problems(names)
+        if problems:
+            raise problems[0]
         return names
+
+    @property
+    def classnames_source(self) -> Path:
+        """The file the class names are read from (errors about the class list point at it)."""
+        return self.source_path
+
+    def classname_problems(self, names: Sequence[str]) -> list[DatasetError]:
+        """What is wrong with a class list: a count other than ``num_classes``, and class names shared
+        by two labels (compared case- and space-insensitively, as the prompts would read them)."""
+        problems = []
+        if self.num_classes is not None and len(names) != self.num_classes:
+            problems.append(DatasetError(self.name, f'found {len(names)} classes, expected {self.num_classes}',
+                                         self.source_path, self.howto()))
+        first: dict[str, int] = {}
+        shared: list[tuple[int, int]] = []
+        for label, name in enumerate(names):
+            key = ' '.join(str(name).casefold().split())
+            if key in first:
+                shared.append((first[key], label))
+            else:
+                first[key] = label
+        if shared:
+            a, b = shared[0]
+            same = repr(names[a]) if names[a] == names[b] else f'{names[a]!r} / {names[b]!r}'
+            more = f' (and {len(shared) - 1} more shared names)' if len(shared) > 1 else ''
+            problems.append(DatasetError(self.name, f'labels {a} and {b} share the class name {same}{more}: '
+                                                    'their prompts would be the same', self.classnames_source))
+        return problems
 
     @functools.cached_property
     def selected_labels(self) -> list[int]:
@@ -391,8 +451,20 @@ class BenchmarkDataset(Dataset):
             if self.is_test_only and split in ('train', 'val'):
                 self._full[split] = []
             else:
-                self._full[split] = self.read_split(split)
+                items = self.read_split(split)
+                self._check_repeats(split, items)
+                self._full[split] = items
         return self._full[split]
+
+    def _check_repeats(self, split: str, items: Sequence[Datum]) -> None:
+        """An image listed twice in one split would be trained or scored twice: an error."""
+        seen: dict[str, int] = {}
+        for i, it in enumerate(items):
+            key = os.path.normpath(it.impath)
+            j = seen.setdefault(key, i)
+            if j != i:
+                raise DatasetError(self.name, f'split {split!r} of {self.source_path} lists the same image twice '
+                                              f'(entries {j} and {i})', it.impath)
 
     def split_items(self, split: str) -> list[Datum]:
         """Items of ``split`` after the protocol: few-shot picks (train, val) then the class subset."""
@@ -401,10 +473,10 @@ class BenchmarkDataset(Dataset):
             if self.is_test_only and split in ('train', 'val'):
                 items: list[Datum] = []
             elif split == 'train':
-                items = self.few_shot_items()[0] if self.num_shots > 0 else self.full_split('train')
+                items = self.few_shot_items()[0] if self.num_shots is not None else self.full_split('train')
             elif split == 'val' and not self.has_val:
                 items = self.full_split('test')
-            elif split == 'val' and self.num_shots > 0:
+            elif split == 'val' and self.num_shots is not None:
                 items = self.few_shot_items()[1] or []
             elif split == 'val':
                 items = self.full_split('val')
@@ -431,7 +503,7 @@ class BenchmarkDataset(Dataset):
     def few_shot_items(self) -> tuple[list[Datum], list[Datum] | None]:
         """Few-shot train and val picks over all classes, from the cache or sampled and cached."""
         if self._fewshot is None:
-            k, seed = self.num_shots, int(self.seed if self.seed is not None else 1)
+            k, seed = int(self.num_shots or 0), int(self.seed if self.seed is not None else 1)
             cache = FewShotCache(self.dataset_path, self.name)
             hit = cache.load(k, seed)
             picks = None
@@ -501,6 +573,41 @@ class BenchmarkDataset(Dataset):
             img = self._cache.put(path, self._load(path))
         # Cached images are shared: hand out a copy when no transform makes a new image.
         return img.copy() if self.transform is None and path in self._cache else img
+
+    @property
+    def shot_counts(self) -> dict[str, int] | None:
+        """Training images per class in use (class name -> count, label order) when few-shot
+        sampling is on, else ``None``; a class below ``num_shots`` shows its real count here."""
+        if self.num_shots is None or self.is_test_only:
+            return None
+        counts = [0] * len(self.classnames)
+        for it in self.train:
+            counts[it.label] += 1
+        return dict(zip(self.classnames, counts, strict=True))
+
+    @property
+    def shots(self) -> dict[str, Any] | None:
+        """What few-shot sampling gave: ``requested`` K, the ``min`` / ``max`` per class, and ``short``
+        (class -> real count for the classes below K). ``None`` without few-shot sampling. Recorded
+        in ``results.json`` (``run.shots``) so a run is never reported as K-shot when it was not."""
+        counts = self.shot_counts
+        if counts is None or self.num_shots is None:
+            return None
+        values = list(counts.values())
+        short = {name: n for name, n in counts.items() if n < self.num_shots}
+        return {'requested': self.num_shots, 'min': min(values, default=0), 'max': max(values, default=0),
+                'short': short}
+
+    def _warn_short_classes(self) -> None:
+        info = self.shots
+        if not info or not info['short']:
+            return
+        short = info['short']
+        listed = ', '.join(f'{name!r} {n}' for name, n in list(short.items())[:5])
+        more = f' and {len(short) - 5} more' if len(short) > 5 else ''
+        warnings.warn(f'[{self.name}] num_shots={self.num_shots}, but {len(short)} of {len(self.classnames)} '
+                      f'classes have fewer training images ({listed}{more}); they are trained on all they have '
+                      f'(shots per class: min {info["min"]}, max {info["max"]})', FewShotWarning, stacklevel=4)
 
     @property
     def image_cache(self) -> ImageCache | None:

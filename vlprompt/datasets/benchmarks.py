@@ -268,6 +268,10 @@ class _WnidFolders(BenchmarkDataset):
         shared = self.data_root / 'imagenet' / 'classnames.txt'
         return shared if shared.is_file() else own
 
+    @property
+    def classnames_source(self) -> Path:
+        return self.classnames_path
+
     def missing_files(self) -> list[tuple[str, str]]:
         own = str(self.dataset_path / self.classnames_file)
         missing = [(p, h) for p, h in super().missing_files() if p != own]

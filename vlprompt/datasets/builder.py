@@ -68,14 +68,16 @@ def get_dataset_class(name: str) -> type[BenchmarkDataset]:
 
 
 def build_dataset(name: str, data_root: str | os.PathLike[str] | None = None, split: str | None = None,
-                  num_shots: int = 0, seed: int | None = 1, subsample: str = 'all', **kwargs: Any) -> BenchmarkDataset:
+                  num_shots: int | None = None, seed: int | None = 1, subsample: str = 'all',
+                  **kwargs: Any) -> BenchmarkDataset:
     """Build the torch dataset of one split of ``name`` under the evaluation protocol.
 
     Args:
         name: Registry name (``list_datasets()``), a Dassl class name or a dataset folder name.
         data_root: Folder that holds the datasets; ``$VLPROMPT_DATA`` when ``None``.
         split: ``'train'``, ``'val'``, ``'test'`` or a dataset's extra split (``None``: its default).
-        num_shots: K shots per class (0: all images); ``seed`` picks them as CoOp does.
+        num_shots: K >= 1 shots per class (``None``: all images; 0 or less is an error); ``seed``
+            picks them as CoOp does.
         subsample: ``'all'``, ``'base'`` or ``'novel'``.
         **kwargs: ``transform``, ``image_size``, ``cache_images``, ``cache_bytes``, ... of
             :class:`~vlprompt.datasets.base.BenchmarkDataset` (``folder`` for ``'split-folder'``).
@@ -85,3 +87,6 @@ def build_dataset(name: str, data_root: str | os.PathLike[str] | None = None, sp
     """
     cls = get_dataset_class(name)
     return cls(data_root=data_root, split=split, num_shots=num_shots, seed=seed, subsample=subsample, **kwargs)
+
+
+DATASETS.register_module(name='build_dataset', module=build_dataset, force=True)  # configs name it as their type

@@ -30,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 from tqdm import tqdm
 
-__all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'ImageCache', 'image_nbytes', 'load_image']
+__all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'ImageCache', 'describe_error', 'image_nbytes', 'load_image',
+           'probe_image', 'unreadable_images']
 
 DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB
 IMG_EXTENSIONS: tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm')
@@ -41,6 +42,52 @@ def load_image(path: str) -> Image.Image:
     with Image.open(path) as img:
         img.load()
         return img.convert('RGB') if img.mode != 'RGB' else img.copy()
+
+
+def describe_error(err: BaseException, path: str = '') -> str:
+    """``ClassName: message`` of a decoder error, without the path the message often repeats."""
+    text = str(err)
+    if path:
+        text = text.replace(repr(path), '').replace(path, '')
+    text = text.strip(' :')
+    return f'{err.__class__.__name__}: {text}' if text else err.__class__.__name__
+
+
+def probe_image(path: str, full: bool = True) -> str | None:
+    """``None`` when ``path`` is a readable image, else what is wrong with it.
+
+    ``full`` decodes every pixel (catches any truncation); otherwise only the header is parsed and
+    ``Image.verify`` run (cheap: catches a missing or foreign file, and truncation of PNG and most
+    other formats, but not of a JPEG's pixel data).
+    """
+    try:
+        if full:
+            load_image(path)
+        else:
+            with Image.open(path) as img:
+                img.verify()
+    except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
+        return describe_error(err, path)
+    return None
+
+
+def unreadable_images(paths: Iterable[str], full: bool = True, workers: int | None = None,
+                      progress: bool = False, desc: str = 'checking images') -> list[tuple[str, str]]:
+    """``(path, problem)`` for every path of ``paths`` that :func:`probe_image` rejects, in input order.
+
+    Runs in a thread pool (decoders release the GIL); a progress bar is shown when ``progress``
+    and there are more than 2,000 paths.
+    """
+    todo = list(dict.fromkeys(paths))
+    workers = workers or min(8, os.cpu_count() or 1)
+    bad = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda p: probe_image(p, full), todo)
+        for path, err in tqdm(zip(todo, results, strict=True), total=len(todo), desc=desc, unit='img',
+                              leave=False, disable=not progress or len(todo) <= 2000):
+            if err is not None:
+                bad.append((path, err))
+    return bad
 
 
 def image_nbytes(img: Image.Image) -> int:

@@ -37,6 +37,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import random
 import tempfile
@@ -50,7 +51,7 @@ __all__ = [
     'BASE2NOVEL_DATASETS', 'CACHE_ENV', 'DataSpec', 'EvalProtocol', 'FewShotCache', 'PROTOCOLS',
     'SUBSAMPLES', 'XD_TARGETS', 'DG_TARGETS', 'base_to_novel', 'cache_root', 'few_shot',
     'get_protocol', 'normalize_subsample', 'relabel', 'sample_few_shot', 'sample_few_shot_splits',
-    'select_classes', 'subsample_classes', 'atomic_write_json',
+    'select_classes', 'subsample_classes', 'atomic_write_json', 'check_num_shots',
 ]
 
 CACHE_ENV = 'VLPROMPT_CACHE'
@@ -67,14 +68,28 @@ T = TypeVar('T', bound=_Labelled)
 
 # --------------------------------------------------------------------------- few-shot sampling
 
-def sample_few_shot(items: Sequence[T], num_shots: int, rng: random.Random) -> list[T]:
+def check_num_shots(num_shots: Any, where: str = 'num_shots') -> int | None:
+    """``num_shots`` as given when it is ``None`` (all images) or a whole number >= 1, else a ValueError.
+
+    0 and negative values used to mean "all images" silently; ``None`` is now the one way to say
+    it, so a typo (``num_shots=0`` meant as 16, a negative sweep value) cannot train on everything.
+    """
+    if num_shots is None:
+        return None
+    if isinstance(num_shots, bool) or not isinstance(num_shots, numbers.Integral) or num_shots < 1:
+        raise ValueError(f'{where} must be a whole number >= 1 (K images per class) or None (all images), '
+                         f'got {num_shots!r}')
+    return int(num_shots)
+
+
+def sample_few_shot(items: Sequence[T], num_shots: int | None, rng: random.Random) -> list[T]:
     """Pick ``num_shots`` items per class with ``rng.sample``, classes in order of first appearance.
 
     A class with fewer than ``num_shots`` items keeps all of them and consumes no random numbers,
-    as in Dassl's ``generate_fewshot_dataset`` (``repeat=False``). ``num_shots < 1`` returns a copy
-    of ``items``.
+    as in Dassl's ``generate_fewshot_dataset`` (``repeat=False``). ``num_shots=None`` returns a
+    copy of ``items``; 0 or a negative number is an error (see :func:`check_num_shots`).
     """
-    if num_shots < 1:
+    if check_num_shots(num_shots) is None:
         return list(items)
     groups: dict[int, list[T]] = {}
     for item in items:
@@ -85,7 +100,7 @@ def sample_few_shot(items: Sequence[T], num_shots: int, rng: random.Random) -> l
     return picked
 
 
-def sample_few_shot_splits(train: Sequence[T], val: Sequence[T] | None, num_shots: int,
+def sample_few_shot_splits(train: Sequence[T], val: Sequence[T] | None, num_shots: int | None,
                            seed: int) -> tuple[list[T], list[T] | None]:
     """Few-shot train (K per class) and val (min(K, 4) per class) drawn from one stream seeded by ``seed``.
 
@@ -95,7 +110,7 @@ def sample_few_shot_splits(train: Sequence[T], val: Sequence[T] | None, num_shot
     """
     rng = random.Random(seed)
     train_fs = sample_few_shot(train, num_shots, rng)
-    val_fs = None if val is None else sample_few_shot(val, min(num_shots, 4), rng)
+    val_fs = None if val is None else sample_few_shot(val, None if num_shots is None else min(num_shots, 4), rng)
     return train_fs, val_fs
 
 
@@ -260,7 +275,7 @@ class EvalProtocol:
     name: str
     source: DataSpec
     targets: tuple[DataSpec, ...]
-    num_shots: int = 16
+    num_shots: int | None = 16  # None: every training image (no few-shot sampling)
     seeds: tuple[int, ...] = (1, 2, 3)
     average: tuple[str, ...] = ()
     description: str = ''
@@ -293,7 +308,7 @@ PROTOCOLS: dict[str, EvalProtocol] = {
         name='day-night',
         source=DataSpec('codan', 'all', 'train'),
         targets=(DataSpec('codan', 'all', 'test'), DataSpec('codan', 'all', 'test_night')),
-        num_shots=0,
+        num_shots=None,
         average=('codan',),
         description='CODaN: adapt with daytime training images only, report day and night test '
                     'accuracy (night is the headline number).'),

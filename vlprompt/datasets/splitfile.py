@@ -38,6 +38,29 @@ __all__ = ['SplitFileDataset', 'SplitFolderDataset', 'ToyDataset', 'register_toy
 SPLIT_KEYS = ('train', 'val', 'test')
 
 
+_ROW_EXAMPLES = 5
+
+
+def _row_problem(row: Any) -> str | None:
+    """What is wrong with one ``[relpath, label, classname]`` row of a split file, or ``None``.
+
+    The label must be a JSON integer >= 0: ``3.7``, ``true`` or ``"3"`` are refused rather than
+    cast, since a cast would silently put images in another class than the file's author meant.
+    """
+    if not isinstance(row, list) or len(row) != 3:
+        return f'{row!r} is not [relpath, label, classname]'
+    rel, label, classname = row
+    if not isinstance(rel, str) or not rel:
+        return f'relpath {rel!r} is not a file path (in {row!r})'
+    if not isinstance(classname, str) or not classname.strip():
+        return f'classname {classname!r} is not a class name (in {row!r})'
+    if isinstance(label, bool) or not isinstance(label, int):
+        return f'label {label!r} is not an integer (in {row!r})'
+    if label < 0:
+        return f'label {label} is negative (in {row!r})'
+    return None
+
+
 class SplitFileDataset(BenchmarkDataset):
     """A benchmark whose train/val/test lists come from one split JSON file."""
 
@@ -67,18 +90,26 @@ class SplitFileDataset(BenchmarkDataset):
             raise DatasetError(self.name, 'split file must map "train", "val" and "test" to lists', path)
         root = str(self.image_root)
         out: dict[str, list[Datum]] = {}
+        problems: list[str] = []
         for key in SPLIT_KEYS:
             items = []
+            seen: dict[str, int] = {}
             for i, row in enumerate(data[key]):
-                try:
+                problem = _row_problem(row)
+                if problem is None:
                     rel, label, classname = row
-                    if not isinstance(rel, str) or not isinstance(classname, str):
-                        raise TypeError
-                    items.append(Datum(os.path.join(root, rel), int(label), classname))
-                except (TypeError, ValueError):
-                    raise DatasetError(self.name, f'entry {i} of {key!r} is not [relpath, label, classname] '
-                                                  f'({row!r})', path) from None
+                    first = seen.setdefault(os.path.normpath(rel), i)
+                    if first != i:
+                        problem = f'repeats the image {rel!r} of row {first}'
+                    else:
+                        items.append(Datum(os.path.join(root, rel), label, classname))
+                if problem is not None:
+                    problems.append(f'split {key!r} row {i}: {problem}')
             out[key] = items
+        if problems:
+            more = f'; and {len(problems) - _ROW_EXAMPLES} more' if len(problems) > _ROW_EXAMPLES else ''
+            raise DatasetError(self.name, f'{len(problems)} bad row(s) in the split file: '
+                                          + '; '.join(problems[:_ROW_EXAMPLES]) + more, path)
         return out
 
     def read_split(self, split: str) -> list[Datum]:

@@ -9,6 +9,10 @@ Used by ``tools/prepare_data.py verify``. A dataset is
 * ``found`` otherwise. Image counts are compared with the published ones and marked when they
   differ, which only fails the check in strict mode (a partial copy can still be usable).
 
+Every problem found is reported, not only the first: a wrong class count does not stop the split
+and image checks. Paths are printed with undecodable bytes of non-UTF-8 file names as ``\\xNN``
+escapes (:func:`printable`), so the report prints on any terminal encoding.
+
 Published counts (train / val / test) are those of the CoOp paper's dataset table for the 11
 benchmarks, the official sizes for ImageNet and its variants, and CODaN's README.
 """
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +28,9 @@ from tqdm import tqdm
 
 from .base import SPLITS, BenchmarkDataset, DatasetError, Datum
 from .builder import get_dataset_class
-from .loading import load_image
+from .loading import unreadable_images
 
-__all__ = ['PUBLISHED', 'DatasetReport', 'Problem', 'format_reports', 'verify_dataset']
+__all__ = ['PUBLISHED', 'DatasetReport', 'Problem', 'format_reports', 'printable', 'verify_dataset']
 
 PUBLISHED: dict[str, dict[str, int]] = {
     'imagenet': {'classes': 1000, 'train': 1_281_167, 'test': 50_000},
@@ -90,13 +93,12 @@ def _splits_of(reader: BenchmarkDataset) -> list[str]:
     return splits
 
 
-def _readable(path: str) -> str | None:
-    try:
-        load_image(path)
-    except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
-        text = str(err).replace(repr(path), '').replace(path, '').strip(' :')
-        return f'{err.__class__.__name__}: {text}' if text else err.__class__.__name__
-    return None
+def printable(text: str) -> str:
+    """``text`` with the bytes of a non-UTF-8 file name (held as lone surrogates by Python's
+    ``surrogateescape``) written as ``\\xNN``, so it can be encoded and printed."""
+    if not any('\udc80' <= c <= '\udcff' for c in text):
+        return text
+    return ''.join(f'\\x{ord(c) - 0xdc00:02x}' if '\udc80' <= c <= '\udcff' else c for c in text)
 
 
 def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, check_images: bool = False,
@@ -127,11 +129,14 @@ def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, c
         report.problems.append(Problem('broken', err.message, err.path, err.hint))
 
     try:
-        classnames = reader.all_classnames
-        report.num_classes = len(classnames)
+        classnames = reader.read_classnames()
     except DatasetError as err:
         broken(err)
         return report
+    report.num_classes = len(classnames)
+    for err in reader.classname_problems(classnames):
+        broken(err)  # reported, and the splits are still checked with these names
+    reader.__dict__['all_classnames'] = classnames  # fill the cached property without its checks
     items: list[tuple[str, Datum]] = []
     for split in _splits_of(reader):
         try:
@@ -167,12 +172,7 @@ def _check_files(reader: BenchmarkDataset, items: Sequence[tuple[str, Datum]], r
             bad.setdefault(split, []).append(it.impath)
     if check_images:
         todo = [p for p, ok in zip(paths, exists, strict=True) if ok]
-        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-            results = pool.map(_readable, todo, chunksize=64)
-            for path, err in tqdm(zip(todo, results, strict=True), total=len(todo), desc=desc, unit='img',
-                                  leave=False, disable=not progress):
-                if err is not None:
-                    unreadable.append((path, err))
+        unreadable = unreadable_images(todo, full=True, workers=workers, progress=progress, desc=desc)
     for split, missing in bad.items():
         report.status = 'broken'
         more = f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''
@@ -200,7 +200,7 @@ def format_reports(reports: Iterable[DatasetReport], data_root: str | os.PathLik
     lines = []
     mode = 'decoded every image' if check_images else 'checked that files exist; --check-images decodes them'
     if data_root is not None:
-        lines += [f'Data root: {data_root}  ({mode})', '']
+        lines += [f'Data root: {printable(os.fspath(data_root))}  ({mode})', '']
     width = max([len(r.name) for r in reports] + [7]) + 2
     lines.append(f'{"dataset":<{width}}{"status":<9}{"classes":<14}images found/published')
     for r in reports:
@@ -210,7 +210,7 @@ def format_reports(reports: Iterable[DatasetReport], data_root: str | os.PathLik
         lines.append(f'{r.name:<{width}}{status:<9}{classes:<14}{splits}')
         for p in r.problems:
             text = ': '.join(x for x in (p.message, p.path) if x)
-            lines.append(f'    {p.kind}: {text}')
+            lines.append(f'    {p.kind}: {printable(text)}')
             if p.hint:
                 lines.append(f'      where to get it: {p.hint}')
     tally = {s: sum(r.status == s for r in reports) for s in ('found', 'broken', 'missing')}
