@@ -1,13 +1,15 @@
 # Runtime settings shared by every run: hooks, logging, environment, seed.
-from mmengine.hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+from mmengine.hooks import DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
 from mmengine.visualization import LocalVisBackend, Visualizer
+
+from vlprompt.engine.hooks import DurableCheckpointHook
 
 default_scope = None
 default_hooks = dict(
     timer=dict(type=IterTimerHook),
     logger=dict(type=LoggerHook, interval=20),
     param_scheduler=dict(type=ParamSchedulerHook),
-    checkpoint=dict(type=CheckpointHook, interval=1, max_keep_ckpts=1, save_last=True),
+    checkpoint=dict(type=DurableCheckpointHook, interval=1, max_keep_ckpts=1, save_last=True),
     sampler_seed=dict(type=DistSamplerSeedHook),
 )
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),

@@ -123,15 +123,57 @@ class PromptableCLIP(nn.Module):
             )
         return self._preprocess
 
-    def prepare_images(self, images: torch.Tensor | Image.Image | Sequence[Image.Image]) -> torch.Tensor:
-        """A batch tensor on the backbone's device from a tensor, a PIL image or a list of them."""
-        if isinstance(images, Image.Image):
+    def prepare_images(self, images) -> torch.Tensor:
+        """A batch tensor on the backbone's device.
+
+        Accepts a PIL image, a ``(H, W, 3)`` uint8 numpy array, an image path, or a list of any of
+        these (each is preprocessed as the weights were trained: resize, crop, normalise); or a
+        float tensor ``(3, S, S)`` / ``(B, 3, S, S)`` that is already preprocessed, used as given.
+        Anything else is an error that says what was expected.
+        """
+        import os
+
+        import numpy as np
+
+        single = (Image.Image, np.ndarray, str, os.PathLike)
+        if isinstance(images, single):
             images = [images]
-        if not isinstance(images, torch.Tensor):
-            images = torch.stack([self.preprocess(im.convert("RGB")) for im in images])
+        if isinstance(images, torch.Tensor):
+            return self._check_image_tensor(images).to(self.device)
+        if not isinstance(images, Sequence) or not images:
+            raise TypeError(f"images: expected PIL images, numpy arrays, paths or a float tensor, "
+                            f"got {type(images).__name__}{' (empty)' if isinstance(images, Sequence) else ''}")
+        batch = []
+        for i, image in enumerate(images):
+            if isinstance(image, (str, os.PathLike)):
+                try:
+                    with Image.open(image) as opened:
+                        image = opened.convert("RGB")
+                except OSError as err:
+                    raise ValueError(f"images[{i}]: cannot read {image}: {err}") from None
+            elif isinstance(image, np.ndarray):
+                if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+                    raise ValueError(f"images[{i}]: a numpy image must be uint8 (H, W) or (H, W, 3), "
+                                     f"got {image.dtype} {image.shape}")
+                image = Image.fromarray(image)
+            elif not isinstance(image, Image.Image):
+                raise TypeError(f"images[{i}]: expected a PIL image, a numpy array or a path, "
+                                f"got {type(image).__name__}")
+            batch.append(self.preprocess(image.convert("RGB")))
+        return torch.stack(batch).to(self.device)
+
+    def _check_image_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.image_size
+        if not images.is_floating_point():
+            raise TypeError(f"images: a {images.dtype} tensor is not a preprocessed image batch; pass PIL images, "
+                            f"numpy arrays or paths (preprocessed for you), or a float tensor already resized to "
+                            f"{size}x{size} and normalised")
         if images.dim() == 3:
             images = images[None]
-        return images.to(self.device)
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size):
+            raise ValueError(f"images: expected a float tensor of shape (B, 3, {size}, {size}) for {self.arch}, "
+                             f"got {tuple(images.shape)}; pass PIL images to have them resized")
+        return images
 
     def tokenize(self, texts: Sequence[str] | str, reserve: int = 0) -> torch.Tensor:
         """Token ids (cached per text list); ``reserve`` keeps context slots for prompt tokens."""

@@ -1,16 +1,47 @@
-"""Read what training wrote (learned parameters + metadata) without executing code from the file."""
+"""Read what training wrote (learned parameters + metadata) without executing code from the file.
+
+Every name a file holds is checked against vlprompt's registries before anything is built from it:
+a checkpoint can choose among registered learners and architectures, never name code to run.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..backbones import CheckpointError, build_clip
-from ..learners import PromptLearner, build_learner
+from ..backbones import CheckpointError, build_clip, list_clips, read_safetensors
+from ..learners import PromptLearner, build_learner, list_learners
+from ..registry import LEARNERS
+
+logger = logging.getLogger("vlprompt")
+
+#: the keys of a checkpoint's ``backbone`` metadata that are passed on to ``build_clip``
+BACKBONE_KEYS = ("name", "pretrained", "quick_gelu")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def torch_load_plain(source: str | os.PathLike | Any, name: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of a path or file object, with every failure a
+    :class:`CheckpointError` naming ``name`` (and never advising to lower the guard)."""
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{name}: refusing to load: the file holds Python objects beyond tensors and plain data, and "
+            f"loading it would execute code from it"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{name}: not a readable checkpoint (truncated or corrupt?): {detail}") from None
 
 
 def read_learned(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -19,46 +50,181 @@ def read_learned(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("vlprompt", "{}"))
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        state, raw = read_safetensors(path)
+        try:
+            meta = json.loads(raw.get("vlprompt", "{}"))
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{path}: metadata key 'vlprompt' is not JSON ({err})") from None
         return state, meta
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: refusing or unable to load with weights_only=True: "
-                              f"{str(err).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    ckpt = torch_load_plain(path, path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a vlprompt training checkpoint (no state_dict)")
     prefix = "learner."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     return state, ckpt.get("vlprompt", {})
 
 
+def value_kind(value: Any) -> str:
+    """``bool``, ``number``, ``string``, ``list``, ``dict`` or the type name: what a setting must keep
+    when a file or a command line replaces it."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if hasattr(value, "keys"):
+        return "dict"
+    return type(value).__name__
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return isinstance(value, _PLAIN)
+
+
+def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+    """Check a checkpoint's metadata against the registries: ``(learner name, hyper-parameters,
+    backbone arguments, class names)``. Anything else is refused naming the file and the key."""
+    def bad(key: str, value: Any, why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: metadata key {key!r} = {value!r} {why}")
+
+    if not isinstance(meta, dict) or not meta.get("learner") or not meta.get("backbone"):
+        raise CheckpointError(f"{path}: no vlprompt metadata (backbone, learner) in the checkpoint")
+    learner, backbone, names = meta["learner"], meta["backbone"], meta.get("class_names")
+    if not isinstance(learner, dict):
+        raise bad("learner", learner, "is not a mapping")
+    hparams = dict(learner)
+    name = hparams.pop("type", None)
+    if not isinstance(name, str) or name not in LEARNERS.module_dict:
+        raise bad("learner.type", name, f"is not a registered learner (registered: {', '.join(list_learners())})")
+    accepted = inspect.signature(LEARNERS.module_dict[name].__init__).parameters
+    for key, value in hparams.items():
+        if key in ("self", "backbone", "class_names") or key not in accepted:
+            raise bad(f"learner.{key}", value, f"is not a hyper-parameter of learner {name!r}")
+        if not _plain(value):
+            raise bad(f"learner.{key}", value, "is not plain data (str, number, bool, list, dict)")
+        default = accepted[key].default
+        if default not in (None, inspect.Parameter.empty) and value is not None \
+                and value_kind(value) != value_kind(default):
+            raise bad(f"learner.{key}", value, f"is a {value_kind(value)}; learner {name!r} takes a "
+                                               f"{value_kind(default)} there")
+    if not isinstance(backbone, dict):
+        raise bad("backbone", backbone, "is not a mapping")
+    for key, value in backbone.items():
+        if key not in BACKBONE_KEYS:
+            raise bad(f"backbone.{key}", value, f"is not a backbone setting ({', '.join(BACKBONE_KEYS)})")
+    if backbone.get("name") not in list_clips():
+        raise bad("backbone.name", backbone.get("name"),
+                  f"is not a registered architecture (registered: {', '.join(list_clips())})")
+    if not isinstance(backbone.get("pretrained"), (str, type(None))):
+        raise bad("backbone.pretrained", backbone["pretrained"], "is not a tag, a path or null")
+    if not isinstance(backbone.get("quick_gelu"), (bool, type(None))):
+        raise bad("backbone.quick_gelu", backbone["quick_gelu"], "is not a boolean")
+    if names is not None and (not isinstance(names, list) or not names
+                              or not all(isinstance(n, str) for n in names)):
+        raise bad("class_names", names, "is not a non-empty list of strings")
+    return name, hparams, dict(backbone), list(names or [])
+
+
+def check_state_fits(learner: PromptLearner, state: dict[str, torch.Tensor], path: str | os.PathLike,
+                     file_backbone: str | None = None) -> None:
+    """The file's parameters are the learner's, with the learner's shapes; otherwise an error that
+    names the file, the parameter and both backbones."""
+    expected = learner.state_dict()
+    if set(state) != set(expected):
+        raise CheckpointError(
+            f"{path}: parameters {sorted(state)} do not match the configured learner's {sorted(expected)}"
+        )
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            arch = learner.backbone.arch
+            why = (f"the checkpoint was trained on backbone {file_backbone!r}; prompts only load onto the "
+                   f"architecture they were trained on" if file_backbone and file_backbone != arch else
+                   "the checkpoint's parameters do not fit the backbone its metadata names")
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                                  f"{tuple(expected[key].shape)} for backbone {arch!r} ({why})")
+
+
 def load_learned_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Load a checkpoint's learned parameters into a built ``PromptModel`` (or a learner)."""
     learner = getattr(model, "module", model)
     learner = getattr(learner, "learner", learner)
-    state, _ = read_learned(path)
-    expected = set(learner.state_dict())
-    if set(state) != expected:
-        raise CheckpointError(
-            f"{path}: parameters {sorted(state)} do not match the configured learner's {sorted(expected)}"
-        )
+    state, meta = read_learned(path)
+    file_backbone = (meta.get("backbone") or {}).get("name") if isinstance(meta, dict) else None
+    check_state_fits(learner, state, path, file_backbone)
     learner.load_state_dict(state)
 
 
 def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu",
-                 class_names: list[str] | None = None) -> PromptLearner:
-    """Rebuild a trained learner from its checkpoint alone (backbone, hyper-parameters, classes)."""
+                 class_names: list[str] | None = None, backbone: dict[str, Any] | None = None) -> PromptLearner:
+    """Rebuild a trained learner from its checkpoint alone (backbone, hyper-parameters, classes).
+
+    ``backbone`` overrides the recorded backbone settings (e.g. ``{"pretrained": "/data/ViT-B-16.pt"}``
+    to put the same architecture's real weights under prompts trained elsewhere).
+    """
     state, meta = read_learned(path)
-    if not meta.get("learner") or not meta.get("backbone"):
-        raise CheckpointError(f"{path}: no vlprompt metadata (backbone, learner) in the checkpoint")
-    hparams = dict(meta["learner"])
-    name = hparams.pop("type")
-    backbone = build_clip(**meta["backbone"], device=device)
-    learner = build_learner(name, backbone, class_names or meta["class_names"], **hparams)
+    name, hparams, backbone_args, names = learner_spec(meta, path)
+    if backbone:
+        unknown = sorted(set(backbone) - set(BACKBONE_KEYS))
+        if unknown:
+            raise TypeError(f"unknown backbone settings {unknown}; accepted: {', '.join(BACKBONE_KEYS)}")
+        if backbone.get("name", backbone_args["name"]) != backbone_args["name"]:
+            raise CheckpointError(
+                f"{path}: trained on backbone {backbone_args['name']!r}, not {backbone['name']!r}; "
+                f"prompts only load onto the architecture they were trained on"
+            )
+        backbone_args.update(backbone)
+    info = meta.get("backbone_info")
+    recorded = info.get("quick_gelu") if isinstance(info, dict) else None
+    if backbone_args.get("quick_gelu") is None and isinstance(recorded, bool):
+        backbone_args["quick_gelu"] = recorded  # the activation the prompts were trained with
+    if not (class_names or names):
+        raise CheckpointError(f"{path}: no class names in the metadata; pass class_names=")
+    learner = build_learner(name, build_clip(**backbone_args, device=device), class_names or names, **hparams)
+    check_state_fits(learner, state, path, backbone_args["name"])
     learner.load_state_dict({k: v.to(device) for k, v in state.items()})
     return learner.eval()
+
+
+# ---------------------------------------------------------------------------- resuming
+
+_STEP = re.compile(r"(?:epoch|iter)_(\d+)\.pth$")
+
+
+def find_resume_checkpoint(work_dir: str | os.PathLike) -> str | None:
+    """The newest checkpoint of ``work_dir`` that loads, for ``--resume`` without a path.
+
+    ``last_checkpoint`` is tried first; when it is empty, names a missing file or a file that does
+    not load (a kill or a full disk mid-write), the newest loadable ``epoch_N.pth``/``iter_N.pth``
+    is used instead, with a warning naming both. ``None`` when the folder has no checkpoint at all;
+    an error naming every file when none of them loads.
+    """
+    work_dir = Path(work_dir)
+    pointer = work_dir / "last_checkpoint"
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    found = sorted((p for p in work_dir.glob("*.pth") if _STEP.search(p.name)),
+                   key=lambda p: int(_STEP.search(p.name)[1]), reverse=True)
+    candidates = ([Path(named)] if named else []) + [p for p in found if not named or p != Path(named)]
+    if not candidates:
+        return None
+    failures = []
+    for candidate in candidates:
+        if not candidate.is_file():
+            failures.append(f"{candidate}: missing")
+            continue
+        try:
+            torch_load_plain(candidate, candidate)
+        except CheckpointError as err:
+            failures.append(str(err))
+            continue
+        if failures or not named:
+            why = "; ".join(failures) or ("last_checkpoint is empty" if pointer.is_file() else "no last_checkpoint")
+            logger.warning("--resume: %s; resuming from %s, the newest checkpoint that loads", why, candidate)
+        return str(candidate)
+    raise CheckpointError(f"--resume: no checkpoint in {work_dir} loads: " + "; ".join(failures))

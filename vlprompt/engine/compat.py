@@ -3,8 +3,11 @@
 * Checkpoints: torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine's own
   checkpoints hold Python objects (``HistoryBuffer``, numpy arrays) that this refuses. vlprompt
   does not lower the guard: :class:`~vlprompt.engine.hooks.PromptCheckpointHook` writes those
-  parts as plain data, and :func:`apply` makes mmengine read every local checkpoint with
-  ``weights_only=True`` explicitly (whatever the torch version's default).
+  parts as plain data, and :func:`apply` replaces every loader of mmengine's ``CheckpointLoader``
+  (``load_from``, ``--resume``): local files and ``http(s)://``/``s3://`` bytes are read with
+  ``weights_only=True`` passed explicitly (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot lower
+  it), and the model-zoo schemes (``open-mmlab://``, ``torchvision://``, ``pavi://``...), whose
+  loaders would call ``torch.load`` on their own, are refused.
 * CPU multi-process training: mmengine calls ``torch.cuda.set_device`` before it starts the
   process group and hands DDP ``device_ids`` that are only valid for GPUs.
   :func:`init_distributed` starts a gloo group first, and :func:`model_wrapper_cfg` drops the
@@ -13,6 +16,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import os.path as osp
 
@@ -20,15 +24,34 @@ import torch
 import torch.distributed as dist
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from ..backbones import CheckpointError
+from .checkpoint import torch_load_plain
+
 _APPLIED = False
+#: schemes whose bytes vlprompt fetches through mmengine's file backends, then reads safely
+REMOTE_SCHEMES = ("https://", "http://", r"(\S+\:)?s3://", r"(\S+\:)?petrel://")
 
 
 def _load_local_weights_only(filename: str, map_location=None):
     """mmengine's local-file loader, reading with ``weights_only=True`` (no code from the file)."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f"checkpoint not found: {filename}")
-    return torch.load(filename, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"checkpoint not found: {filename}")
+    return torch_load_plain(filename, filename, map_location)
+
+
+def _load_remote_weights_only(filename: str, map_location=None):
+    """The file's bytes through mmengine's backend for its scheme, read with ``weights_only=True``."""
+    from mmengine.fileio import get
+
+    return torch_load_plain(io.BytesIO(get(filename)), filename, map_location)
+
+
+def _refuse_scheme(filename: str, map_location=None):
+    raise CheckpointError(
+        f"{filename}: vlprompt does not load model-zoo schemes (their loaders unpickle without "
+        f"weights_only=True); download the file and give its local path"
+    )
 
 
 def apply() -> None:
@@ -36,7 +59,10 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
-    CheckpointLoader.register_scheme(prefixes="", loader=_load_local_weights_only, force=True)
+    for prefix in list(CheckpointLoader._schemes):
+        loader = (_load_local_weights_only if prefix == "" else
+                  _load_remote_weights_only if prefix in REMOTE_SCHEMES else _refuse_scheme)
+        CheckpointLoader.register_scheme(prefixes=prefix, loader=loader, force=True)
     _APPLIED = True
 
 

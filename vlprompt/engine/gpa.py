@@ -20,6 +20,8 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from .hooks import runner_model
+
 
 def gpa_weights(epochs: int, mean: float, std: float) -> list[float]:
     """Normalised Gaussian weights of epochs ``1 .. epochs``."""
@@ -35,7 +37,7 @@ def gpa_weights(epochs: int, mean: float, std: float) -> list[float]:
 
 
 def _learner(runner):
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    model = runner_model(runner)
     return model.learner
 
 

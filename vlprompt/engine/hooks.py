@@ -1,9 +1,11 @@
-"""Runner hooks: checkpoints that load without pickled objects, metadata, and a NaN guard."""
+"""Runner hooks: checkpoints that load without pickled objects, survive a kill and never hold
+diverged parameters, metadata, and a NaN guard."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from collections import OrderedDict
 from pathlib import Path
@@ -11,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.dist import barrier
-from mmengine.hooks import Hook
+from mmengine.dist import barrier, is_main_process
+from mmengine.fileio import LocalBackend
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 
@@ -20,6 +23,11 @@ from ..backbones import save_safetensors
 
 LEARNED_FILE = "learned.safetensors"
 _BUFFER_TAG = "__history_buffer__"
+
+
+def runner_model(runner) -> torch.nn.Module:
+    """The runner's ``PromptModel``, without its DDP wrapper."""
+    return runner.model.module if hasattr(runner.model, "module") else runner.model
 
 
 def to_plain(obj: Any) -> Any:
@@ -85,7 +93,7 @@ class PromptCheckpointHook(Hook):
         self.protocol = dict(protocol or {})
 
     def _metadata(self, runner) -> dict:
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model = runner_model(runner)
         return {**model.metadata(), "protocol": self.protocol}
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:  # noqa: D102
@@ -102,7 +110,8 @@ class PromptCheckpointHook(Hook):
 
     def after_train(self, runner) -> None:  # noqa: D102
         if runner.rank == 0:
-            model = runner.model.module if hasattr(runner.model, "module") else runner.model
+            model = runner_model(runner)
+            check_finite_parameters(runner, runner.epoch, f"{LEARNED_FILE} is not written")
             meta = {**self._metadata(runner), "epoch": runner.epoch, "iter": runner.iter}
             save_safetensors(model.learner.learned_state_dict(), Path(runner.work_dir) / LEARNED_FILE,
                              {"vlprompt": json.dumps(to_plain(meta))})
@@ -124,3 +133,86 @@ class NaNGuardHook(Hook):
                     f"(training step {runner.iter + 1}); lower the learning rate or check the data "
                     f"(with --amp, try bf16 or fp32)"
                 )
+
+
+def check_finite_parameters(runner, epoch: int, consequence: str) -> None:
+    """Stop, naming the parameter, the epoch and the step, when a learned parameter holds a NaN or
+    an infinity (a diverged run: the loss can still look finite at the step that broke it)."""
+    model = runner_model(runner)
+    learner = getattr(model, "learner", model)
+    for name, value in learner.learned_state_dict().items():
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise FloatingPointError(
+                f"the learned parameter {name} holds {bad} of {value.numel()} non-finite values after epoch "
+                f"{epoch} (training step {runner.iter}); {consequence}, the last good checkpoint "
+                f"is kept. Lower the learning rate or check the data (with --amp, try bf16 or fp32)"
+            )
+
+
+def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` through a synced temporary file and a rename: ``path`` is always whole."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync(path.parent, directory=True)
+
+
+@HOOKS.register_module(force=True)
+class DurableCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` in an order that never loses the last good checkpoint.
+
+    mmengine deletes ``epoch_{N-1}.pth`` before it writes ``epoch_N.pth``, so a kill or a full disk
+    in between leaves nothing to resume from. Here the learned parameters are checked for
+    non-finite values first (a diverged model is never saved), the new checkpoint is written to a
+    temporary name and synced, renamed into place, ``last_checkpoint`` is switched atomically, and
+    only then are checkpoints beyond ``max_keep_ckpts`` deleted. Other file back-ends than the
+    local disk keep mmengine's behaviour.
+    """
+
+    def _save_checkpoint_with_step(self, runner, step, meta):  # noqa: D102
+        if not isinstance(self.file_backend, LocalBackend):
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        epoch = runner.epoch + 1 if self.by_epoch else runner.epoch
+        check_finite_parameters(runner, epoch, f"{self.filename_tmpl.format(step)} is not written")
+        retired = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
+            while len(self.keep_ckpt_ids) >= self.max_keep_ckpts:  # a deque with maxlen: make room first
+                retired.append(self.keep_ckpt_ids.popleft())
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info("keep_ckpt_ids", list(self.keep_ckpt_ids))
+        name = self.filename_tmpl.format(step)
+        final = os.path.join(self.out_dir, name)
+        partial = os.path.join(self.out_dir, f".{name}.partial")
+        self.last_ckpt = final
+        runner.message_hub.update_info("last_ckpt", final)
+        try:
+            runner.save_checkpoint(self.out_dir, f".{name}.partial", self.file_client_args,
+                                   save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
+                                   meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+            if not is_main_process():
+                return
+            _fsync(partial)
+            os.replace(partial, final)
+            _fsync(self.out_dir, directory=True)
+        except BaseException:
+            if is_main_process() and os.path.exists(partial):
+                os.remove(partial)
+            raise
+        durable_write_text(os.path.join(runner.work_dir, "last_checkpoint"), final)
+        for old in retired:
+            path = os.path.join(self.out_dir, self.filename_tmpl.format(old))
+            if os.path.isfile(path) and path != final:
+                os.remove(path)

@@ -7,11 +7,13 @@ from typing import Any
 
 import torch
 from mmengine.model import BaseDataPreprocessor, BaseModel
+from mmengine.registry import MODELS
 
 from ..backbones import build_clip
 from ..learners import build_learner
 
 
+@MODELS.register_module(force=True)
 class PromptDataPreprocessor(BaseDataPreprocessor):
     """Moves a collated ``{'img', 'label'}`` batch to the model's device (images in the backbone's dtype)."""
 
@@ -20,6 +22,7 @@ class PromptDataPreprocessor(BaseDataPreprocessor):
         return {"inputs": data["img"], "data_samples": data["label"]}
 
 
+@MODELS.register_module(force=True)
 class PromptModel(BaseModel):
     """mmengine wrapper around a :class:`~vlprompt.learners.PromptLearner`.
 

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from mmengine.config import Config
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import DATASETS, HOOKS
 from mmengine.runner import Runner
 
 from ..backbones import get_arch
+from ..datasets.checks import check_images, check_loader_settings
 from . import compat
-from .hooks import NaNGuardHook, PromptCheckpointHook
+from .checkpoint import find_resume_checkpoint, value_kind
+from .hooks import DurableCheckpointHook, NaNGuardHook, PromptCheckpointHook, runner_model
 
 _DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
 
@@ -27,7 +29,7 @@ class ClassSetHook(Hook):
 
     @staticmethod
     def _set(runner, loader) -> None:
-        model = runner.model.module if hasattr(runner.model, "module") else runner.model
+        model = runner_model(runner)
         names = list(loader.dataset.classnames)
         if names != model.class_names:
             model.set_classes(names)
@@ -42,12 +44,50 @@ class ClassSetHook(Hook):
         self._set(runner, runner.test_dataloader)
 
 
+#: settings that must be whole numbers of at least this value, wherever they appear in a config
+_MINIMUM = {"batch_size": 1, "max_epochs": 1, "max_iters": 1, "num_workers": 0, "interval": 1, "warmup_epochs": 0}
+
+
+def _lookup(cfg: Any, key: str) -> tuple[bool, Any]:
+    node = cfg
+    for part in key.split("."):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif hasattr(node, "keys") and part in node:
+            node = node[part]
+        else:
+            return False, None
+    return True, node
+
+
+def check_options(cfg: Config, options: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse ``--cfg-options`` values of another kind than the config's own value at that key
+    (``batch_size=abc``), and counts out of range (``max_epochs=0``), naming the key and the value."""
+    for key, value in options.items():
+        exists, current = _lookup(cfg, key)
+        leaf = key.rsplit(".", 1)[-1]
+        if exists and current is not None and value is not None:
+            old, new = value_kind(current), value_kind(value)
+            if old != new and not (old == "list" and new == "list"):
+                raise ValueError(f"--cfg-options {key}={value!r}: {path} has a {old} there "
+                                 f"({current!r}), not a {new}")
+            if old == "number" and isinstance(current, int) and not isinstance(value, int) and leaf in _MINIMUM:
+                raise ValueError(f"--cfg-options {key}={value!r}: {leaf} must be a whole number")
+        if leaf in _MINIMUM and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and (value < _MINIMUM[leaf] or value != int(value)):
+            raise ValueError(f"--cfg-options {key}={value!r}: {leaf} must be a whole number "
+                                 f">= {_MINIMUM[leaf]}")
+        if leaf == "lr" and isinstance(value, (int, float)) and not (0 < value < float("inf")):
+            raise ValueError(f"--cfg-options {key}={value!r}: a learning rate must be positive and finite")
+
+
 def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None) -> Config:
     """A config file with command-line overrides and the default work dir (``work_dirs/<name>``)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"config not found: {path}")
     cfg = Config.fromfile(str(path))
     if options:
+        check_options(cfg, options, path)
         cfg.merge_from_dict(options)
     cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(path).stem)
     return cfg
@@ -71,18 +111,27 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     seed = (cfg.get("randomness") or {}).get("seed")
     loaders: dict[str, dict | None] = {}
     datasets = {}
+    checked: set[str] = set()  # images already opened (val and test often share a split)
     for key in _DATALOADERS:
         loader = cfg.get(key)
         if loader is None:
             loaders[key] = None
             continue
         loader = copy.deepcopy(loader.to_dict() if hasattr(loader, "to_dict") else dict(loader))
+        check_loader_settings(key, loader)  # batch_size=0 would otherwise fail only when testing
         data = loader["dataset"]
         data.setdefault("data_root", cfg.get("data_root"))
         data.setdefault("image_size", image_size)
         if data.get("num_shots"):
             data.setdefault("seed", seed if seed is not None else 1)  # Dassl: one seed for picks and training
         datasets[key] = _build_dataset(data)  # fails here, before any step, on bad data
+        if key == "train_dataloader":
+            # the real shots per class, for results.json (results.run_description); ``short`` as
+            # [class, count] pairs, since mmengine cannot dump a dict keyed by "jack-o'-lantern"
+            shots = getattr(datasets[key], "shots", None)
+            cfg["train_shots"] = shots and {**shots, "short": [[k, v] for k, v in shots["short"].items()]}
+        elif loaders.get("train_dataloader") is not None:
+            check_images(datasets[key], done=checked)  # an unreadable val/test image stops it now, not after training
         loader["dataset"] = datasets[key]
         if loader.get("drop_last") and len(datasets[key]) < loader.get("batch_size", 1):
             loader["drop_last"] = False  # as Dassl: never an empty epoch on a tiny few-shot set
@@ -92,6 +141,14 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         raise ValueError("the config defines no train_dataloader or test_dataloader")
     model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model))
     model["class_names"] = list(source.classnames)
+
+    default_hooks = copy.deepcopy(cfg.get("default_hooks") or {})
+    checkpoint_hook = default_hooks.get("checkpoint")
+    if checkpoint_hook and checkpoint_hook.get("type") in (CheckpointHook, "CheckpointHook"):
+        checkpoint_hook["type"] = DurableCheckpointHook  # the same settings, in an order that loses nothing
+    resume, load_from = cfg.get("resume", False), cfg.get("load_from")
+    if resume and not load_from:
+        load_from = find_resume_checkpoint(cfg.work_dir)  # None: nothing to resume, training starts afresh
 
     custom_hooks = list(cfg.get("custom_hooks") or [])
     kinds = {h["type"] if isinstance(h["type"], str) else h["type"].__name__ for h in custom_hooks}
@@ -122,10 +179,10 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         param_scheduler=cfg.get("param_scheduler") if loaders["train_dataloader"] else None,
         val_evaluator=cfg.get("val_evaluator") if loaders["val_dataloader"] else None,
         test_evaluator=cfg.get("test_evaluator") if loaders["test_dataloader"] else None,
-        default_hooks=cfg.get("default_hooks"),
+        default_hooks=default_hooks,
         custom_hooks=custom_hooks,
-        load_from=cfg.get("load_from"),
-        resume=cfg.get("resume", False),
+        load_from=load_from,
+        resume=resume,
         launcher=launcher,
         env_cfg=env_cfg or dict(dist_cfg=dict(backend="gloo")),
         log_processor=cfg.get("log_processor"),
@@ -159,5 +216,5 @@ def evaluate(cfg: Config, checkpoint: str | os.PathLike | None, subsample: str |
     if checkpoint is not None:
         load_learned_into(runner.model, checkpoint)
     metrics = runner.test()
-    model = runner.model.module if hasattr(runner.model, "module") else runner.model
+    model = runner_model(runner)
     return metrics, model.metadata()
