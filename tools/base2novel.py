@@ -4,7 +4,9 @@
     python tools/base2novel.py --method maple --datasets all --seeds 1 2 3 --data-root /data
 
 Each run lives in ``<work-root>/<method>/<dataset>/seed<S>/`` and ends with ``results.json``
-(base, novel, HM); finished runs are skipped, so an interrupted sweep resumes where it stopped.
+(base, novel, HM); finished runs are reused, so an interrupted sweep resumes where it stopped. A
+finished run records its effective config: one that another sweep ran with other settings stops
+this one before anything trains (``--overwrite`` retrains it).
 The sweep writes ``base2novel.md``, ``.csv`` and ``.png`` to ``<work-root>/<method>/``.
 ``--method zsclip`` evaluates zero-shot CLIP (nothing is trained).
 """
@@ -15,26 +17,28 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from vlprompt.datasets import BASE2NOVEL_DATASETS
 from vlprompt.evaluation.report import base2novel_table, harmonic_mean, markdown_table, write_base2novel_report
-from vlprompt.evaluation.sweep import config_path, finished_result, read_top1, run_logged, save_result
+from vlprompt.evaluation.sweep import SweepRun, config_path, plan_runs, read_top1, run_logged, run_or_reuse, took
 
 
-def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> dict:
-    """Train (unless zero-shot), test base and novel; returns and stores the run's result."""
-    done = finished_result(run_dir)
-    if done is not None:
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = str(config_path(method, dataset))
+def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> SweepRun:
+    """The run of ``method`` on ``dataset`` with ``seed``, in ``run_dir``."""
+    return SweepRun(run_dir, config_path(method, dataset), [f"randomness.seed={seed}", *options])
+
+
+def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
+    """Train (unless zero-shot), test base and novel; returns the run's result."""
+    run_dir = run.run_dir.resolve()  # the commands run in the repository root
+    config = str(run.config_file)
     log = run_dir / "sweep.log"
     py = sys.executable
-    opts = ["--cfg-options", f"randomness.seed={seed}", *options]
-    start = time.perf_counter()
+    opts = ["--cfg-options", *run.options]
     if method == "zsclip":  # nothing to train: test base and novel directly
         for subsample in ("base", "novel"):
             run_logged([py, "tools/test.py", config, "none", "--subsample", subsample, "--work-dir", str(run_dir),
@@ -44,9 +48,8 @@ def run_one(method: str, dataset: str, seed: int, run_dir: Path, options: list[s
         run_logged([py, "tools/train.py", config, "--work-dir", str(run_dir), *opts], log)
         metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
         base, novel = metrics["base/top1"], metrics["novel/top1"]
-    result = {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,
-              "hm": harmonic_mean(base, novel), "seconds": round(time.perf_counter() - start, 1)}
-    return save_result(run_dir, result)
+    return {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,
+            "hm": harmonic_mean(base, novel)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/base2novel"))
     parser.add_argument("--data-root", default=None, help="benchmarks' root (default: $VLPROMPT_DATA)")
     parser.add_argument("--cfg-options", nargs="+", default=[], help="passed on to every run")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain finished runs whose recorded config differs from this sweep's (matching "
+                             "ones are still reused)")
     args = parser.parse_args(argv)
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
@@ -65,19 +71,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
     out_dir = args.work_root / args.method
     runs = []
-    jobs = [(d, s) for d in datasets for s in args.seeds]
+    jobs = [(d, s, sweep_run(args.method, d, s, out_dir / d / f"seed{s}", options))
+            for d in datasets for s in args.seeds]
+    plan_runs([run for *_, run in jobs], args.overwrite)  # every run checked before the first one trains
     start = time.perf_counter()
+    reused = 0
     with tqdm(jobs, desc=f"{args.method} base-to-novel", unit="run") as bar:
-        for dataset, seed in bar:
+        for dataset, seed, run in bar:
             bar.set_postfix_str(f"{dataset} seed {seed}")
-            result = run_one(args.method, dataset, seed, out_dir / dataset / f"seed{seed}", options)
+            result, was_reused = run_or_reuse(run, partial(run_one, args.method, dataset, seed, run), args.overwrite)
+            reused += was_reused
             runs.append(result)
             tqdm.write(f"{dataset} seed {seed}: base {result['base']:.2f}  novel {result['novel']:.2f}  "
-                       f"HM {result['hm']:.2f}  ({result['seconds']:.0f} s)")
+                       f"HM {result['hm']:.2f}  ({took(result, was_reused)})")
     files = write_base2novel_report(runs, out_dir, args.method)
     print(markdown_table(base2novel_table(runs), f"{args.method}: base-to-novel", per_seed=False))
-    print(f"{len(runs)} runs in {time.perf_counter() - start:.0f} s; tables: {files['md']}, {files['csv']}; "
-          f"plot: {files['png']}")
+    print(f"{len(runs)} runs ({reused} reused) in {time.perf_counter() - start:.0f} s; tables: {files['md']}, "
+          f"{files['csv']}; plot: {files['png']}")
     return runs
 
 

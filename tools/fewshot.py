@@ -6,7 +6,8 @@
 Each run trains the method's config on all classes with K shots and tests on all classes. The
 number of epochs per shot count follows CoOp's few-shot recipe (``--epochs`` overrides): 50 for
 1 shot, 100 for 2 and 4 shots, 200 for 8 and 16 shots (ImageNet: 50 for every K). Runs live in
-``<work-root>/<method>/<dataset>/shots<K>/seed<S>/``; finished ones are skipped. Writes
+``<work-root>/<method>/<dataset>/shots<K>/seed<S>/``; finished ones are reused when their recorded
+config matches (a mismatch stops the sweep before anything trains; ``--overwrite`` retrains). Writes
 ``fewshot.md``, ``fewshot.csv`` and an accuracy-vs-shots ``fewshot.png``.
 """
 
@@ -18,14 +19,14 @@ import io
 import os
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from vlprompt.datasets import BASE2NOVEL_DATASETS
 from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.sweep import config_path, finished_result, read_top1, run_logged, save_result
+from vlprompt.evaluation.sweep import SweepRun, config_path, plan_runs, read_top1, run_logged, run_or_reuse, took
 
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 
@@ -35,23 +36,23 @@ def epochs_for(dataset: str, shots: int) -> int:
     return 50 if dataset == "imagenet" else COOP_EPOCHS.get(shots, 200)
 
 
-def run_one(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
-            epochs: int | None) -> dict:
-    """Train on K shots of every class and test on every class; returns the stored result."""
-    done = finished_result(run_dir)
-    if done is not None:
-        return done
-    opts = ["--cfg-options", f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
+def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
+              epochs: int | None) -> SweepRun:
+    """The run of ``method`` on K = ``shots`` shots of every class of ``dataset`` with ``seed``."""
+    opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
             "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
             f"train_cfg.max_epochs={epochs or epochs_for(dataset, shots)}", "protocol.name=fewshot",
             f"protocol.num_shots={shots}", *options]
-    start = time.perf_counter()
-    run_logged([sys.executable, "tools/train.py", str(config_path(method, dataset)), "--work-dir", str(run_dir),
-                *opts], run_dir / "sweep.log")
+    return SweepRun(run_dir, config_path(method, dataset), opts)
+
+
+def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> dict:
+    """Train on K shots of every class and test on every class; returns the run's result."""
+    run_dir = run.run_dir.resolve()  # the command runs in the repository root
+    run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
+                "--cfg-options", *run.options], run_dir / "sweep.log")
     top1 = read_top1(run_dir / "results.json")
-    result = {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1,
-              "seconds": round(time.perf_counter() - start, 1)}
-    return save_result(run_dir, result)
+    return {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1}
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
@@ -111,21 +112,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/fewshot"))
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--cfg-options", nargs="+", default=[])
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain finished runs whose recorded config differs from this sweep's (matching "
+                             "ones are still reused)")
     args = parser.parse_args(argv)
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:
         config_path(args.method, dataset)
     options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
     out_dir = args.work_root / args.method
-    jobs = [(d, k, s) for d in datasets for k in args.shots for s in args.seeds]
+    jobs = [(d, k, s, sweep_run(args.method, d, k, s, out_dir / d / f"shots{k}" / f"seed{s}", options, args.epochs))
+            for d in datasets for k in args.shots for s in args.seeds]
+    plan_runs([run for *_, run in jobs], args.overwrite)  # every run checked before the first one trains
     runs = []
     with tqdm(jobs, desc=f"{args.method} few-shot", unit="run") as bar:
-        for dataset, shots, seed in bar:
+        for dataset, shots, seed, run in bar:
             bar.set_postfix_str(f"{dataset} {shots}-shot seed {seed}")
-            run_dir = out_dir / dataset / f"shots{shots}" / f"seed{seed}"
-            r = run_one(args.method, dataset, shots, seed, run_dir, options, args.epochs)
+            r, reused = run_or_reuse(run, partial(run_one, args.method, dataset, shots, seed, run), args.overwrite)
             runs.append(r)
-            tqdm.write(f"{dataset} {shots}-shot seed {seed}: top-1 {r['top1']:.2f} ({r['seconds']:.0f} s)")
+            tqdm.write(f"{dataset} {shots}-shot seed {seed}: top-1 {r['top1']:.2f} ({took(r, reused)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_report(runs, out_dir, args.method)
     return runs

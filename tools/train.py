@@ -20,6 +20,7 @@ from mmengine.dist import is_main_process
 
 from vlprompt.engine import LEARNED_FILE, build_runner, evaluate, load_config
 from vlprompt.engine.results import write_results
+from vlprompt.engine.workdir import work_dir_lock
 from vlprompt.evaluation.report import harmonic_mean
 
 
@@ -64,11 +65,12 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.resume, cfg.load_from = True, args.resume
     if args.no_test:  # nothing will be tested: do not build (and check) the test split for nothing
         cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
-    runner = build_runner(cfg, launcher=args.launcher)
-    runner.train()
-    if cfg.get("test_dataloader") is None:
-        return {}
-    return test_after_training(cfg, args.launcher)
+    with work_dir_lock(cfg.work_dir, launcher=args.launcher):  # one process at a time trains into a work dir
+        runner = build_runner(cfg, launcher=args.launcher)
+        runner.train()
+        if cfg.get("test_dataloader") is None:
+            return {}
+        return test_after_training(cfg, args.launcher)
 
 
 def test_after_training(cfg: Config, launcher: str) -> dict:

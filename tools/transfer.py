@@ -6,7 +6,9 @@
 
 The source run uses ``configs/<method>/<source>_xd.py`` (all classes, 16 shots); the learned prompts
 are then tested on every target with all its classes. Runs live in
-``<work-root>/<method>/<protocol>/seed<S>/``; finished steps are skipped. Writes ``<protocol>.md``
+``<work-root>/<method>/<protocol>/seed<S>/``; a finished seed is reused when its recorded config
+matches (a mismatch stops the sweep before anything trains; ``--overwrite`` retrains), an unfinished
+one starts again from training. Writes ``<protocol>.md``
 and ``.csv`` with per-target accuracy (mean over seeds) and the published average over targets.
 """
 
@@ -18,32 +20,38 @@ import io
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
 from vlprompt.datasets import get_protocol
 from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.sweep import REPO_ROOT, read_top1, run_logged
+from vlprompt.evaluation.sweep import REPO_ROOT, SweepRun, plan_runs, read_top1, run_logged, run_or_reuse, took
 
 
-def run_seed(method: str, protocol, seed: int, run_dir: Path, source_cfg: Path, options: list[str]) -> dict:
-    """Train on the source once, test on each target; ``{target: top-1}``."""
-    opts = [f"randomness.seed={seed}", *options]
+def sweep_run(protocol, seed: int, run_dir: Path, source_cfg: Path, options: list[str]) -> SweepRun:
+    """The source training with ``seed`` in ``run_dir`` (its outputs without a result file: an older sweep's)."""
+    legacy = ("learned.safetensors", *(f"test_{t.dataset}.json" for t in protocol.targets))
+    return SweepRun(run_dir, source_cfg, [f"randomness.seed={seed}", *options], legacy_outputs=legacy)
+
+
+def run_seed(method: str, protocol, seed: int, run: SweepRun) -> dict:
+    """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``."""
+    run_dir = run.run_dir.resolve()  # the commands run in the repository root
+    opts = list(run.options)
     learned = run_dir / "learned.safetensors"
-    if not learned.is_file():
-        run_logged([sys.executable, "tools/train.py", str(source_cfg), "--work-dir", str(run_dir), "--no-test",
-                    "--cfg-options", *opts], run_dir / "sweep.log")
+    run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir), "--no-test",
+                "--cfg-options", *opts], run_dir / "sweep.log")
     accuracy = {}
     for target in protocol.targets:
         out = run_dir / f"test_{target.dataset}.json"
-        if not out.is_file():
-            run_logged([sys.executable, "tools/test.py", str(source_cfg), str(learned), "--work-dir", str(run_dir),
-                        "--out", str(out), "--cfg-options", *opts, f"test_dataloader.dataset.name={target.dataset}",
-                        f"test_dataloader.dataset.subsample={target.subsample}",
-                        f"test_dataloader.dataset.split={target.split}"], run_dir / "sweep.log")
+        run_logged([sys.executable, "tools/test.py", str(run.config_file), str(learned), "--work-dir", str(run_dir),
+                    "--out", str(out), "--cfg-options", *opts, f"test_dataloader.dataset.name={target.dataset}",
+                    f"test_dataloader.dataset.subsample={target.subsample}",
+                    f"test_dataloader.dataset.split={target.split}"], run_dir / "sweep.log")
         accuracy[target.dataset] = read_top1(out)
-    return accuracy
+    return {"method": method, "protocol": protocol.name, "seed": seed, "accuracy": accuracy}
 
 
 def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path, method: str) -> str:
@@ -78,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/transfer"))
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--cfg-options", nargs="+", default=[])
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain finished seeds whose recorded config differs from this sweep's (matching "
+                             "ones are still reused)")
     args = parser.parse_args(argv)
     protocol = get_protocol(args.protocol)
     source_cfg = args.source_config or (
@@ -86,11 +97,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"no source config for {args.method} under {protocol.name}: {source_cfg} does not exist")
     options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
     out_dir = args.work_root / args.method / protocol.name
+    runs = {seed: sweep_run(protocol, seed, out_dir / f"seed{seed}", Path(source_cfg), options) for seed in args.seeds}
+    plan_runs(list(runs.values()), args.overwrite)  # every seed checked before the first one trains
     per_seed = {}
     start = time.perf_counter()
     for seed in tqdm(args.seeds, desc=f"{args.method} {protocol.name}", unit="seed"):
-        per_seed[seed] = run_seed(args.method, protocol, seed, out_dir / f"seed{seed}", Path(source_cfg), options)
-        tqdm.write(f"seed {seed}: " + ", ".join(f"{t} {a:.2f}" for t, a in per_seed[seed].items()))
+        result, reused = run_or_reuse(runs[seed], partial(run_seed, args.method, protocol, seed, runs[seed]),
+                                      args.overwrite)
+        per_seed[seed] = result["accuracy"]
+        tqdm.write(f"seed {seed}: " + ", ".join(f"{t} {a:.2f}" for t, a in per_seed[seed].items())
+                   + f" ({took(result, reused)})")
     print(write_report(per_seed, protocol, out_dir, args.method))
     print(f"{time.perf_counter() - start:.0f} s; tables in {out_dir}")
     return per_seed
