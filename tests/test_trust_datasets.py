@@ -238,7 +238,7 @@ def test_check_images_on_a_generated_toy_dataset_is_cheap():
 
 def _dtd_config(root, work_dir):
     """The toy CoOp config on fake dtd with the random tiny backbone: builds a runner in seconds."""
-    from vlprompt.engine.runner import load_config
+    from vlprompt.engine.config import load_config
 
     cfg = load_config(CONFIG, str(work_dir))
     cfg.model.backbone.name, cfg.model.backbone.pretrained = 'test-tiny', None

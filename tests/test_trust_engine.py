@@ -21,7 +21,8 @@ from PIL import Image
 import vlprompt
 from vlprompt.backbones import CheckpointError, save_safetensors
 from vlprompt.engine.checkpoint import find_resume_checkpoint, load_learner, read_learned
-from vlprompt.engine.runner import load_config
+from vlprompt.engine.config import load_config
+from vlprompt.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -263,6 +264,26 @@ def test_cfg_options_of_the_wrong_kind_name_the_key(option, message):
         load_config(CONFIG, options=option)
 
 
+@pytest.mark.parametrize("option, message", [
+    ("randomnes.seed", r"has no key 'randomnes' \(closest: randomness\); keys that may be added at the top: load_from"),
+    ("optim_wrapper.optimizer.lrr", r"optim_wrapper.optimizer has no key 'lrr', and SGD takes no argument 'lrr' "
+                                    r"\(closest: lr\)"),
+    ("model.learner.n_ctxx", r"model.learner has no key 'n_ctxx', and CoOp takes no argument 'n_ctxx'"),
+    ("model.backbone.bogus", r"build_clip takes no argument 'bogus'"),
+])
+def test_cfg_option_keys_nothing_reads_are_refused(option, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIG, options={option: 2})
+
+
+def test_cfg_option_keys_that_something_reads_may_be_added():
+    cfg = load_config(CONFIG, options={"optim_wrapper.optimizer.nesterov": True, "model.backbone.quick_gelu": True,
+                                       "train_dataloader.dataset.transform": "test", "load_from": "x.pth",
+                                       "model.learner.class_specific": True})
+    assert cfg.optim_wrapper.optimizer.nesterov is True and cfg.load_from == "x.pth"
+    assert cfg.work_dir == "work_dirs/coop/toy_shapes"  # <method>/<config>: methods never share a work dir
+
+
 def test_cfg_options_that_fit_are_accepted():
     cfg = load_config(CONFIG, options={"train_dataloader.batch_size": 4, "model.backbone.pretrained": None,
                                        "optim_wrapper.optimizer.lr": 1, "data_root": "/data"})
@@ -297,6 +318,19 @@ def test_classify_accepts_numpy_arrays_and_paths_like_pil_images(classifier, tmp
     assert torch.equal(classifier.classify(array, names), from_pil)
     assert torch.equal(classifier.classify(tmp_path / "a.png", names), from_pil)
     assert classifier.classify([array, str(tmp_path / "a.png")], names).shape == (2, 2)
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_work_dir_of_another_run_is_refused_before_anything_loads(tmp_path, trained, resume):
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(trained, work)
+    with pytest.raises(CheckpointError, match=rf"{work} holds checkpoints of another run: .*epoch_2.pth is learner "
+                                              r"'coop' n_ctx=4 .* on backbone 'test-tiny' \(config .*toy_shapes.py\), "
+                                              r"but .*toy_shapes.py asks for learner 'coop' n_ctx=8"):
+        _train(work, "model.learner.n_ctx=8", resume=resume)
+    assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_2.pth"]  # nothing was touched
 
 
 def test_a_checkpoint_of_another_backbone_names_both(tmp_path, trained):

@@ -19,8 +19,10 @@ import sys
 import mmengine.registry
 from mmengine.registry import Registry
 
+from .errors import UserError
 
-class UnregisteredNameError(KeyError):
+
+class UnregisteredNameError(UserError, KeyError):
     """A name that no registry holds (vlprompt never imports a name to resolve it)."""
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+
 # Non-tensor entries that OpenAI's state dicts carry beside the weights.
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -41,7 +43,7 @@ def max_weight_bytes(num_elements: int) -> int:
     return int(num_elements) * BYTES_PER_ELEMENT + SIZE_SLACK_BYTES
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A weight file that cannot be used: unsafe, unreadable, or not matching the architecture."""
 
 

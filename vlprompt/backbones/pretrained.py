@@ -19,6 +19,7 @@ from pathlib import Path
 import open_clip
 import torch
 
+from ..errors import UserError
 from .archs import WEIGHTS_DIR, ClipArch
 from .checkpoint import CheckpointError, LoadedWeights, max_weight_bytes, read_weights
 from .stem import install_conv_stem
@@ -27,7 +28,7 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class PretrainedUnavailable(RuntimeError):
+class PretrainedUnavailable(UserError, RuntimeError):
     """Weights named by a tag could not be fetched (offline machine, unknown tag)."""
 
 

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
+from ..errors import UserError
 
-class ContextOverflowError(ValueError):
+
+class ContextOverflowError(UserError, ValueError):
     """A text is too long for the text tower's context."""
 
 

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, TypeVar
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..errors import UserError
 from ..registry import DATASETS
 from .loading import DEFAULT_CACHE_BYTES, IMG_EXTENSIONS, ImageCache, load_image, unreadable_images
 from .protocol import (
@@ -71,7 +72,7 @@ class Datum:
     domain: int = 0
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing, incomplete or inconsistent.
 
     Raised when a dataset is built, so a run stops before its first step. ``dataset`` is the

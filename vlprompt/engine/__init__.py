@@ -5,11 +5,12 @@ compatibility fixes (:mod:`vlprompt.engine.compat`).
 """
 
 from . import compat
+from .config import load_config
 from .gpa import GaussianPromptAggregation, gpa_weights
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
 from .model import PromptDataPreprocessor, PromptModel
-from .runner import ClassSetHook, build_runner, evaluate, load_config
+from .runner import ClassSetHook, build_runner, evaluate
 from .schedulers import WarmupCosineLR, dassl_lr
 
 compat.apply()

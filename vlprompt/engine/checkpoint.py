@@ -228,3 +228,43 @@ def find_resume_checkpoint(work_dir: str | os.PathLike) -> str | None:
             logger.warning("--resume: %s; resuming from %s, the newest checkpoint that loads", why, candidate)
         return str(candidate)
     raise CheckpointError(f"--resume: no checkpoint in {work_dir} loads: " + "; ".join(failures))
+
+
+def _describe_run(learner: dict, backbone: Any) -> str:
+    settings = " ".join(f"{k}={v!r}" for k, v in learner.items() if k != "type")
+    return f"learner {learner.get('type')!r}{' ' + settings if settings else ''} on backbone {backbone!r}"
+
+
+def check_work_dir_run(work_dir: str | os.PathLike, checkpoint: str | os.PathLike | None, model_cfg: dict,
+                       config: str | os.PathLike) -> None:
+    """Refuse to train into a work dir whose checkpoint ``checkpoint`` (the one ``--resume`` would
+    load, else the newest there) came from another learner, backbone or prompt layout than
+    ``model_cfg`` asks for, naming the work dir and both configs, before anything is loaded."""
+    if checkpoint is None:
+        found = sorted((p for p in Path(work_dir).glob("*.pth") if _STEP.search(p.name)),
+                       key=lambda p: int(_STEP.search(p.name)[1]))
+        if not found:
+            return
+        checkpoint = found[-1]
+    try:
+        meta = torch_load_plain(checkpoint, checkpoint).get("vlprompt")
+    except (CheckpointError, AttributeError):
+        return  # unreadable: --resume reports it; a fresh run overwrites it
+    if not isinstance(meta, dict) or not isinstance(meta.get("learner"), dict):
+        return
+    wanted = dict(model_cfg.get("learner") or {})
+    wanted_backbone = (model_cfg.get("backbone") or {}).get("name")
+    had, had_backbone = meta["learner"], (meta.get("backbone") or {}).get("name")
+    differs = wanted.get("type") != had.get("type") or wanted_backbone != had_backbone or any(
+        key in had and _comparable(had[key]) != _comparable(value) for key, value in wanted.items())
+    if differs:
+        raise CheckpointError(
+            f"{work_dir} holds checkpoints of another run: {checkpoint} is {_describe_run(had, had_backbone)} "
+            f"(config {meta.get('config') or 'unknown'}), but {config} asks for "
+            f"{_describe_run(wanted, wanted_backbone)}; use another --work-dir (the default is "
+            f"work_dirs/<method>/<config name>) or move those checkpoints away"
+        )
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -94,7 +94,7 @@ class PromptCheckpointHook(Hook):
 
     def _metadata(self, runner) -> dict:
         model = runner_model(runner)
-        return {**model.metadata(), "protocol": self.protocol}
+        return {**model.metadata(), "protocol": self.protocol, "config": getattr(runner.cfg, "filename", None)}
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:  # noqa: D102
         checkpoint["message_hub"] = to_plain(checkpoint["message_hub"])

@@ -15,7 +15,8 @@ from mmengine.runner import Runner
 from ..backbones import get_arch
 from ..datasets.checks import check_images, check_loader_settings
 from . import compat
-from .checkpoint import find_resume_checkpoint, value_kind
+from .checkpoint import check_work_dir_run, find_resume_checkpoint
+from .config import load_config  # noqa: F401  (re-exported: vlprompt.engine.runner.load_config)
 from .hooks import DurableCheckpointHook, NaNGuardHook, PromptCheckpointHook, runner_model
 
 _DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -42,55 +43,6 @@ class ClassSetHook(Hook):
 
     def before_test_epoch(self, runner) -> None:  # noqa: D102
         self._set(runner, runner.test_dataloader)
-
-
-#: settings that must be whole numbers of at least this value, wherever they appear in a config
-_MINIMUM = {"batch_size": 1, "max_epochs": 1, "max_iters": 1, "num_workers": 0, "interval": 1, "warmup_epochs": 0}
-
-
-def _lookup(cfg: Any, key: str) -> tuple[bool, Any]:
-    node = cfg
-    for part in key.split("."):
-        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif hasattr(node, "keys") and part in node:
-            node = node[part]
-        else:
-            return False, None
-    return True, node
-
-
-def check_options(cfg: Config, options: dict[str, Any], path: str | os.PathLike) -> None:
-    """Refuse ``--cfg-options`` values of another kind than the config's own value at that key
-    (``batch_size=abc``), and counts out of range (``max_epochs=0``), naming the key and the value."""
-    for key, value in options.items():
-        exists, current = _lookup(cfg, key)
-        leaf = key.rsplit(".", 1)[-1]
-        if exists and current is not None and value is not None:
-            old, new = value_kind(current), value_kind(value)
-            if old != new and not (old == "list" and new == "list"):
-                raise ValueError(f"--cfg-options {key}={value!r}: {path} has a {old} there "
-                                 f"({current!r}), not a {new}")
-            if old == "number" and isinstance(current, int) and not isinstance(value, int) and leaf in _MINIMUM:
-                raise ValueError(f"--cfg-options {key}={value!r}: {leaf} must be a whole number")
-        if leaf in _MINIMUM and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and (value < _MINIMUM[leaf] or value != int(value)):
-            raise ValueError(f"--cfg-options {key}={value!r}: {leaf} must be a whole number "
-                                 f">= {_MINIMUM[leaf]}")
-        if leaf == "lr" and isinstance(value, (int, float)) and not (0 < value < float("inf")):
-            raise ValueError(f"--cfg-options {key}={value!r}: a learning rate must be positive and finite")
-
-
-def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None) -> Config:
-    """A config file with command-line overrides and the default work dir (``work_dirs/<name>``)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    cfg = Config.fromfile(str(path))
-    if options:
-        check_options(cfg, options, path)
-        cfg.merge_from_dict(options)
-    cfg.work_dir = work_dir or cfg.get("work_dir") or str(Path("work_dirs") / Path(path).stem)
-    return cfg
 
 
 def _build_dataset(cfg: dict) -> Any:
@@ -149,6 +101,8 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     resume, load_from = cfg.get("resume", False), cfg.get("load_from")
     if resume and not load_from:
         load_from = find_resume_checkpoint(cfg.work_dir)  # None: nothing to resume, training starts afresh
+    if loaders["train_dataloader"] is not None:
+        check_work_dir_run(cfg.work_dir, load_from if resume else None, model, cfg.filename)
 
     custom_hooks = list(cfg.get("custom_hooks") or [])
     kinds = {h["type"] if isinstance(h["type"], str) else h["type"].__name__ for h in custom_hooks}

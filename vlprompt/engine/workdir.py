@@ -22,12 +22,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import UserError
+
 LOCK_FILE = ".vlprompt.lock"
 HELD_ENV = "VLPROMPT_HELD_WORK_DIR_LOCKS"
 """``os.pathsep``-separated ``<pid>=<lock path>`` entries: locks held by this process or a parent."""
 
 
-class WorkDirLocked(RuntimeError):
+class WorkDirLocked(UserError, RuntimeError):
     """Another live process holds the work dir's lock."""
 
 

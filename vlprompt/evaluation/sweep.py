@@ -24,8 +24,8 @@ from typing import Any
 
 from mmengine.config import DictAction
 
+from ..engine.config import load_config
 from ..engine.results import atomic_write_text
-from ..engine.runner import load_config
 from ..engine.workdir import work_dir_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

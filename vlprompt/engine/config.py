@@ -1,0 +1,138 @@
+"""Load a config with its command-line overrides, checked before anything is built.
+
+``--cfg-options`` may change a key the config has (with a value of the same kind), or add a key
+that something will read: one of :data:`ADDABLE_KEYS` at the top level, or an argument of the
+class or function a dict's ``type`` names (``optim_wrapper.optimizer.nesterov=True`` for SGD,
+``train_dataloader.dataset.transform=test`` for the dataset builder). Anything else is a typo that
+would otherwise be ignored (``randomnes.seed=2`` trains with the default seed) or fail deep inside
+a constructor, and is refused naming the key and the closest existing ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+
+from ..errors import ConfigError, ConfigNotFoundError
+from .checkpoint import value_kind
+
+#: top-level keys a config need not have, that the tools and the runner read
+ADDABLE_KEYS = ("load_from", "resume", "data_root", "work_dir", "experiment_name")
+#: dicts without a ``type`` whose consumer is known: the arguments it takes may be added
+_CONSUMERS = {"model.backbone": "vlprompt.backbones.build_clip"}
+#: settings that must be whole numbers of at least this value, wherever they appear in a config
+_MINIMUM = {"batch_size": 1, "max_epochs": 1, "max_iters": 1, "num_workers": 0, "interval": 1, "warmup_epochs": 0}
+
+
+def _child(node: Any, part: str) -> tuple[bool, Any]:
+    if isinstance(node, (list, tuple)):
+        return (True, node[int(part)]) if part.isdigit() and int(part) < len(node) else (False, None)
+    if hasattr(node, "keys") and part in node:
+        return True, node[part]
+    return False, None
+
+
+def _keys(node: Any) -> list[str]:
+    if isinstance(node, (list, tuple)):
+        return [str(i) for i in range(len(node))]
+    return [str(k) for k in node] if hasattr(node, "keys") else []
+
+
+def _consumer(parent: Any, parent_key: str) -> Any:
+    """The class or function that receives ``parent``'s keys, if vlprompt can tell."""
+    kind = parent.get("type") if hasattr(parent, "get") else None
+    if isinstance(kind, str):
+        from ..registry import DATASETS, LEARNERS, find_registered
+
+        for registry in (LEARNERS, DATASETS):
+            found = find_registered(registry, kind)
+            if found is not None:
+                return found
+        return None
+    if kind is None and parent_key in _CONSUMERS:
+        import importlib
+
+        module, name = _CONSUMERS[parent_key].rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
+    return kind
+
+
+def _takes(consumer: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(consumer).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def check_option_key(cfg: Config, key: str, path: str | os.PathLike) -> None:
+    """Refuse a ``--cfg-options`` key the config does not have and nothing would read."""
+    parts = key.split(".")
+    node: Any = cfg
+    for depth, part in enumerate(parts):
+        found, child = _child(node, part)
+        if found:
+            node = child
+            continue
+        where = ".".join(parts[:depth])
+        last = depth == len(parts) - 1
+        if not where and last and part in ADDABLE_KEYS:
+            return
+        consumer = _consumer(node, where) if last and where else None
+        if consumer is not None and _takes(consumer, part):
+            return
+        close = difflib.get_close_matches(part, _keys(node), n=3, cutoff=0.6)
+        hint = f" (closest: {', '.join(close)})" if close else ""
+        takes = f", and {getattr(consumer, '__name__', consumer)} takes no argument {part!r}" if consumer else ""
+        at = f"{where} has" if where else "has"
+        addable = "" if where else f"; keys that may be added at the top: {', '.join(ADDABLE_KEYS)}"
+        raise ConfigError(f"--cfg-options {key}: {path} {at} no key {part!r}{takes}{hint}{addable}")
+
+
+def check_options(cfg: Config, options: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse ``--cfg-options`` keys nothing reads, values of another kind than the config's own
+    value at that key (``batch_size=abc``) and counts out of range (``max_epochs=0``), naming the
+    key and the value."""
+    for key, value in options.items():
+        check_option_key(cfg, key, path)
+        exists, current = True, cfg
+        for part in key.split("."):
+            exists, current = _child(current, part)
+            if not exists:
+                break
+        leaf = key.rsplit(".", 1)[-1]
+        if exists and current is not None and value is not None:
+            old, new = value_kind(current), value_kind(value)
+            if old != new:
+                raise ConfigError(f"--cfg-options {key}={value!r}: {path} has a {old} there ({current!r}), not a {new}")
+            if old == "number" and isinstance(current, int) and not isinstance(value, int) and leaf in _MINIMUM:
+                raise ConfigError(f"--cfg-options {key}={value!r}: {leaf} must be a whole number")
+        if leaf in _MINIMUM and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and (value < _MINIMUM[leaf] or value != int(value)):
+            raise ConfigError(f"--cfg-options {key}={value!r}: {leaf} must be a whole number >= {_MINIMUM[leaf]}")
+        if leaf == "lr" and isinstance(value, (int, float)) and not (0 < value < float("inf")):
+            raise ConfigError(f"--cfg-options {key}={value!r}: a learning rate must be positive and finite")
+
+
+def default_work_dir(path: str | os.PathLike) -> str:
+    """``work_dirs/<method>/<config name>``: configs of two methods for one dataset never share one."""
+    path = Path(path)
+    return str(Path("work_dirs") / path.parent.name / path.stem)
+
+
+def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None) -> Config:
+    """A config file with checked command-line overrides and its work dir
+    (``work_dirs/<method>/<config name>`` unless given or set in the config)."""
+    if not Path(path).is_file():
+        raise ConfigNotFoundError(f"config not found: {path}")
+    cfg = Config.fromfile(str(path))
+    if options:
+        check_options(cfg, options, path)
+        cfg.merge_from_dict(options)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or default_work_dir(path)
+    return cfg
