@@ -164,7 +164,8 @@ def test_transfer_records_its_config_and_refuses_old_unrecorded_outputs(tmp_path
 
 _HOLDER = textwrap.dedent("""
     import importlib.util, os, sys
-    spec = importlib.util.spec_from_file_location("workdir", {path!r})
+    sys.path.insert(0, {root!r})  # the light vlprompt package, without vlprompt.engine's heavy imports
+    spec = importlib.util.spec_from_file_location("vlprompt.engine.workdir", {path!r})
     workdir = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(workdir)
     mode = sys.argv[2]
@@ -178,7 +179,7 @@ _HOLDER = textwrap.dedent("""
     except workdir.WorkDirLocked as err:
         print(err, flush=True)
         sys.exit(3)
-""").format(path=str(ROOT / "vlprompt" / "engine" / "workdir.py"))
+""").format(path=str(ROOT / "vlprompt" / "engine" / "workdir.py"), root=str(ROOT))
 
 
 def _env(inherit: bool) -> dict:
