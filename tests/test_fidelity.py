@@ -1,4 +1,5 @@
-"""MaPLe and PromptSRC against numbers from their official implementations (fp32, CPU).
+"""MaPLe and PromptSRC (and, for class names with underscores, CoOp, CoCoOp, KgCoOp and zero-shot
+CLIP) against numbers from their official implementations (fp32, CPU).
 
 ``tests/golden/official_maple_promptsrc.json`` holds what the authors' code computed (its NOTE
 says how) for a seeded random ViT-B/16, 4 seeded random images and 10 class names, with every
@@ -6,7 +7,12 @@ learnable parameter set from a seeded generator (the "manifest": official parame
 seed). Here the same backbone is built, the same values go into vlprompt's parameters (mapped by
 name), and logits, every loss term, gradients and the parameters after 3 SGD steps must agree.
 
-The whole file takes about 45 s on 2 CPU cores (one ViT-B/16 built once per module; 6 backward
+``tests/golden/official_underscore_names.json`` holds the official trainers' prompts and logits
+for 7 class names as the split files spell them (``american_bulldog``, ``Apply_Eye_Makeup``, ...):
+every official trainer writes them with spaces, and so must vlprompt (its NOTE says how they were
+made).
+
+The whole file takes about 90 s on 2 CPU cores (one ViT-B/16 built once per module; 6 backward
 passes for the training comparison).
 """
 
@@ -19,9 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from vlprompt.backbones import PreprocessCfg, PromptableCLIP, WeightsInfo, build_open_clip_model
-from vlprompt.learners import MaPLe, PromptSRC
+from vlprompt.datasets.templates import get_template
+from vlprompt.learners import CoCoOp, CoOp, KgCoOp, MaPLe, PromptSRC, ZeroShotCLIP
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_maple_promptsrc.json").read_text())
+UNDERSCORE = json.loads((Path(__file__).parent / "golden" / "official_underscore_names.json").read_text())
 LEARNERS = {"maple": MaPLe, "promptsrc": PromptSRC}
 TOL = 1e-4  # logits and losses, max abs difference (observed: ~2e-6)
 
@@ -54,6 +62,7 @@ def vitb16():
     torch.manual_seed(0)
     model = build_open_clip_model("ViT-B-16", quick_gelu=True)
     total = sum(v.double().sum().item() for v in model.state_dict().values() if v.is_floating_point())
+    assert UNDERSCORE["weights"]["float_sum"] == GOLDEN["weights"]["float_sum"], "both golden files: one backbone"
     assert total == pytest.approx(GOLDEN["weights"]["float_sum"], rel=1e-12, abs=1e-9), (
         "the seeded random ViT-B/16 is not the one the golden numbers were computed with "
         "(did open_clip's initialisation change?)"
@@ -203,3 +212,125 @@ def test_three_sgd_steps_match_the_official_trainer(method, vitb16, inputs):
     with torch.no_grad():
         logits = learner(inputs)
     assert max_diff(logits, golden["after_3_steps_eval"]["logits"]) < TOL
+
+
+# ------------------------------------------------------------------- class names with underscores
+#: golden entry -> how vlprompt builds the same learner (constructor, keyword arguments)
+UNDERSCORE_LEARNERS = {
+    "coop_end": (CoOp, dict(n_ctx=4, ctx_init="a photo of a", class_token_position="end")),
+    "coop_middle": (CoOp, dict(n_ctx=4, ctx_init="a photo of a", class_token_position="middle")),
+    "coop_front": (CoOp, dict(n_ctx=4, ctx_init="a photo of a", class_token_position="front")),
+    "coop_csc_random": (CoOp, dict(n_ctx=4, ctx_init="", class_specific=True)),
+    "cocoop": (CoCoOp, dict(n_ctx=4, ctx_init="a photo of a")),
+    "kgcoop": (KgCoOp, dict(n_ctx=4, ctx_init="a photo of a", w=8.0, template=get_template("oxford-pets", "kgcoop"))),
+    "maple": (MaPLe, {}),
+    "promptsrc": (PromptSRC, {}),
+}
+#: the largest differences measured against the official numbers (logits, losses), for the record
+UNDERSCORE_TOL = 1e-4
+
+
+def underscore_name(official: str) -> str:
+    """vlprompt's name of an official CoOp / CoCoOp / KgCoOp / MaPLe / PromptSRC learnable parameter."""
+    if official.startswith("prompt_learner.meta_net."):
+        return official.removeprefix("prompt_learner.")
+    if official == "prompt_learner.ctx":
+        return "ctx"
+    method = "maple" if "compound" in official or official.startswith("prompt_learner.proj") else "promptsrc"
+    return our_name(method, official)
+
+
+def build_underscore(key: str, clip: PromptableCLIP, **overrides):
+    """The vlprompt learner of golden entry ``key`` on the 7 names, with the golden parameter values."""
+    golden = UNDERSCORE[key]
+    cls, kwargs = UNDERSCORE_LEARNERS[key]
+    learner = cls(clip, UNDERSCORE["classnames"], **{**kwargs, **overrides})
+    params = dict(learner.named_parameters())
+    with torch.no_grad():
+        for entry in golden["manifest"]:
+            p = params[underscore_name(entry["name"])]
+            assert list(p.shape) == entry["shape"], entry["name"]
+            if entry["seed"] is not None:
+                g = torch.Generator().manual_seed(entry["seed"])
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    assert {k for k, p in learner.named_parameters() if p.requires_grad} == {
+        underscore_name(e["name"]) for e in golden["manifest"]}
+    return learner
+
+
+def test_the_underscore_case_is_the_split_files_spelling():
+    names = UNDERSCORE["classnames"]
+    assert len(names) == 7 and sum("_" in n for n in names) == 4
+    assert {"american_bulldog", "apple_pie", "Apply_Eye_Makeup", "sea_lion"} <= set(names)
+
+
+@pytest.mark.parametrize("key", sorted(UNDERSCORE_LEARNERS))
+def test_class_prompts_are_the_official_ones_for_underscore_names(key, vitb16):
+    """The tokens of every class prompt: the official tokenized prompt with the learned slots out."""
+    learner = build_underscore(key, vitb16)
+    assert learner.class_names == UNDERSCORE["classnames"], "names are kept as given"
+    n = learner.n_ctx
+    for ids, row in zip(learner.class_token_ids, UNDERSCORE[key]["tokenized_prompts"], strict=True):
+        assert ids[ids > 0].tolist() == row[:1] + row[1 + n :]
+
+
+def _eval(learner, images):
+    learner.eval()
+    with torch.no_grad():
+        return learner(images)
+
+
+@pytest.mark.parametrize("key", sorted(k for k in UNDERSCORE_LEARNERS if k not in ("maple", "promptsrc")))
+def test_coop_family_logits_match_the_official_trainers_for_underscore_names(key, vitb16, inputs):
+    golden = UNDERSCORE[key]
+    learner = build_underscore(key, vitb16)
+    assert max_diff(_eval(learner, inputs), golden["logits"]) < UNDERSCORE_TOL
+    if key == "kgcoop":
+        labels = torch.tensor(UNDERSCORE["labels"])
+        learner.train()
+        with torch.no_grad():
+            losses = learner.loss(inputs, labels)
+        ce = F.cross_entropy(torch.tensor(golden["logits"]), labels).item()
+        assert abs(losses["loss_ce"].item() - ce) < UNDERSCORE_TOL
+        assert abs(losses["loss_kg"].item() - 8.0 * golden["score"]) < UNDERSCORE_TOL
+        assert_summary(learner.clip_class_features, golden["clip_text_features"], "frozen template features")
+
+
+def test_coop_class_specific_with_ctx_init_is_the_official_shared_context(vitb16, inputs):
+    """Official CoOp applies CSC only to random init: with CTX_INIT the context is one shared copy."""
+    golden = UNDERSCORE["coop_csc_ctxinit"]
+    assert golden["opts"][golden["opts"].index("TRAINER.COOP.CSC") + 1] is True
+    with pytest.warns(UserWarning, match="class_specific=True is ignored with ctx_init='a photo of a'"):
+        learner = CoOp(vitb16, UNDERSCORE["classnames"], n_ctx=4, ctx_init="a photo of a", class_specific=True)
+    assert list(learner.ctx.shape) == golden["ctx"]["shape"] == [4, 512]
+    assert learner.hparams()["class_specific"] is False, "the checkpoint records what was built"
+    assert max_diff(_eval(learner, inputs), golden["logits"]) < UNDERSCORE_TOL
+
+
+def test_zero_shot_clip_matches_coops_zeroshot_trainer_for_underscore_names(vitb16, inputs):
+    golden = UNDERSCORE["zsclip"]
+    learner = ZeroShotCLIP(vitb16, UNDERSCORE["classnames"], templates=get_template("oxford-pets", "coop"))
+    assert_summary(learner.class_features, golden["text_features"], "zero-shot text features")
+    assert max_diff(_eval(learner, inputs), golden["logits"]) < UNDERSCORE_TOL
+
+
+def test_maple_matches_the_official_trainer_for_underscore_names(vitb16, inputs, monkeypatch):
+    golden = UNDERSCORE["maple"]
+    learner = build_underscore("maple", vitb16)
+    assert max_diff(_eval(learner, inputs), golden["logits"]) < UNDERSCORE_TOL
+    losses, _ = _loss_with_logits(learner, inputs, torch.tensor(UNDERSCORE["labels"]), monkeypatch)
+    assert abs(losses["loss_ce"].item() - golden["train"]["loss_ce"]) < UNDERSCORE_TOL
+
+
+def test_promptsrc_matches_the_official_trainer_for_underscore_names(vitb16, inputs, monkeypatch):
+    golden = UNDERSCORE["promptsrc"]
+    train = golden["train"]
+    learner = build_underscore("promptsrc", vitb16)
+    assert max_diff(_eval(learner, inputs), golden["logits"]) < UNDERSCORE_TOL
+    losses, seen = _loss_with_logits(learner, inputs, torch.tensor(UNDERSCORE["labels"]), monkeypatch)
+    for name, value in losses.items():
+        assert abs(value.item() - train[name]) < UNDERSCORE_TOL, (name, value.item(), train[name])
+    # the 60-template targets are built from the names with spaces too
+    assert_summary(learner.text_targets_raw, train["text_targets_raw"], "raw text targets", atol=1e-5)
+    zs = F.normalize(seen["frozen_image"], dim=-1)
+    assert max_diff(vitb16.logit_scale * zs @ learner.text_targets().t(), train["zero_shot_logits"]) < UNDERSCORE_TOL

@@ -140,6 +140,54 @@ def test_checkpoint_and_hparams_rebuild_the_same_learner(name, clip):
     assert torch.equal(_eval_logits(fresh, images), logits)
 
 
+#: class names as Dassl's split files spell them, and as every official trainer writes them in a prompt
+SPLIT_NAMES = ["american_bulldog", "Apply_Eye_Makeup", "annual crop land"]
+PROMPT_NAMES = ["american bulldog", "Apply Eye Makeup", "annual crop land"]
+
+
+@pytest.mark.parametrize("name", list_learners())
+def test_underscores_in_class_names_become_spaces_in_every_prompt(name, clip):
+    """Class tokens, frozen template features (KgCoOp, VPT, zero-shot, PromptSRC's targets), logits
+    and loss terms are those of the names with spaces; the names themselves are kept as given."""
+    images, labels = _batch(clip)
+    built = []
+    for names in (SPLIT_NAMES, PROMPT_NAMES):
+        torch.manual_seed(0)
+        learner = build_learner(name, clip, names)
+        learner.train()
+        losses = learner.loss(images, labels)
+        built.append((learner, {k: v.item() for k, v in losses.items()}, _eval_logits(learner, images)))
+    (split, split_losses, split_logits), (spaced, spaced_losses, spaced_logits) = built
+    assert split.class_names == SPLIT_NAMES
+    assert torch.equal(split.class_token_ids, spaced.class_token_ids)
+    assert torch.equal(split_logits, spaced_logits)
+    assert split_losses == spaced_losses
+
+
+def test_prompt_class_name_is_the_one_rule_and_zeroshot_reexports_the_features(clip):
+    import vlprompt.zeroshot
+    from vlprompt.learners import common
+
+    assert common.prompt_class_name("Apply_Eye_Makeup") == "Apply Eye Makeup"
+    assert common.prompt_class_name("boeing 737-800") == "boeing 737-800"
+    with pytest.raises(TypeError, match="got 3"):
+        common.prompt_class_name(3)
+    assert vlprompt.zeroshot.class_text_features is common.class_text_features
+    assert torch.equal(common.class_text_features(clip, SPLIT_NAMES, "a photo of a {}, a type of pet."),
+                       common.class_text_features(clip, PROMPT_NAMES, "a photo of a {}, a type of pet."))
+
+
+def test_learners_sit_below_zeroshot_and_the_engine():
+    """Importing the learners must not import vlprompt.zeroshot or the engine (which imports the learners)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vlprompt.learners; "
+            "bad = sorted(m for m in sys.modules if m in ('vlprompt.zeroshot', 'vlprompt.engine')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ---------------------------------------------------------------------------------------- CoOp
 def _official_coop_features(clip, ctx, names, position):
     """CoOp's published construction: tokenize "X X X X name." at the full 77-token context,
@@ -194,6 +242,16 @@ def test_coop_class_specific_context_is_per_class(clip):
     assert learner.ctx.grad[1:].abs().sum() == 0
     with pytest.raises(ValueError, match="class-specific"):
         learner.set_classes(NEW_NAMES)
+
+
+@pytest.mark.parametrize("cls", [CoOp, KgCoOp])
+def test_coop_class_specific_with_ctx_init_is_one_shared_context(clip, cls):
+    """Official CoOp (and KgCoOp) apply CSC only to random init: a phrase gives one shared context."""
+    with pytest.warns(UserWarning, match="class_specific=True is ignored with ctx_init='a photo of a'"):
+        learner = cls(clip, NAMES, n_ctx=4, ctx_init="a photo of a", class_specific=True)
+    assert learner.ctx.shape == (4, clip.text_width)
+    assert learner.hparams()["class_specific"] is False
+    learner.set_classes(NEW_NAMES)  # a shared context serves any class set
 
 
 # ---------------------------------------------------------------------------------------- CoCoOp

@@ -503,6 +503,23 @@ def test_published_recipes_in_the_configs():
     assert (vpt.model.learner.n_ctx, vpt.model.learner.depth, vpt.optim_wrapper.optimizer.lr) == (8, 12, 0.0025)
 
 
+def test_cross_dataset_recipes_follow_the_published_scripts():
+    """IVLP: the MaPLe repository's xd_train_ivlp.sh (IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml, 16 shots);
+    KgCoOp: its xd_train.sh (4 shots, all classes)."""
+    ivlp = _cfg("ivlp/imagenet_xd.py")
+    learner = ivlp.model.learner
+    assert (learner.n_ctx_text, learner.n_ctx_vision, learner.text_depth, learner.vision_depth) == (2, 2, 12, 12)
+    assert learner.ctx_init == "a photo of a"
+    assert (ivlp.optim_wrapper.optimizer.lr, ivlp.train_cfg.max_epochs, ivlp.train_dataloader.batch_size) == (
+        0.0035, 5, 4)
+    assert ivlp.train_dataloader.dataset.num_shots == ivlp.protocol.num_shots == 16
+    kg = _cfg("kgcoop/imagenet_xd.py")
+    assert kg.train_dataloader.dataset.num_shots == kg.protocol.num_shots == 4
+    assert kg.train_dataloader.dataset.subsample == "all" and kg.train_dataloader.dataset.name == "imagenet"
+    assert (kg.model.learner.n_ctx, kg.model.learner.w, kg.optim_wrapper.optimizer.lr) == (4, 8.0, 0.002)
+    assert (kg.train_cfg.max_epochs, kg.train_dataloader.batch_size) == (100, 128)
+
+
 def test_image_prompting_learners_refuse_a_resnet_backbone_by_name():
     from vlprompt.backbones import build_clip
     from vlprompt.learners import build_learner

@@ -8,43 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .backbones import ContextOverflowError, PromptableCLIP, build_clip, get_arch
+from .backbones import PromptableCLIP, build_clip, get_arch
+from .learners.common import class_text_features  # moved below the learners; re-exported here
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 
 ImageInput = torch.Tensor | Image.Image | Sequence[Image.Image]
-
-
-@torch.no_grad()
-def class_text_features(
-    backbone: PromptableCLIP,
-    class_names: Sequence[str],
-    templates: str | Sequence[str] = DEFAULT_TEMPLATE,
-    chunk_size: int = 1024,
-) -> torch.Tensor:
-    """Normalised ``(C, E)`` class embeddings; a template list is averaged as in CLIP's ensemble.
-
-    Each template's features are normalised, averaged over templates, and normalised again.
-    Prompts are encoded in chunks so 1000 classes x 60 templates fit in memory.
-    """
-    if isinstance(templates, str):
-        templates = [templates]
-    if not class_names:
-        raise ValueError("no class names given")
-    texts = [t.format(name) for name in class_names for t in templates]
-    try:
-        ids = backbone.tokenize(texts)
-    except ContextOverflowError as err:
-        raise ContextOverflowError(f"a class name is too long for the text tower: {err}") from None
-    feats = torch.cat(
-        [backbone.encode_text(ids[i : i + chunk_size], normalize=True) for i in range(0, len(ids), chunk_size)]
-    )
-    feats = feats.reshape(len(class_names), len(templates), -1).mean(dim=1)
-    return F.normalize(feats, dim=-1)
 
 
 class ZeroShotClassifier(nn.Module):
@@ -97,13 +69,36 @@ class PromptedClassifier:
     @torch.no_grad()
     def logits(self, images: ImageInput, class_names: Sequence[str]) -> torch.Tensor:
         """Logits ``(B, len(class_names))``."""
-        if list(class_names) != self.learner.class_names:
-            self.learner.set_classes(class_names)
-        return self.learner(self.backbone.prepare_images(images))
+        names = check_class_names(class_names)
+        batch = self.backbone.prepare_images(images)  # checked before the class prompts are rebuilt
+        if names != self.learner.class_names:
+            self.learner.set_classes(names)
+        return self.learner(batch)
 
     def classify(self, images: ImageInput, class_names: Sequence[str]) -> torch.Tensor:
-        """Probabilities ``(B, len(class_names))`` for a batch of images (tensors or PIL)."""
+        """Probabilities ``(B, len(class_names))`` for a batch of images: PIL images, ``(H, W, 3)``
+        uint8 numpy arrays or paths (preprocessed as the weights were trained), or a float tensor
+        already resized and normalised (used as given)."""
         return self.logits(images, class_names).softmax(dim=-1)
+
+
+def check_class_names(class_names: Any) -> list[str]:
+    """A non-empty list of distinct strings, or an error that says what is wrong with it."""
+    if isinstance(class_names, str):
+        raise TypeError(f"class_names must be a list of names, not the string {class_names!r} "
+                        f"(for one class: [{class_names!r}])")
+    if not isinstance(class_names, Sequence) or not class_names:
+        raise TypeError(f"class_names must be a non-empty list of strings, got {class_names!r}")
+    names = list(class_names)
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name.strip():
+            raise TypeError(f"class_names[{i}] = {name!r} is not a non-empty string")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ValueError(f"class_names[{seen[name]}] and class_names[{i}] are both {name!r}")
+        seen[name] = i
+    return names
 
 
 def load_prompted_clip(path_or_config: str | os.PathLike | Mapping[str, Any], **overrides: Any) -> PromptedClassifier:
@@ -118,9 +113,14 @@ def load_prompted_clip(path_or_config: str | os.PathLike | Mapping[str, Any], **
 
     device = overrides.pop("device", "cpu")
     if not isinstance(path_or_config, Mapping) and Path(path_or_config).suffix in (".safetensors", ".pth", ".pt"):
-        from .engine.checkpoint import load_learner
+        from .engine.checkpoint import BACKBONE_KEYS, load_learner
 
-        return PromptedClassifier(load_learner(path_or_config, device=device))
+        unknown = sorted(set(overrides) - {"backbone", "pretrained", "quick_gelu"})
+        if unknown:
+            raise TypeError(f"load_prompted_clip({str(path_or_config)!r}): unknown settings {unknown} for a "
+                            f"checkpoint (accepted: device, {', '.join(BACKBONE_KEYS[1:])}, backbone)")
+        backbone = {("name" if k == "backbone" else k): v for k, v in overrides.items()}
+        return PromptedClassifier(load_learner(path_or_config, device=device, backbone=backbone or None))
     cfg = dict(path_or_config) if isinstance(path_or_config, Mapping) else {"backbone": str(path_or_config)}
     cfg.update(overrides)
     try:

@@ -1,4 +1,5 @@
-# CoOp, base-to-novel recipe (research/methods-a.md §6.2): 4 context vectors from "a photo of a",
+# CoOp, base-to-novel recipe (KaiyangZhou/CoOp scripts/cocoop/base2new_train.sh with TRAINER=CoOp, CFG
+# vit_b16_ctxv1; vit_b16_ep50_ctxv1 for ImageNet): 4 context vectors from "a photo of a",
 # class token at the end, batch 32, SGD lr 0.002, 200 epochs (50 for ImageNet).
 from mmengine.config import read_base
 

@@ -9,8 +9,11 @@
 * :data:`IMAGENET_TEMPLATES`: PromptSRC's 60-template ensemble (textual diversity targets).
 * :data:`CLIP_IMAGENET_TEMPLATES`: the full 80 templates of CLIP's ImageNet notebook.
 
-Keys are vlprompt registry names (see :func:`vlprompt.datasets.list_datasets`). Class names are
-inserted as they are; CoOp-style learners replace underscores by spaces first.
+Keys are vlprompt registry names (see :func:`vlprompt.datasets.list_datasets`). Every learner and
+zero-shot path writes a class name into a template as
+:func:`vlprompt.learners.common.prompt_class_name` does (underscores become spaces:
+``american_bulldog`` -> ``a photo of a american bulldog, a type of pet.``), as every official
+trainer does; the datasets keep the names as their split files spell them.
 """
 
 from __future__ import annotations

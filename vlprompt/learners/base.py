@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import PromptableCLIP, build_clip
+from .common import prompt_class_name
 
 
 class PromptLearner(nn.Module):
@@ -93,9 +94,13 @@ class PromptLearner(nn.Module):
     def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
         """Token ids of the class prompts the learner's prompts are inserted into.
 
-        The default is ``"{name}."``, with :attr:`prompt_length` context slots reserved.
+        The default is ``"{name}."``, with :attr:`prompt_length` context slots reserved. Every
+        learner writes a class name as :func:`~vlprompt.learners.common.prompt_class_name` does
+        (``sea_lion`` -> ``sea lion``), as the official trainers do; :attr:`class_names` keeps the
+        names as given.
         """
-        return self._backbone.tokenize([f"{name}." for name in class_names], reserve=self.prompt_length)
+        names = [prompt_class_name(name) for name in class_names]
+        return self._backbone.tokenize([f"{name}." for name in names], reserve=self.prompt_length)
 
     def finish_init(self) -> None:
         """Subclasses call this at the end of ``__init__``, once their prompt sizes are known."""

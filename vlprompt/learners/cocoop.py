@@ -22,7 +22,7 @@ from torch import nn
 from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion
 from ..registry import LEARNERS
 from .base import PromptLearner
-from .coop import init_context
+from .common import init_context
 
 
 @LEARNERS.register_module(name="cocoop")

@@ -9,6 +9,7 @@ go first or in the middle of the context.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -17,24 +18,7 @@ from torch import nn
 from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion
 from ..registry import LEARNERS
 from .base import PromptLearner
-
-
-def init_context(
-    backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None, std: float = 0.02, width: int | None = None
-) -> tuple[torch.Tensor, int]:
-    """Context vectors ``(n, D)`` from the embeddings of ``ctx_init``'s words, or random N(0, std^2).
-
-    With an initial phrase, ``n`` is its number of tokens unless ``n_ctx`` asks for fewer (MaPLe
-    keeps the first two of "a photo of a"); the returned int is the number of phrase tokens.
-    """
-    width = width or backbone.text_width
-    if not ctx_init:
-        return torch.randn(n_ctx, width) * std, 0
-    words = backbone.tokenizer.encode(ctx_init.replace("_", " "))
-    n = min(n_ctx, len(words)) if n_ctx else len(words)
-    ids = torch.tensor(words[:n], device=backbone.device)
-    with torch.no_grad():
-        return backbone.embed_tokens(ids).float().cpu(), len(words)
+from .common import init_context
 
 
 @LEARNERS.register_module(name="coop")
@@ -47,7 +31,9 @@ class CoOp(PromptLearner):
         n_ctx: number of context vectors (ignored when ``ctx_init`` gives the words).
         ctx_init: initial phrase, e.g. ``"a photo of a"``; empty for random init.
         class_specific: one context per class (CSC) instead of a shared one; the class count
-            is then fixed at construction.
+            is then fixed at construction. Only with random init: as in the official CoOp (whose
+            ``CSC`` applies only when ``CTX_INIT`` is empty), a ``ctx_init`` phrase gives one shared
+            context, and ``class_specific`` is then ignored with a warning.
         class_token_position: ``"end"``, ``"middle"`` or ``"front"``.
     """
 
@@ -66,9 +52,13 @@ class CoOp(PromptLearner):
         if class_token_position not in ("end", "middle", "front"):
             raise ValueError(f"class_token_position must be end, middle or front, got {class_token_position!r}")
         ctx, _ = init_context(self.backbone, n_ctx, ctx_init)
+        if class_specific and ctx_init:
+            warnings.warn(f"CoOp: class_specific=True is ignored with ctx_init={ctx_init!r}: the context starts from "
+                          "the phrase and is shared by all classes, as in the official CoOp (CSC applies only to "
+                          "random init; set ctx_init='' for class-specific contexts)", UserWarning, stacklevel=2)
+            class_specific = False
         if class_specific:
-            ctx = ctx[None].repeat(len(class_names), 1, 1) if ctx_init else torch.randn(
-                len(class_names), n_ctx, self.backbone.text_width) * 0.02
+            ctx = torch.randn(len(class_names), n_ctx, self.backbone.text_width) * 0.02
         self.ctx = nn.Parameter(ctx.to(self.device))
         self.n_ctx = ctx.shape[-2]
         self.prompt_length = self.n_ctx

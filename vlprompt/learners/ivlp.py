@@ -25,43 +25,7 @@ from torch import nn
 from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts, TokenInsertion
 from ..registry import LEARNERS
 from .base import PromptLearner
-from .coop import init_context
-from .vpt import deep_prompts, layer_prompts, prompt_depth
-
-
-def phrase_context(backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None) -> torch.Tensor:
-    """``(n_ctx, D)`` context vectors: the first ``n_ctx`` token embeddings of ``ctx_init``, or
-    N(0, 0.02^2) without a phrase."""
-    if n_ctx < 1:
-        raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
-    ctx, n_words = init_context(backbone, n_ctx, ctx_init)
-    if ctx_init and n_words < n_ctx:
-        raise ValueError(
-            f"n_ctx={n_ctx} context vectors cannot start from {ctx_init!r}, which has {n_words} tokens; "
-            "use a longer phrase or ctx_init='' (random init)"
-        )
-    return ctx
-
-
-def phrase_class_token_ids(
-    backbone: PromptableCLIP, class_names: Sequence[str], ctx_init: str | None, n_ctx: int
-) -> torch.Tensor:
-    """Class prompt ids for ``n_ctx`` context vectors initialised from ``ctx_init``.
-
-    The published MaPLe / IVLP / PromptSRC code tokenizes ``"{ctx_init} {class}."`` and replaces
-    the first ``n_ctx`` phrase tokens by the learned vectors, so the phrase tokens past ``n_ctx``
-    stay in every prompt as fixed words: MaPLe's 2 vectors from "a photo of a" give
-    ``[SOS] [V]_1 [V]_2 of a {class} . [EOS]``. These are the ids of that prompt with the learned
-    slots removed (the vectors are inserted back at position 1), the tail zero-padded.
-    """
-    if not ctx_init:
-        return backbone.tokenize([f"{name}." for name in class_names], reserve=n_ctx)
-    phrase = ctx_init.replace("_", " ")
-    ids = backbone.tokenize([f"{phrase} {name}." for name in class_names])
-    words = backbone.tokenizer.encode(phrase)[:n_ctx]
-    if ids[:, 1 : 1 + n_ctx].ne(torch.tensor(words)).any():  # BPE splits at word boundaries: never
-        raise ValueError(f"the phrase {phrase!r} does not tokenize the same in front of the class names")
-    return torch.cat([ids[:, :1], ids[:, 1 + n_ctx :], ids.new_zeros(len(ids), n_ctx)], dim=1)
+from .common import deep_prompts, layer_prompts, phrase_class_token_ids, phrase_context, prompt_depth
 
 
 @LEARNERS.register_module(name="ivlp")

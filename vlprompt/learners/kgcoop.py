@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..backbones import PromptableCLIP
 from ..registry import LEARNERS
-from ..zeroshot import DEFAULT_TEMPLATE, class_text_features
+from .common import DEFAULT_TEMPLATE, class_text_features
 from .coop import CoOp
 
 

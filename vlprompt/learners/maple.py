@@ -29,8 +29,7 @@ from torch import nn
 from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts, TokenInsertion
 from ..registry import LEARNERS
 from .base import PromptLearner
-from .ivlp import phrase_class_token_ids, phrase_context
-from .vpt import deep_prompts, layer_prompts, prompt_depth
+from .common import deep_prompts, layer_prompts, phrase_class_token_ids, phrase_context, prompt_depth
 
 
 @LEARNERS.register_module(name="maple")

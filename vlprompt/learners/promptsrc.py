@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..backbones import PromptableCLIP
 from ..datasets.templates import IMAGENET_TEMPLATES
 from ..registry import LEARNERS
+from .common import prompt_class_name
 from .ivlp import IVLP
 
 
@@ -40,9 +41,10 @@ def template_ensemble(
 ) -> torch.Tensor:
     """``(C, E)`` fp32 mean over ``templates`` of the raw (unnormalised) frozen text features.
 
-    Runs outside autocast, in chunks of ``chunk_size`` prompts (1000 classes x 60 templates fit).
+    Runs outside autocast, in chunks of ``chunk_size`` prompts (1000 classes x 60 templates fit);
+    class names go through :func:`~vlprompt.learners.common.prompt_class_name` first.
     """
-    texts = [t.replace("{}", name) for name in class_names for t in templates]
+    texts = [t.replace("{}", prompt_class_name(name)) for name in class_names for t in templates]
     ids = backbone.tokenize(texts)
     device = backbone.device
     with torch.autocast(device_type=device.type, enabled=False):

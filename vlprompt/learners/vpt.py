@@ -8,7 +8,7 @@ the pre-transformer LayerNorm), and before each of the transformer layers ``1 ..
 classifier is the frozen text feature of ``"a photo of a {class}."``. The published setting is 8
 tokens in all 12 layers of ViT-B/16 (73,728 parameters).
 
-:func:`deep_prompts` makes the per-layer prompts of IVLP, PromptSRC and MaPLe too.
+The per-layer prompts come from :func:`vlprompt.learners.common.deep_prompts`, as IVLP's, PromptSRC's and MaPLe's do.
 """
 
 from __future__ import annotations
@@ -20,29 +20,8 @@ from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP
 from ..registry import LEARNERS
-from ..zeroshot import DEFAULT_TEMPLATE, class_text_features
 from .base import PromptLearner
-
-
-def prompt_depth(depth: int, *layers: int | None) -> int:
-    """The number of prompted layers: ``depth`` capped at the towers' layer counts.
-
-    A depth beyond the tower only adds prompts that never enter it (the published code creates
-    them and leaves them unused); they are not created here.
-    """
-    if depth < 0:
-        raise ValueError(f"prompt depth must be >= 0, got {depth}")
-    return min([depth, *(n for n in layers if n is not None)])
-
-
-def deep_prompts(n_ctx: int, width: int, depth: int, std: float = 0.02) -> nn.ParameterDict:
-    """Learned tokens ``(n_ctx, width)`` ~ N(0, std^2) for the layers ``1 .. depth-1``, keyed by layer."""
-    return nn.ParameterDict({str(layer): nn.Parameter(torch.randn(n_ctx, width) * std) for layer in range(1, depth)})
-
-
-def layer_prompts(deep: nn.ParameterDict) -> dict[int, torch.Tensor]:
-    """``{layer: tokens}`` for :class:`~vlprompt.backbones.TextPrompts` / ``ImagePrompts``."""
-    return {int(layer): tokens for layer, tokens in deep.items()}
+from .common import DEFAULT_TEMPLATE, class_text_features, deep_prompts, layer_prompts, prompt_class_name, prompt_depth
 
 
 @LEARNERS.register_module(name="vpt")
@@ -88,7 +67,7 @@ class VPT(PromptLearner):
         self.class_features = class_text_features(self.backbone, self.class_names, self.template)
 
     def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
-        return self.backbone.tokenize([self.template.format(n) for n in class_names])
+        return self.backbone.tokenize([self.template.format(prompt_class_name(n)) for n in class_names])
 
     def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         return self.class_features

@@ -13,8 +13,8 @@ import torch
 
 from ..backbones import PromptableCLIP
 from ..registry import LEARNERS
-from ..zeroshot import class_text_features
 from .base import PromptLearner
+from .common import class_text_features, prompt_class_name
 
 
 @LEARNERS.register_module(name="zsclip")
@@ -39,7 +39,7 @@ class ZeroShotCLIP(PromptLearner):
         self.class_features = class_text_features(self.backbone, self.class_names, self.templates)
 
     def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
-        return self.backbone.tokenize([self.templates[0].format(n) for n in class_names])
+        return self.backbone.tokenize([self.templates[0].format(prompt_class_name(n)) for n in class_names])
 
     def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         return self.class_features

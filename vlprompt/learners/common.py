@@ -1,0 +1,139 @@
+"""What several learners share: the class-name text, frozen class features, context and deep prompts.
+
+This module sits below every learner file (and below :mod:`vlprompt.zeroshot`, which re-exports
+:func:`class_text_features`): it imports only the backbones and the template table.
+
+Class names are kept as the split files spell them (``american_bulldog``, ``Apply_Eye_Makeup``) in
+datasets, checkpoints and results; only the text that is tokenized goes through
+:func:`prompt_class_name`, as in every official trainer (CoOp, CoCoOp, KgCoOp, MaPLe, IVLP, VPT,
+PromptSRC and CoOp's zero-shot CLIP all write ``name.replace("_", " ")`` before tokenizing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import ContextOverflowError, PromptableCLIP
+from ..datasets.templates import DEFAULT_TEMPLATE
+
+__all__ = [
+    "DEFAULT_TEMPLATE", "class_text_features", "deep_prompts", "init_context", "layer_prompts",
+    "phrase_class_token_ids", "phrase_context", "prompt_class_name", "prompt_depth",
+]
+
+
+def prompt_class_name(name: str) -> str:
+    """The text of a class name in a prompt: underscores become spaces (``sea_lion`` -> ``sea lion``)."""
+    if not isinstance(name, str):
+        raise TypeError(f"a class name must be a string, got {name!r} ({type(name).__name__})")
+    return name.replace("_", " ")
+
+
+@torch.no_grad()
+def class_text_features(
+    backbone: PromptableCLIP,
+    class_names: Sequence[str],
+    templates: str | Sequence[str] = DEFAULT_TEMPLATE,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """Normalised ``(C, E)`` class embeddings; a template list is averaged as in CLIP's ensemble.
+
+    Each template's features are normalised, averaged over templates, and normalised again.
+    Prompts are encoded in chunks so 1000 classes x 60 templates fit in memory. Class names go
+    through :func:`prompt_class_name` first.
+    """
+    if isinstance(templates, str):
+        templates = [templates]
+    if not class_names:
+        raise ValueError("no class names given")
+    texts = [t.format(prompt_class_name(name)) for name in class_names for t in templates]
+    try:
+        ids = backbone.tokenize(texts)
+    except ContextOverflowError as err:
+        raise ContextOverflowError(f"a class name is too long for the text tower: {err}") from None
+    feats = torch.cat(
+        [backbone.encode_text(ids[i : i + chunk_size], normalize=True) for i in range(0, len(ids), chunk_size)]
+    )
+    feats = feats.reshape(len(class_names), len(templates), -1).mean(dim=1)
+    return F.normalize(feats, dim=-1)
+
+
+# ------------------------------------------------------------------------------------------ context
+def init_context(
+    backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None, std: float = 0.02, width: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """Context vectors ``(n, D)`` from the embeddings of ``ctx_init``'s words, or random N(0, std^2).
+
+    With an initial phrase, ``n`` is its number of tokens unless ``n_ctx`` asks for fewer (MaPLe
+    keeps the first two of "a photo of a"); the returned int is the number of phrase tokens.
+    """
+    width = width or backbone.text_width
+    if not ctx_init:
+        return torch.randn(n_ctx, width) * std, 0
+    words = backbone.tokenizer.encode(ctx_init.replace("_", " "))
+    n = min(n_ctx, len(words)) if n_ctx else len(words)
+    ids = torch.tensor(words[:n], device=backbone.device)
+    with torch.no_grad():
+        return backbone.embed_tokens(ids).float().cpu(), len(words)
+
+
+def phrase_context(backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None) -> torch.Tensor:
+    """``(n_ctx, D)`` context vectors: the first ``n_ctx`` token embeddings of ``ctx_init``, or
+    N(0, 0.02^2) without a phrase."""
+    if n_ctx < 1:
+        raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
+    ctx, n_words = init_context(backbone, n_ctx, ctx_init)
+    if ctx_init and n_words < n_ctx:
+        raise ValueError(
+            f"n_ctx={n_ctx} context vectors cannot start from {ctx_init!r}, which has {n_words} tokens; "
+            "use a longer phrase or ctx_init='' (random init)"
+        )
+    return ctx
+
+
+def phrase_class_token_ids(
+    backbone: PromptableCLIP, class_names: Sequence[str], ctx_init: str | None, n_ctx: int
+) -> torch.Tensor:
+    """Class prompt ids for ``n_ctx`` context vectors initialised from ``ctx_init``.
+
+    The published MaPLe / IVLP / PromptSRC code tokenizes ``"{ctx_init} {class}."`` and replaces
+    the first ``n_ctx`` phrase tokens by the learned vectors, so the phrase tokens past ``n_ctx``
+    stay in every prompt as fixed words: MaPLe's 2 vectors from "a photo of a" give
+    ``[SOS] [V]_1 [V]_2 of a {class} . [EOS]``. These are the ids of that prompt with the learned
+    slots removed (the vectors are inserted back at position 1), the tail zero-padded.
+    """
+    names = [prompt_class_name(name) for name in class_names]
+    if not ctx_init:
+        return backbone.tokenize([f"{name}." for name in names], reserve=n_ctx)
+    phrase = ctx_init.replace("_", " ")
+    ids = backbone.tokenize([f"{phrase} {name}." for name in names])
+    words = backbone.tokenizer.encode(phrase)[:n_ctx]
+    if ids[:, 1 : 1 + n_ctx].ne(torch.tensor(words)).any():  # BPE splits at word boundaries: never
+        raise ValueError(f"the phrase {phrase!r} does not tokenize the same in front of the class names")
+    return torch.cat([ids[:, :1], ids[:, 1 + n_ctx :], ids.new_zeros(len(ids), n_ctx)], dim=1)
+
+
+# ------------------------------------------------------------------------------------- deep prompts
+def prompt_depth(depth: int, *layers: int | None) -> int:
+    """The number of prompted layers: ``depth`` capped at the towers' layer counts.
+
+    A depth beyond the tower only adds prompts that never enter it (the published code creates
+    them and leaves them unused); they are not created here.
+    """
+    if depth < 0:
+        raise ValueError(f"prompt depth must be >= 0, got {depth}")
+    return min([depth, *(n for n in layers if n is not None)])
+
+
+def deep_prompts(n_ctx: int, width: int, depth: int, std: float = 0.02) -> nn.ParameterDict:
+    """Learned tokens ``(n_ctx, width)`` ~ N(0, std^2) for the layers ``1 .. depth-1``, keyed by layer."""
+    return nn.ParameterDict({str(layer): nn.Parameter(torch.randn(n_ctx, width) * std) for layer in range(1, depth)})
+
+
+def layer_prompts(deep: nn.ParameterDict) -> dict[int, torch.Tensor]:
+    """``{layer: tokens}`` for :class:`~vlprompt.backbones.TextPrompts` / ``ImagePrompts``."""
+    return {int(layer): tokens for layer, tokens in deep.items()}
