@@ -104,8 +104,10 @@ def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
     """The data root: ``data_root`` if given, else ``$VLPROMPT_DATA``; an error when neither is set."""
     value = data_root if data_root not in (None, '') else os.environ.get(DATA_ENV)
     if not value:
-        raise DatasetError('data', f'no data root: pass data_root=... (or --data-root) or set ${DATA_ENV} '
-                                   'to the folder that holds the datasets (see datasets/README.md)')
+        raise DatasetError('data', f'no data root: set ${DATA_ENV} to the folder that holds the datasets, or pass '
+                                   '--cfg-options data_root=/path (tools/train.py, tools/test.py) or --data-root '
+                                   '/path (the sweep tools, tools/zero_shot.py, tools/prepare_data.py); layouts: '
+                                   'datasets/README.md')
     return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
 
 
