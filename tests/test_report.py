@@ -90,3 +90,22 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
     assert out.read_text() == text and "- coop: 2 runs, 0.2 min in all" in text
     with pytest.raises(SystemExit):
         compare_methods.main(["--methods", "maple", "--work-root", str(tmp_path)])
+
+
+def test_a_partial_sweep_adds_to_the_report_instead_of_replacing_it(tmp_path):
+    from vlprompt.evaluation.report import STD_NOTE, write_base2novel_report
+    from vlprompt.evaluation.sweep import save_result
+
+    for dataset in ("toy-shapes", "toy-hues"):
+        for seed in (1, 2):
+            run = {"dataset": dataset, "seed": seed, "base": 50.0 + seed, "novel": 40.0 + seed}
+            save_result(tmp_path / dataset / f"seed{seed}", {**run, "hm": harmonic_mean(run["base"], run["novel"])})
+    # a later sweep of one dataset and one seed, its run reused
+    again = {"dataset": "toy-hues", "seed": 1, "base": 51.0, "novel": 41.0, "hm": harmonic_mean(51.0, 41.0)}
+    files = write_base2novel_report([again], tmp_path, "coop", reused=[("toy-hues", 1)])
+    md = files["md"].read_text()
+    assert "| toy-shapes | 1,2 | 51.50 ± 0.50 | 41.50 ± 0.50 |" in md  # kept from the earlier sweep
+    assert "| toy-hues | 1 | 51.00 | 41.00 | 45.46 | reused |" in md
+    assert "| toy-hues | 2 | 52.00 | 42.00 | 46.47 | earlier sweep |" in md
+    assert STD_NOTE in md and "population standard deviation" in STD_NOTE
+    assert files["csv"].read_text().count("\n") == 1 + 2 * 3 + 1  # header, 2 datasets x (2 seeds + mean), average

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from .backbones import PromptableCLIP, build_clip, get_arch
 from .learners.common import class_text_features  # moved below the learners; re-exported here
 
 DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+class RandomWeightsWarning(UserWarning):
+    """A classifier was built with random weights without asking for them."""
 
 ImageInput = torch.Tensor | Image.Image | Sequence[Image.Image]
 
@@ -128,5 +133,11 @@ def load_prompted_clip(path_or_config: str | os.PathLike | Mapping[str, Any], **
     except KeyError as err:
         raise ValueError(f"cannot load a prompted CLIP from {path_or_config!r}: {err.args[0]}") from None
     pretrained = cfg.get("pretrained", next(iter(arch.local_weights), None))
+    if pretrained is None and "pretrained" not in cfg:
+        warnings.warn(
+            f"load_prompted_clip({path_or_config!r}): {arch.name} has no packaged weights, so this classifier has "
+            f"random weights and its predictions mean nothing; pass pretrained='openai' (an open_clip tag) or a "
+            f"weight file, or pretrained=None to ask for random weights",
+            RandomWeightsWarning, stacklevel=2)
     backbone = build_clip(arch.name, pretrained=pretrained, device=cfg.get("device", device))
     return PromptedClassifier(ZeroShotCLIP(backbone, ["object"], templates=cfg.get("templates", DEFAULT_TEMPLATE)))

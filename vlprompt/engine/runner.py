@@ -45,6 +45,33 @@ class ClassSetHook(Hook):
         self._set(runner, runner.test_dataloader)
 
 
+class PromptRunner(Runner):
+    """mmengine's Runner, logging the environment and the config once per work dir and process (a
+    training run builds more runners to test base and novel classes), with the device count named
+    for what it is."""
+
+    _env_logged: set[str] = set()
+
+    def _log_env(self, env_cfg: dict) -> None:  # noqa: D102
+        if self.work_dir in PromptRunner._env_logged:
+            self.logger.info(f"{self.experiment_name}: environment and config as logged above")
+            return
+        PromptRunner._env_logged.add(self.work_dir)
+        import torch
+        from mmengine.utils.dl_utils import collect_env
+
+        device = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "CPU only"
+        runtime = {**env_cfg, **self._randomness_cfg, "seed": self._seed, "launcher": self._launcher,
+                   "processes": self._world_size, "devices": device}
+        lines = [f"{k}: {v}" for k, v in collect_env().items()]
+        dash = "-" * 60
+        self.logger.info(f"\n{dash}\nSystem environment:\n    " + "\n    ".join(lines) +
+                         "\n\nRuntime environment:\n    " + "\n    ".join(f"{k}: {v}" for k, v in runtime.items()) +
+                         f"\n{dash}\n")
+        if self.cfg._cfg_dict:
+            self.logger.info(f"Config:\n{self.cfg.pretty_text}")
+
+
 def _build_dataset(cfg: dict) -> Any:
     cfg = copy.deepcopy(cfg)
     kind = cfg.pop("type")
@@ -120,7 +147,7 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         cfg.model_wrapper_cfg = cfg.get("model_wrapper_cfg") or compat.model_wrapper_cfg()
 
     os.makedirs(cfg.work_dir, exist_ok=True)
-    return Runner(
+    return PromptRunner(
         model=model,
         work_dir=cfg.work_dir,
         train_dataloader=loaders["train_dataloader"],
@@ -171,4 +198,9 @@ def evaluate(cfg: Config, checkpoint: str | os.PathLike | None, subsample: str |
         load_learned_into(runner.model, checkpoint)
     metrics = runner.test()
     model = runner_model(runner)
+    task = subsample or cfg.test_dataloader.dataset.get("subsample", "all")
+    top1 = next((v for k, v in metrics.items() if k.endswith("/top1")), None)
+    if top1 is not None:  # mmengine's test line does not say which classes it measured
+        runner.logger.info(f"test on the {task} classes of {cfg.test_dataloader.dataset.get('name')} "
+                           f"({len(model.class_names)} classes): top-1 {top1:.2f}")
     return metrics, model.metadata()

@@ -42,7 +42,8 @@ def base2novel_table(runs: Iterable[Mapping]) -> list[dict]:
             "base_std": statistics.pstdev(base) if len(base) > 1 else 0.0,
             "novel_std": statistics.pstdev(novel) if len(novel) > 1 else 0.0,
             "per_seed": [{"seed": r["seed"], "base": r["base"], "novel": r["novel"],
-                          "hm": harmonic_mean(r["base"], r["novel"])} for r in items],
+                          "hm": harmonic_mean(r["base"], r["novel"]), "origin": r.get("origin", "")}
+                         for r in items],
         })
     if len(rows) > 1:
         b = statistics.fmean(r["base"] for r in rows)
@@ -52,8 +53,12 @@ def base2novel_table(runs: Iterable[Mapping]) -> list[dict]:
     return rows
 
 
+STD_NOTE = "± is the population standard deviation over seeds (statistics.pstdev), as CoOp's parse_test_res.py."
+
+
 def markdown_table(rows: Sequence[Mapping], title: str | None = None, per_seed: bool = True) -> str:
-    """Base / novel / HM per dataset (mean over seeds, with per-seed values in a second table)."""
+    """Base / novel / HM per dataset (mean over seeds, with per-seed values in a second table; a run
+    dict with ``origin`` says whether it ran in this sweep, was reused, or comes from an earlier one)."""
     out = [f"### {title}\n"] if title else []
     out += ["| dataset | seeds | base | novel | HM |", "|---|---|---|---|---|"]
     for r in rows:
@@ -62,11 +67,14 @@ def markdown_table(rows: Sequence[Mapping], title: str | None = None, per_seed: 
         base = f"{r['base']:.2f}" + (f" ± {r['base_std']:.2f}" if r["base_std"] else "")
         novel = f"{r['novel']:.2f}" + (f" ± {r['novel_std']:.2f}" if r["novel_std"] else "")
         out.append(f"| {name} | {seeds} | {base} | {novel} | {r['hm']:.2f} |")
+    if any(r["base_std"] or r["novel_std"] for r in rows):
+        out += ["", STD_NOTE]
     if per_seed and any(r["per_seed"] for r in rows):
-        out += ["", "| dataset | seed | base | novel | HM |", "|---|---|---|---|---|"]
+        out += ["", "| dataset | seed | base | novel | HM | run |", "|---|---|---|---|---|---|"]
         for r in rows:
             for s in r["per_seed"]:
-                out.append(f"| {r['dataset']} | {s['seed']} | {s['base']:.2f} | {s['novel']:.2f} | {s['hm']:.2f} |")
+                out.append(f"| {r['dataset']} | {s['seed']} | {s['base']:.2f} | {s['novel']:.2f} | {s['hm']:.2f} "
+                           f"| {s.get('origin', '')} |")
     return "\n".join(out) + "\n"
 
 
@@ -117,9 +125,21 @@ def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.Path
     return path
 
 
-def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike, method: str) -> dict[str, Path]:
-    """``base2novel.md``, ``base2novel.csv`` and ``base2novel.png`` in ``out_dir``."""
-    rows = base2novel_table(runs)
+def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike, method: str,
+                            reused: Iterable[tuple[str, int]] = ()) -> dict[str, Path]:
+    """``base2novel.md``, ``base2novel.csv`` and ``base2novel.png`` in ``out_dir``, rebuilt from every
+    finished run under it: a partial sweep (one dataset, one seed) adds to the report instead of
+    replacing it. ``runs`` are this sweep's results (they win over the files); ``reused`` names the
+    (dataset, seed) pairs of them that were taken from an earlier sweep, and runs found only on disk
+    are marked as from an earlier sweep."""
+    from .sweep import read_base2novel_results
+
+    reused = set(reused)
+    merged = {(r["dataset"], r["seed"]): {**r, "origin": "earlier sweep"} for r in read_base2novel_results(out_dir)}
+    for r in runs:
+        key = (r["dataset"], r["seed"])
+        merged[key] = {**r, "origin": "reused" if key in reused else "this sweep"}
+    rows = base2novel_table(merged.values())
     out = Path(out_dir)
     return {
         "md": atomic_write_text(out / "base2novel.md", markdown_table(rows, f"{method}: base-to-novel")),

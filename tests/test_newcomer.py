@@ -1,0 +1,40 @@
+"""What a newcomer meets: random weights are never used silently, one environment dump per run,
+test lines that say which classes they measured (issue 18)."""
+
+import sys
+import uuid
+import warnings
+from pathlib import Path
+
+import pytest
+
+import vlprompt
+from vlprompt.zeroshot import RandomWeightsWarning
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+def test_random_weights_warn_unless_asked_for():
+    with pytest.warns(RandomWeightsWarning, match=r"test-tiny has no packaged weights, so this classifier has "
+                                                  r"random weights .* pass pretrained='openai'"):
+        vlprompt.load_prompted_clip("test-tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RandomWeightsWarning)
+        vlprompt.load_prompted_clip("test-tiny", pretrained=None)  # asked for: no warning
+        vlprompt.load_prompted_clip("toy")  # packaged weights
+
+
+def test_one_train_run_logs_the_environment_once_and_labels_base_and_novel(tmp_path):
+    import train as train_tool
+
+    work = tmp_path / "run"
+    train_tool.main([str(ROOT / "configs/coop/toy_shapes.py"), "--work-dir", str(work), "--cfg-options",
+                     "model.backbone.name=test-tiny", "model.backbone.pretrained=None",
+                     "train_dataloader.dataset.num_shots=1", "train_cfg.max_epochs=1",
+                     f"experiment_name=run_{uuid.uuid4().hex[:8]}"])
+    logs = "".join(p.read_text() for p in work.rglob("*.log"))
+    assert logs.count("System environment:") == 1 and logs.count("Config:\n") == 1
+    assert "GPU number" not in logs and "devices: CPU only" in logs
+    assert "test on the base classes of toy-shapes (20 classes): top-1" in logs
+    assert "test on the novel classes of toy-shapes (20 classes): top-1" in logs
