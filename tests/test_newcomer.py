@@ -38,3 +38,25 @@ def test_one_train_run_logs_the_environment_once_and_labels_base_and_novel(tmp_p
     assert "GPU number" not in logs and "devices: CPU only" in logs
     assert "test on the base classes of toy-shapes (20 classes): top-1" in logs
     assert "test on the novel classes of toy-shapes (20 classes): top-1" in logs
+
+
+def test_tensorboard_switch_says_how_to_install_it(monkeypatch):
+    from vlprompt.engine.runner import with_tensorboard
+    from vlprompt.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r'tensorboard=True: the tensorboard package is not installed; '
+                                          r'pip install -e "\.\[tensorboard\]"'):
+        with_tensorboard(None)
+
+
+def test_tensorboard_switch_writes_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    import train as train_tool
+
+    work = tmp_path / "run"
+    train_tool.main([str(ROOT / "configs/coop/toy_shapes.py"), "--work-dir", str(work), "--no-test", "--cfg-options",
+                     "model.backbone.name=test-tiny", "model.backbone.pretrained=None", "tensorboard=True",
+                     "train_dataloader.dataset.num_shots=1", "train_cfg.max_epochs=1", "default_hooks.logger.interval=1",
+                     f"experiment_name=run_{uuid.uuid4().hex[:8]}"])
+    assert list(work.rglob("vis_data/events.out.tfevents.*")) and list(work.rglob("vis_data/scalars.json"))

@@ -15,6 +15,7 @@ default_hooks = dict(
 env_cfg = dict(cudnn_benchmark=False, mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
                dist_cfg=dict(backend="nccl"))
 visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend)])
+tensorboard = False  # True (or --tensorboard): also write TensorBoard events (pip install -e ".[tensorboard]")
 log_processor = dict(by_epoch=True, window_size=10)
 log_level = "INFO"
 load_from = None

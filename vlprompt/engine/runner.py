@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 
 from ..backbones import get_arch
 from ..datasets.checks import check_images, check_loader_settings
+from ..errors import ConfigError
 from . import compat
 from .checkpoint import check_work_dir_run, find_resume_checkpoint
 from .config import load_config  # noqa: F401  (re-exported: vlprompt.engine.runner.load_config)
@@ -78,6 +79,24 @@ def _build_dataset(cfg: dict) -> Any:
     if callable(kind):
         return kind(**cfg)
     return DATASETS.build(dict(type=kind, **cfg))
+
+
+def with_tensorboard(visualizer: dict | None) -> dict:
+    """The visualizer config with mmengine's TensorBoard back-end added (scalars go to
+    ``<work_dir>/<timestamp>/vis_data/`` as events beside ``scalars.json``)."""
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+    except ImportError:
+        raise ConfigError('tensorboard=True: the tensorboard package is not installed; '
+                          'pip install -e ".[tensorboard]"') from None
+    from mmengine.visualization import TensorboardVisBackend, Visualizer
+
+    visualizer = dict(visualizer or dict(type=Visualizer, vis_backends=[]))
+    backends = list(visualizer.get("vis_backends") or [])
+    if not any(b.get("type") in (TensorboardVisBackend, "TensorboardVisBackend") for b in backends):
+        backends.append(dict(type=TensorboardVisBackend))
+    visualizer["vis_backends"] = backends
+    return visualizer
 
 
 def build_runner(cfg: Config, launcher: str = "none") -> Runner:
@@ -146,6 +165,10 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         dist_cfg["backend"] = compat.dist_backend(dist_cfg.get("backend"))
         cfg.model_wrapper_cfg = cfg.get("model_wrapper_cfg") or compat.model_wrapper_cfg()
 
+    visualizer = copy.deepcopy(cfg.get("visualizer"))
+    if cfg.get("tensorboard"):
+        visualizer = with_tensorboard(visualizer)
+
     os.makedirs(cfg.work_dir, exist_ok=True)
     return PromptRunner(
         model=model,
@@ -168,7 +191,7 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         env_cfg=env_cfg or dict(dist_cfg=dict(backend="gloo")),
         log_processor=cfg.get("log_processor"),
         log_level=cfg.get("log_level", "INFO"),
-        visualizer=cfg.get("visualizer"),
+        visualizer=visualizer,
         default_scope=cfg.get("default_scope", "mmengine"),
         randomness=cfg.get("randomness", dict(seed=None)),
         experiment_name=cfg.get("experiment_name"),
