@@ -111,19 +111,21 @@ def _train_until(work_dir: Path, stop_after: int, epochs: int) -> None:
             if runner.epoch + 1 >= stop_after:  # runner.epoch counts finished epochs after this hook
                 raise _Stop
 
-    original = train_tool.build_runner
+    import vlprompt.engine as engine  # tools/train.py takes build_runner from here when main() runs
+
+    original = engine.build_runner
 
     def build_with_stop(cfg, launcher="none"):
         runner = original(cfg, launcher)
         runner.register_hook(StopAfter())
         return runner
 
-    train_tool.build_runner = build_with_stop
+    engine.build_runner = build_with_stop
     try:
         with pytest.raises(_Stop):
             _train(work_dir, epochs=epochs)
     finally:
-        train_tool.build_runner = original
+        engine.build_runner = original
 
 
 def test_nan_loss_stops_with_the_step(tmp_path):

@@ -57,6 +57,6 @@ def test_tensorboard_switch_writes_events(tmp_path):
     work = tmp_path / "run"
     train_tool.main([str(ROOT / "configs/coop/toy_shapes.py"), "--work-dir", str(work), "--no-test", "--cfg-options",
                      "model.backbone.name=test-tiny", "model.backbone.pretrained=None", "tensorboard=True",
-                     "train_dataloader.dataset.num_shots=1", "train_cfg.max_epochs=1", "default_hooks.logger.interval=1",
-                     f"experiment_name=run_{uuid.uuid4().hex[:8]}"])
+                     "train_dataloader.dataset.num_shots=1", "train_cfg.max_epochs=1",
+                     "default_hooks.logger.interval=1", f"experiment_name=run_{uuid.uuid4().hex[:8]}"])
     assert list(work.rglob("vis_data/events.out.tfevents.*")) and list(work.rglob("vis_data/scalars.json"))

@@ -177,14 +177,16 @@ def test_diverged_parameters_are_never_saved(tmp_path, monkeypatch):
                 with torch.no_grad():
                     runner.model.learner.ctx[:2] = float("inf")
 
-    original = train_tool.build_runner
+    import vlprompt.engine as engine  # tools/train.py takes build_runner from here when main() runs
+
+    original = engine.build_runner
 
     def build(cfg, launcher="none"):
         runner = original(cfg, launcher)
         runner.register_hook(Diverge())
         return runner
 
-    monkeypatch.setattr(train_tool, "build_runner", build)
+    monkeypatch.setattr(engine, "build_runner", build)
     work = tmp_path / "run"
     with pytest.raises(FloatingPointError, match=r"the learned parameter ctx holds \d+ of \d+ non-finite values "
                                                  r"after epoch 2 \(training step 2\); epoch_2.pth is not written"):

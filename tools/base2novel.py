@@ -19,21 +19,26 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
 
-from vlprompt.datasets import BASE2NOVEL_DATASETS
-from vlprompt.evaluation.report import base2novel_table, harmonic_mean, markdown_table, write_base2novel_report
-from vlprompt.evaluation.sweep import SweepRun, config_path, plan_runs, read_top1, run_logged, run_or_reuse, took
+if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
+    from vlprompt.evaluation.sweep import SweepRun
 
 
 def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> SweepRun:
     """The run of ``method`` on ``dataset`` with ``seed``, in ``run_dir``."""
+    from vlprompt.evaluation.sweep import SweepRun, config_path
+
     return SweepRun(run_dir, config_path(method, dataset), [f"randomness.seed={seed}", *options])
 
 
 def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
     """Train (unless zero-shot), test base and novel; returns the run's result."""
+    from vlprompt.evaluation.report import harmonic_mean
+    from vlprompt.evaluation.sweep import read_top1, run_logged
+
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
     config = str(run.config_file)
     log = run_dir / "sweep.log"
@@ -59,11 +64,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/base2novel"))
     parser.add_argument("--data-root", default=None, help="benchmarks' root (default: $VLPROMPT_DATA)")
-    parser.add_argument("--cfg-options", nargs="+", default=[], help="passed on to every run")
+    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
     parser.add_argument("--overwrite", action="store_true",
                         help="retrain finished runs whose recorded config differs from this sweep's (matching "
                              "ones are still reused)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from tqdm import tqdm
+
+    from vlprompt.datasets import BASE2NOVEL_DATASETS
+    from vlprompt.evaluation.report import base2novel_table, markdown_table, write_base2novel_report
+    from vlprompt.evaluation.sweep import config_path, plan_runs, run_or_reuse, took
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:  # every config must exist before the first run starts
@@ -75,21 +86,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for d in datasets for s in args.seeds]
     plan_runs([run for *_, run in jobs], args.overwrite)  # every run checked before the first one trains
     start = time.perf_counter()
-    reused = 0
+    reused = []
     with tqdm(jobs, desc=f"{args.method} base-to-novel", unit="run") as bar:
         for dataset, seed, run in bar:
             bar.set_postfix_str(f"{dataset} seed {seed}")
             result, was_reused = run_or_reuse(run, partial(run_one, args.method, dataset, seed, run), args.overwrite)
-            reused += was_reused
+            if was_reused:
+                reused.append((dataset, seed))
             runs.append(result)
             tqdm.write(f"{dataset} seed {seed}: base {result['base']:.2f}  novel {result['novel']:.2f}  "
                        f"HM {result['hm']:.2f}  ({took(result, was_reused)})")
-    files = write_base2novel_report(runs, out_dir, args.method)
+    files = write_base2novel_report(runs, out_dir, args.method, reused)
     print(markdown_table(base2novel_table(runs), f"{args.method}: base-to-novel", per_seed=False))
-    print(f"{len(runs)} runs ({reused} reused) in {time.perf_counter() - start:.0f} s; tables: {files['md']}, "
+    print(f"{len(runs)} runs ({len(reused)} reused) in {time.perf_counter() - start:.0f} s; tables: {files['md']}, "
           f"{files['csv']}; plot: {files['png']}")
     return runs
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

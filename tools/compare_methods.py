@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.report import comparison_table
-from vlprompt.evaluation.sweep import read_base2novel_results
+from vlprompt.cli import add_debug_argument, run_tool
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -24,7 +22,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--datasets", nargs="+", default=None, help="only these datasets (default: all found)")
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/base2novel"))
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from vlprompt.engine.results import atomic_write_text
+    from vlprompt.evaluation.report import comparison_table
+    from vlprompt.evaluation.sweep import read_base2novel_results
 
     runs, lines = {}, []
     for method in args.methods:
@@ -44,4 +46,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

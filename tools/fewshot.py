@@ -21,12 +21,12 @@ import statistics
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
 
-from vlprompt.datasets import BASE2NOVEL_DATASETS
-from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.sweep import SweepRun, config_path, plan_runs, read_top1, run_logged, run_or_reuse, took
+if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
+    from vlprompt.evaluation.sweep import SweepRun
 
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 
@@ -39,6 +39,8 @@ def epochs_for(dataset: str, shots: int) -> int:
 def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
               epochs: int | None) -> SweepRun:
     """The run of ``method`` on K = ``shots`` shots of every class of ``dataset`` with ``seed``."""
+    from vlprompt.evaluation.sweep import SweepRun, config_path
+
     opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
             "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
             f"train_cfg.max_epochs={epochs or epochs_for(dataset, shots)}", "protocol.name=fewshot",
@@ -48,6 +50,8 @@ def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, o
 
 def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> dict:
     """Train on K shots of every class and test on every class; returns the run's result."""
+    from vlprompt.evaluation.sweep import read_top1, run_logged
+
     run_dir = run.run_dir.resolve()  # the command runs in the repository root
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
                 "--cfg-options", *run.options], run_dir / "sweep.log")
@@ -65,6 +69,9 @@ def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
 
 
 def write_report(runs: list[dict], out_dir: Path, method: str) -> None:
+    """Write ``fewshot.md``, ``.csv`` and ``.png`` to ``out_dir`` and print the table."""
+    from vlprompt.engine.results import atomic_write_text
+
     summary = summarize(runs)
     shots = sorted({r["shots"] for r in runs})
     md = [f"### {method}: few-shot top-1 (all classes, mean ± std over seeds)\n",
@@ -111,11 +118,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=None, help="override the per-shot schedule")
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/fewshot"))
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--cfg-options", nargs="+", default=[])
+    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
     parser.add_argument("--overwrite", action="store_true",
                         help="retrain finished runs whose recorded config differs from this sweep's (matching "
                              "ones are still reused)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from tqdm import tqdm
+
+    from vlprompt.datasets import BASE2NOVEL_DATASETS
+    from vlprompt.evaluation.sweep import config_path, plan_runs, run_or_reuse, took
+
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:
         config_path(args.method, dataset)
@@ -137,4 +150,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+from vlprompt.cli import add_debug_argument, run_tool  # noqa: E402
 from vlprompt.toyworld import (  # noqa: E402
     DEFAULT_SEED,
     TOY_ALL,
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"datasets to generate (default: all of {', '.join(TOY_ALL)})")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--force", action="store_true", help="regenerate even if a complete copy exists")
+    add_debug_argument(ap)
     args = ap.parse_args(argv)
 
     root = toy_root(args.root)
@@ -67,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_tool(main))

@@ -15,12 +15,12 @@ import argparse
 import os
 import sys
 
-from vlprompt.datasets import BENCHMARKS, DATA_ENV, canonical_name, list_datasets
-from vlprompt.datasets.verify import format_reports, verify_dataset
+from vlprompt.cli import DATA_ENV, add_debug_argument, run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Check datasets on disk (see datasets/README.md).')
+    add_debug_argument(parser)  # before or after the command: run_tool reads it from the command line
     sub = parser.add_subparsers(dest='command', required=True)
     verify = sub.add_parser('verify', help='check that datasets are present and complete')
     verify.add_argument('--data-root', default=None, help=f'folder holding the datasets (default: ${DATA_ENV})')
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     verify.add_argument('--strict', action='store_true', help='also fail when counts differ from the published')
     verify.add_argument('--workers', type=int, default=None, help='threads used to decode images')
     verify.add_argument('--no-progress', action='store_true', help='no progress bars')
+    add_debug_argument(verify)
     return parser.parse_args(argv)
 
 
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if not data_root:
         print(f'error: no data root; pass --data-root or set ${DATA_ENV}', file=sys.stderr)
         return 2
+    from vlprompt.datasets import BENCHMARKS, canonical_name, list_datasets
+    from vlprompt.datasets.verify import format_reports, verify_dataset
+
     if args.datasets is None:
         names = list(BENCHMARKS)
     elif args.datasets == ['all']:
@@ -66,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -18,32 +18,39 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from tqdm import tqdm
+from vlprompt.cli import add_debug_argument, run_tool
 
-from vlprompt.backbones.archs import WEIGHTS_DIR
-from vlprompt.toyworld.pretrain import PretrainConfig, pretrain_clip, save_pretrained
+#: the options that set a field of PretrainConfig; unset ones keep the recipe's default
+RECIPE_FIELDS = ("arch", "steps", "batch_size", "lr", "warmup_steps", "seed", "max_minutes", "aux_weight")
 
 
 def main(argv: list[str] | None = None) -> None:
-    defaults = PretrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR / "toy_clip.safetensors")
-    parser.add_argument("--arch", default=defaults.arch)
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--aux-weight", type=float, default=defaults.aux_weight,
+    """Parse arguments, pretrain, write the checkpoint and its loss log."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Unset recipe options keep PretrainConfig's defaults "
+                                            "(vlprompt/toyworld/pretrain.py).")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: vlprompt/weights/toy_clip.safetensors (the packaged tiny CLIP)")
+    parser.add_argument("--arch", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--warmup-steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--aux-weight", type=float, default=None,
                         help="weight of the attribute heads' loss (0: contrastive loss only)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop early after this long")
     parser.add_argument("--workers", type=int, default=1, help="processes that generate pairs")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from tqdm import tqdm
 
-    cfg = PretrainConfig(
-        arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=args.warmup_steps, seed=args.seed, max_minutes=args.max_minutes, aux_weight=args.aux_weight,
-    )
+    from vlprompt.backbones.archs import WEIGHTS_DIR
+    from vlprompt.toyworld.pretrain import PretrainConfig, pretrain_clip, save_pretrained
+
+    if args.out is None:
+        args.out = WEIGHTS_DIR / "toy_clip.safetensors"
+    cfg = PretrainConfig(**{k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None})
     print(json.dumps(asdict(cfg)))
     log_path = args.out.with_name(args.out.name + ".log.jsonl")
     start = time.perf_counter()
@@ -65,4 +72,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -13,11 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmengine.config import DictAction
-from mmengine.dist import is_main_process
-
-from vlprompt.engine import evaluate, load_config
-from vlprompt.engine.results import write_results
+from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,14 +23,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--subsample", choices=["base", "novel", "new", "all"], default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON")
     parser.add_argument("--work-dir", default=None)
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction)
+    add_cfg_options(parser)
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from mmengine.dist import is_main_process
 
-    cfg = load_config(args.config, args.work_dir, args.cfg_options)
+    from vlprompt.backbones.checkpoint import CheckpointError
+    from vlprompt.engine import evaluate, load_config
+    from vlprompt.engine.results import write_results
+
+    cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options))
     checkpoint = None if args.checkpoint == "none" else Path(args.checkpoint)
     if checkpoint is not None and not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        what = "is a folder, not a file" if checkpoint.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint not found: {checkpoint} {what} (give an epoch_N.pth or "
+                              "learned.safetensors from a work dir, or 'none' for zero-shot CLIP)")
     metrics, model = evaluate(cfg, checkpoint, args.subsample, launcher=args.launcher)
     if args.out and is_main_process():
         if args.subsample:
@@ -44,4 +48,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

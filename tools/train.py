@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mmengine.config import Config, DictAction
-from mmengine.dist import is_main_process
+from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
 
-from vlprompt.engine import LEARNED_FILE, build_runner, evaluate, load_config
-from vlprompt.engine.results import write_results
-from vlprompt.engine.workdir import work_dir_lock
-from vlprompt.evaluation.report import harmonic_mean
+if TYPE_CHECKING:  # torch, mmengine and vlprompt.engine are imported after the arguments are parsed
+    from mmengine.config import Config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,10 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from CKPT, or from the work dir's last checkpoint when no path is given")
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16) on GPU")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, help="override config keys: key=value")
+    add_cfg_options(parser)
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--no-test", action="store_true", help="skip the evaluation after training")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
@@ -56,7 +55,10 @@ def enable_amp(cfg: Config) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.work_dir, args.cfg_options)
+    from vlprompt.engine import build_runner, load_config
+    from vlprompt.engine.workdir import work_dir_lock
+
+    cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options))
     if args.amp:
         enable_amp(cfg)
     if args.resume == "auto":
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 def test_after_training(cfg: Config, launcher: str) -> dict:
     """Evaluate the last-epoch model; a base-to-novel run is tested on base and on novel classes."""
+    from mmengine.dist import is_main_process
+
+    from vlprompt.engine import LEARNED_FILE, evaluate
+    from vlprompt.engine.results import write_results
+    from vlprompt.evaluation.report import harmonic_mean
+
     learned = Path(cfg.work_dir) / LEARNED_FILE
     subsample = cfg.test_dataloader.dataset.get("subsample", "all")
     if (cfg.get("protocol") or {}).get("name") == "base2novel" and subsample == "base":
@@ -95,4 +103,4 @@ def test_after_training(cfg: Config, launcher: str) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

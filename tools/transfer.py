@@ -22,22 +22,26 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, UsageError, add_cfg_options, add_debug_argument, run_tool
 
-from vlprompt.datasets import get_protocol
-from vlprompt.engine.results import atomic_write_text
-from vlprompt.evaluation.sweep import REPO_ROOT, SweepRun, plan_runs, read_top1, run_logged, run_or_reuse, took
+if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
+    from vlprompt.evaluation.sweep import SweepRun
 
 
 def sweep_run(protocol, seed: int, run_dir: Path, source_cfg: Path, options: list[str]) -> SweepRun:
     """The source training with ``seed`` in ``run_dir`` (its outputs without a result file: an older sweep's)."""
+    from vlprompt.evaluation.sweep import SweepRun
+
     legacy = ("learned.safetensors", *(f"test_{t.dataset}.json" for t in protocol.targets))
     return SweepRun(run_dir, source_cfg, [f"randomness.seed={seed}", *options], legacy_outputs=legacy)
 
 
 def run_seed(method: str, protocol, seed: int, run: SweepRun) -> dict:
     """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``."""
+    from vlprompt.evaluation.sweep import read_top1, run_logged
+
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
     opts = list(run.options)
     learned = run_dir / "learned.safetensors"
@@ -55,6 +59,9 @@ def run_seed(method: str, protocol, seed: int, run: SweepRun) -> dict:
 
 
 def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path, method: str) -> str:
+    """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table."""
+    from vlprompt.engine.results import atomic_write_text
+
     targets = [t.dataset for t in protocol.targets]
     mean = {t: statistics.fmean(acc[t] for acc in per_seed.values()) for t in targets}
     average = statistics.fmean(mean[t] for t in protocol.average) if protocol.average else None
@@ -85,12 +92,21 @@ def main(argv: list[str] | None = None) -> dict:
                         help="default: configs/<method>/<source dataset>_xd.py")
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/transfer"))
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--cfg-options", nargs="+", default=[])
+    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
     parser.add_argument("--overwrite", action="store_true",
                         help="retrain finished seeds whose recorded config differs from this sweep's (matching "
                              "ones are still reused)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    protocol = get_protocol(args.protocol)
+    from tqdm import tqdm
+
+    from vlprompt.datasets import get_protocol
+    from vlprompt.evaluation.sweep import REPO_ROOT, plan_runs, run_or_reuse, took
+
+    try:
+        protocol = get_protocol(args.protocol)
+    except ValueError as err:  # an unknown name: the message lists the known ones
+        raise UsageError(f"--protocol {args.protocol}: {err}") from None
     source_cfg = args.source_config or (
         REPO_ROOT / "configs" / args.method / f"{protocol.source.dataset.replace('-', '_')}_xd.py")
     if not Path(source_cfg).is_file():
@@ -113,4 +129,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -18,22 +18,12 @@ import os
 import time
 from pathlib import Path
 
-import torch
-
-from vlprompt.backbones import build_clip, get_arch
-from vlprompt.datasets import (
-    IMAGENET_TEMPLATES,
-    IMAGENET_TEMPLATES_SELECT,
-    build_dataset,
-    build_test_transform,
-    get_template,
-)
-from vlprompt.datasets.toyworld import TOY_DATASETS
-from vlprompt.evaluation import extract_features, linear_probe_accuracy
-from vlprompt.zeroshot import class_text_features
+from vlprompt.cli import DATA_ENV, UsageError, add_debug_argument, run_tool
 
 
 def _templates(kind: str, dataset: str) -> str | list[str]:
+    from vlprompt.datasets import IMAGENET_TEMPLATES, IMAGENET_TEMPLATES_SELECT, get_template
+
     return {
         "photo": "a photo of a {}.",
         "select": IMAGENET_TEMPLATES_SELECT,
@@ -45,8 +35,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="toy")
     parser.add_argument("--pretrained", default=None, help="tag or weight file (default: the packaged one)")
-    parser.add_argument("--datasets", nargs="+", default=list(TOY_DATASETS))
-    parser.add_argument("--data-root", default=None, help="benchmarks' root (default: $VLPROMPT_DATA)")
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                        help="registry names (default: the toy datasets)")
+    parser.add_argument("--data-root", default=None, help=f"benchmarks' root (default: ${DATA_ENV})")
     parser.add_argument("--templates", default="photo", choices=["photo", "dataset", "select", "ensemble"],
                         help="'a photo of a {}.', the dataset's hand-written one, the 7 selected or the 60 "
                              "ImageNet templates")
@@ -54,10 +45,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda when a GPU is available, else cpu")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
+    import torch
 
+    from vlprompt.backbones import build_clip, get_arch
+    from vlprompt.datasets import build_dataset, build_test_transform, canonical_name
+    from vlprompt.datasets.toyworld import TOY_DATASETS
+    from vlprompt.evaluation import extract_features, linear_probe_accuracy
+    from vlprompt.zeroshot import class_text_features
+
+    if args.datasets is None:
+        args.datasets = list(TOY_DATASETS)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    for name in args.datasets:  # a typo stops the tool before the CLIP is built
+        try:
+            canonical_name(name)
+        except KeyError as err:
+            raise UsageError(f"--datasets {name}: {err.args[0]}") from None
     arch = get_arch(args.backbone)
     pretrained = args.pretrained or next(iter(arch.local_weights), None)
     clip = build_clip(args.backbone, pretrained=pretrained, device=args.device)
@@ -118,4 +126,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -1,0 +1,146 @@
+"""What every command-line tool in ``tools/`` shares: one-line errors and a fast start.
+
+A tool's ``if __name__ == "__main__":`` calls :func:`run_tool` with its ``main``. An expected
+error, one that means the input is wrong (any :class:`~vlprompt.errors.UserError`: a missing
+config or checkpoint, an unreadable file, no data root, an unknown name, a bad ``--cfg-options``
+value, a work dir in use; or a ``SystemExit`` carrying a message, as the sweeps raise), is printed
+as one line on stderr, ``error: <message>``, and the tool exits with :data:`EXIT_USER_ERROR` (2,
+the status argparse gives a usage error). Ctrl-C prints ``interrupted`` and exits with 130. Any
+other exception is a bug in vlprompt and keeps its traceback. ``--debug`` (every tool takes it) or
+``VLPROMPT_DEBUG=1`` shows the traceback of the expected errors too, and is passed on to the
+processes a sweep starts.
+
+Tools parse their arguments before they import torch, open_clip or mmengine, so ``--help`` and an
+argument error answer at once; this module imports nothing heavy. ``--cfg-options`` is therefore
+collected as raw ``key=value`` strings (:func:`add_cfg_options`) and converted by
+:func:`cfg_options` after parsing, with mmengine's own ``DictAction`` rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from .errors import UserError
+
+DEBUG_ENV = "VLPROMPT_DEBUG"
+"""Set to 1 to see the traceback of expected errors (as ``--debug`` does)."""
+DEBUG_FLAG = "--debug"
+EXIT_USER_ERROR = 2
+"""Exit status of an expected error (the one argparse uses for a usage error)."""
+EXIT_INTERRUPTED = 130
+"""Exit status after Ctrl-C (128 + SIGINT, as a shell reports it)."""
+DATA_ENV = "VLPROMPT_DATA"
+"""The data root's environment variable (``vlprompt.datasets.DATA_ENV``, named here without importing torch)."""
+ADDABLE_KEYS = ("load_from", "resume", "data_root", "work_dir", "experiment_name")
+"""Top-level keys ``--cfg-options`` may add to a config that lacks them (``vlprompt.engine.config.ADDABLE_KEYS``)."""
+
+CFG_OPTIONS_HELP = (
+    "override config keys: key=value ... (dotted keys reach into dicts and lists: optim_wrapper.optimizer.lr=0.01; "
+    "values are read as numbers, True/False, None, lists a,b or [a,b], tuples (a,b), else strings). A key the config "
+    "does not have may be added only at the top level (" + ", ".join(ADDABLE_KEYS) + ") or inside a dict whose "
+    "'type' takes it as an argument (optim_wrapper.optimizer.nesterov=True for SGD, "
+    "train_dataloader.dataset.transform=test for the dataset); any other key, or a value of another kind than the "
+    "config's, is refused before anything runs, naming the closest keys"
+)
+SWEEP_CFG_OPTIONS_HELP = "key=value ... passed on to every run (tools/train.py --help: what may be changed or added)"
+
+T = TypeVar("T")
+
+
+class UsageError(UserError, ValueError):
+    """A command-line value a tool refuses after parsing (an unknown dataset or protocol name...)."""
+
+
+def debug_requested(argv: Sequence[str] | None = None) -> bool:
+    """Whether ``--debug`` is among ``argv`` (default: ``sys.argv``) or ``$VLPROMPT_DEBUG`` is set."""
+    args = sys.argv[1:] if argv is None else argv
+    if DEBUG_FLAG in args:
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--debug`` (read by :func:`run_tool`) to a tool's parser."""
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help=f"show the traceback of expected errors too (or set {DEBUG_ENV}=1)")
+
+
+def _key_value(text: str) -> str:
+    if "=" not in text or text.startswith("="):
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return text
+
+
+def add_cfg_options(parser: argparse.ArgumentParser, help: str = CFG_OPTIONS_HELP, default: Any = None) -> None:
+    """Add ``--cfg-options key=value ...``, collected as strings (repeating the flag adds to the list)."""
+    parser.add_argument("--cfg-options", nargs="+", action="extend", type=_key_value, default=default,
+                        metavar="KEY=VALUE", help=help)
+
+
+def cfg_options(options: Sequence[str] | None) -> dict[str, Any] | None:
+    """``key=value`` strings as the dict mmengine's ``DictAction`` makes of them (``None`` for none).
+
+    Imports mmengine: call it after the arguments are parsed."""
+    if not options:
+        return None
+    from mmengine.config import DictAction
+
+    for option in options:
+        _key_value(option)
+    namespace = argparse.Namespace()
+    DictAction(["--cfg-options"], "cfg_options")(argparse.ArgumentParser(), namespace, list(options))
+    return namespace.cfg_options
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: lines joined by ``; `` (by a space before a continuation such as ``-> hint``)."""
+    out = ""
+    for line in (part.strip() for part in str(message).splitlines()):
+        if not line:
+            continue
+        if out:
+            out += " " if not line[0].isalnum() else "; "
+        out += line
+    return out
+
+
+def error_message(err: BaseException) -> str:
+    """The message of an expected error, without the quotes ``str(KeyError)`` adds."""
+    text = err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+    return one_line(text) or type(err).__name__
+
+
+def run_tool(main: Callable[[], T], argv: Sequence[str] | None = None) -> T:
+    """Call ``main()`` and return what it returns; an expected error exits with one line (see the module)."""
+    debug = debug_requested(argv)
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # the runs a sweep starts show their tracebacks in their logs too
+    try:
+        return main()
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except SystemExit as err:
+        if not isinstance(err.code, str):  # argparse, sys.exit(status): already said what it had to say
+            raise
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _fail(err)
+    except UserError as err:
+        if debug:
+            raise
+        _fail(err)
+
+
+def _fail(err: BaseException) -> NoReturn:
+    sys.stdout.flush()
+    print(f"error: {error_message(err)}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
