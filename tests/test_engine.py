@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,8 @@ from vlprompt.evaluation.report import harmonic_mean
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import test as test_tool  # noqa: E402  (tools/test.py)
-import train as train_tool  # noqa: E402  (tools/train.py)
-
-CONFIG = str(ROOT / "configs/coop/toy_shapes.py")
-# A small, fast variant of the toy CoOp run: random-init tiny backbone, 2 shots per class.
-FAST = [
-    "model.backbone.name=test-tiny", "model.backbone.pretrained=None",
-    "train_dataloader.dataset.num_shots=2", "train_dataloader.batch_size=8",
-    "test_dataloader.batch_size=200", "default_hooks.logger.interval=1",
-]
-
-
-def _train(work_dir: Path, *options: str, epochs: int = 2, resume: bool = False) -> dict:
-    argv = [CONFIG, "--work-dir", str(work_dir), "--cfg-options", *FAST, f"train_cfg.max_epochs={epochs}",
-            f"experiment_name=run_{uuid.uuid4().hex[:8]}", *options]
-    return train_tool.main(argv + (["--resume"] if resume else []))
+from toy_run import CONFIG, FAST  # noqa: E402
+from toy_run import train as _train  # noqa: E402
 
 
 def test_schedule_is_dassls_constant_warmup_then_per_epoch_cosine():

@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import pickle
-import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,8 @@ import pytest
 import torch
 from mmengine.registry import HOOKS
 from PIL import Image
+from toy_run import CONFIG, FAST, train_tool
+from toy_run import train as _train_and_test
 
 import vlprompt
 from vlprompt.backbones import CheckpointError, save_safetensors
@@ -24,22 +24,10 @@ from vlprompt.engine.checkpoint import find_resume_checkpoint, load_learner, rea
 from vlprompt.engine.config import load_config
 from vlprompt.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import train as train_tool  # noqa: E402  (tools/train.py)
 
-CONFIG = str(ROOT / "configs/coop/toy_shapes.py")
-FAST = [
-    "model.backbone.name=test-tiny", "model.backbone.pretrained=None",
-    "train_dataloader.dataset.num_shots=2", "train_dataloader.batch_size=8",
-    "test_dataloader.batch_size=200", "default_hooks.logger.interval=1",
-]
-
-
-def _train(work_dir: Path, *options: str, epochs: int = 2, resume: bool = False, test: bool = False) -> dict:
-    argv = [CONFIG, "--work-dir", str(work_dir), "--cfg-options", *FAST, f"train_cfg.max_epochs={epochs}",
-            f"experiment_name=run_{uuid.uuid4().hex[:8]}", *options]
-    return train_tool.main(argv + (["--resume"] if resume else []) + ([] if test else ["--no-test"]))
+def _train(work_dir: Path, *options: str, epochs: int = 2, resume: bool = False) -> dict:
+    """A toy run without the test after training (these tests look at checkpoints)."""
+    return _train_and_test(work_dir, *options, epochs=epochs, resume=resume, test=False)
 
 
 @pytest.fixture(scope="module")
