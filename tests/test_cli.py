@@ -164,6 +164,20 @@ def test_an_unknown_key_never_starts_the_run(tmp_path):
     assert not work.exists()
 
 
+def test_a_work_dir_of_another_config_is_refused_before_anything_loads(tmp_path):
+    from toy_run import FAST, train
+
+    work = tmp_path / "w"
+    train(work, epochs=1, test=False)
+    before = sorted(p.name for p in work.iterdir())
+    line = _one_error_line(_run("tools/train.py", "configs/coop/toy_shapes.py", "--work-dir", str(work), "--resume",
+                                "--no-test", "--cfg-options", *FAST, "model.learner.n_ctx=8"))
+    assert line.startswith(f"error: {work} holds checkpoints of another run: {work / 'epoch_1.pth'} is learner 'coop'")
+    assert "(config " in line and "toy_shapes.py), but configs/coop/toy_shapes.py asks for learner 'coop'" in line
+    assert "n_ctx=8" in line and "use another --work-dir" in line
+    assert sorted(p.name for p in work.iterdir()) == before  # nothing written, nothing loaded
+
+
 # ------------------------------------------------------------------------------- tracebacks when wanted
 
 

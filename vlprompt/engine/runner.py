@@ -107,6 +107,11 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     backbone = cfg.model.get("backbone", {})
     image_size = get_arch(backbone["name"]).image_size if backbone.get("name") else 224
     seed = (cfg.get("randomness") or {}).get("seed")
+    resume, load_from = cfg.get("resume", False), cfg.get("load_from")
+    if resume and not load_from:
+        load_from = find_resume_checkpoint(cfg.work_dir)  # None: nothing to resume, training starts afresh
+    if cfg.get("train_dataloader") is not None:  # before any data is read or anything is loaded
+        check_work_dir_run(cfg.work_dir, load_from if resume else None, cfg.model, cfg.filename)
     loaders: dict[str, dict | None] = {}
     datasets = {}
     checked: set[str] = set()  # images already opened (val and test often share a split)
@@ -144,11 +149,6 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     checkpoint_hook = default_hooks.get("checkpoint")
     if checkpoint_hook and checkpoint_hook.get("type") in (CheckpointHook, "CheckpointHook"):
         checkpoint_hook["type"] = DurableCheckpointHook  # the same settings, in an order that loses nothing
-    resume, load_from = cfg.get("resume", False), cfg.get("load_from")
-    if resume and not load_from:
-        load_from = find_resume_checkpoint(cfg.work_dir)  # None: nothing to resume, training starts afresh
-    if loaders["train_dataloader"] is not None:
-        check_work_dir_run(cfg.work_dir, load_from if resume else None, model, cfg.filename)
 
     custom_hooks = list(cfg.get("custom_hooks") or [])
     kinds = {h["type"] if isinstance(h["type"], str) else h["type"].__name__ for h in custom_hooks}
