@@ -423,7 +423,9 @@ class _StopAfter(Hook):
             raise _Stop
 
 
-BUILD_RUNNER = train_tool.build_runner
+import vlprompt.engine as engine  # noqa: E402  (tools/train.py takes build_runner from here when main() runs)
+
+BUILD_RUNNER = engine.build_runner
 
 
 def _run(work_dir, epochs, monkeypatch, hooks=(), resume=False):
@@ -435,7 +437,7 @@ def _run(work_dir, epochs, monkeypatch, hooks=(), resume=False):
             runner.register_hook(hook)
         return runner
 
-    monkeypatch.setattr(train_tool, "build_runner", build)
+    monkeypatch.setattr(engine, "build_runner", build)
     argv = [str(ROOT / "configs/promptsrc/toy_shapes.py"), "--work-dir", str(work_dir), "--no-test",
             "--cfg-options", *FAST, f"train_cfg.max_epochs={epochs}", "custom_hooks.0.mean=2",
             "custom_hooks.0.std=1", f"experiment_name=gpa_{uuid.uuid4().hex[:8]}"]
