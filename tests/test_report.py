@@ -109,3 +109,87 @@ def test_a_partial_sweep_adds_to_the_report_instead_of_replacing_it(tmp_path):
     assert "| toy-hues | 2 | 52.00 | 42.00 | 46.47 | earlier sweep |" in md
     assert STD_NOTE in md and "population standard deviation" in STD_NOTE
     assert files["csv"].read_text().count("\n") == 1 + 2 * 3 + 1  # header, 2 datasets x (2 seeds + mean), average
+
+
+def _tools():
+    import sys
+    from pathlib import Path
+
+    tools = Path(__file__).resolve().parent.parent / "tools"
+    if str(tools) not in sys.path:
+        sys.path.insert(0, str(tools))
+    return tools.parent
+
+
+def test_fewshot_keeps_the_toy_schedule_and_draws_zero_shot(tmp_path, capsys):
+    root = _tools()
+    import fewshot
+
+    from vlprompt.evaluation.sweep import effective_config
+
+    assert fewshot.epochs_for("toy-shapes", 16) is None and fewshot.epochs_for("dtd", 16) == 200
+    run = fewshot.sweep_run("coop", "toy-shapes", 16, 1, tmp_path / "run", [], None)
+    assert not any(o.startswith("train_cfg.max_epochs=") for o in run.options)
+    toy_epochs = effective_config(root / "configs/coop/toy_shapes.py")["train_cfg"]["max_epochs"]
+    assert effective_config(run.config_file, run.options)["train_cfg"]["max_epochs"] == toy_epochs < 200
+    runs = [{"dataset": "toy-shapes", "shots": k, "seed": 1, "top1": 50.0 + k} for k in (1, 2)]
+    fewshot.write_report(runs, tmp_path, "coop", {"toy-shapes": 66.67})
+    md = (tmp_path / "fewshot.md").read_text()
+    assert "| dataset | zero-shot | 1 shot | 2 shots |" in md and "| toy-shapes | 66.67 | 51.00 ± 0.00 |" in md
+    assert (tmp_path / "fewshot.png").is_file()
+
+
+def test_transfer_table_has_a_zero_shot_row(tmp_path):
+    _tools()
+    import transfer
+
+    from vlprompt.datasets import get_protocol
+
+    protocol = get_protocol("toy-domain-generalization")
+    targets = [t.dataset for t in protocol.targets]
+    per_seed = {1: {t: 40.0 for t in targets}}
+    zero_shot = {t: 10.0 * (i + 1) for i, t in enumerate(targets)}
+    text = transfer.write_report(per_seed, protocol, tmp_path, "coop", zero_shot)
+    assert "| zero-shot CLIP | 10.00 | 20.00 | 30.00 | 40.00 | 30.00 |" in text  # average over the 3 domains
+    assert "| coop | 40.00 | 40.00 | 40.00 | 40.00 | **40.00** |" in text
+
+
+def test_test_py_prints_a_summary_naming_the_subsample_and_writes_results_by_default(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    root = _tools()
+    spec = importlib.util.spec_from_file_location("test_tool", root / "tools/test.py")  # not the stdlib's test
+    test_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_tool)
+
+    work = tmp_path / "zs"
+    config = str(root / "configs/zsclip/toy_shapes.py")
+    test_tool.main([config, "none", "--subsample", "novel", "--work-dir", str(work)])
+    out = work / "test_novel.json"
+    record = json.loads(out.read_text())
+    top1 = record["metrics"]["accuracy/top1"]
+    assert record["run"]["subsample"] == "novel"
+    summary = f"toy_shapes: top-1 {top1:.2f} on the novel classes of toy-shapes  (results: {out})"
+    assert summary in capsys.readouterr().out
+
+
+def test_train_py_tensorboard_flag_sets_the_config_key(monkeypatch):
+    root = _tools()
+    import train as train_tool
+
+    import vlprompt.engine
+
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def fake_build_runner(cfg, launcher="none"):
+        seen["tensorboard"] = cfg.tensorboard
+        raise Built
+
+    monkeypatch.setattr(vlprompt.engine, "build_runner", fake_build_runner)
+    with pytest.raises(Built):
+        train_tool.main([str(root / "configs/coop/toy_shapes.py"), "--work-dir", "/tmp/unused", "--tensorboard"])
+    assert seen == {"tensorboard": True}

@@ -6,14 +6,51 @@
 Reads ``<work-root>/<method>/<dataset>/seed<S>/sweep_result.json`` as written by
 ``tools/base2novel.py`` (never its logs). Per dataset base and novel are averaged over seeds and HM
 is taken of the means; the Average row is the HM of the averaged base and novel accuracies.
+Zero-shot CLIP (``zsclip``) needs no sweep of its own: for a dataset the other methods ran and
+zsclip has no results for, they are made first on the other methods' seeds (``tools/base2novel.py
+--method zsclip`` with the other runs' backbone; seconds per run, nothing is trained).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from vlprompt.cli import add_debug_argument, run_tool
+
+ZERO_SHOT = "zsclip"
+
+
+def backbone_options(runs: list[dict]) -> list[str]:
+    """``model.backbone.<key>=<value>`` of the backbone the finished ``runs`` recorded (the first one that has it)."""
+    for run in runs:
+        backbone = ((run.get("config") or {}).get("model") or {}).get("backbone")
+        if isinstance(backbone, dict):
+            return [f"model.backbone.{k}={v}" for k, v in backbone.items()
+                    if v is None or isinstance(v, (bool, int, float, str))]
+    return []
+
+
+def make_zero_shot_runs(work_root: Path, others: list[dict], have: list[dict]) -> None:
+    """Run ``tools/base2novel.py --method zsclip`` on the datasets of ``others`` that ``have`` lacks, with their seeds
+    (zero-shot CLIP trains nothing: a dataset with results for some seed needs no more)."""
+    done = {r["dataset"] for r in have}
+    missing = sorted({(r["dataset"], r["seed"]) for r in others if r["dataset"] not in done})
+    if not missing:
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import base2novel
+
+    datasets = sorted({d for d, _ in missing})
+    seeds = sorted({s for _, s in missing})
+    argv = ["--method", ZERO_SHOT, "--datasets", *datasets, "--seeds", *map(str, seeds), "--work-root", str(work_root)]
+    options = backbone_options(others)
+    if options:
+        argv += ["--cfg-options", *options]
+    print(f"no {ZERO_SHOT} results under {work_root / ZERO_SHOT} for " + ", ".join(f"{d} seed {s}" for d, s in missing)
+          + f": running tools/base2novel.py {' '.join(argv)} (zero-shot: seconds per run)", flush=True)
+    base2novel.main(argv)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -28,10 +65,16 @@ def main(argv: list[str] | None = None) -> str:
     from vlprompt.evaluation.report import comparison_table
     from vlprompt.evaluation.sweep import read_base2novel_results
 
+    def finished(method: str) -> list[dict]:
+        return [r for r in read_base2novel_results(args.work_root / method)
+                if args.datasets is None or r["dataset"] in args.datasets]
+
+    if ZERO_SHOT in args.methods:
+        others = [r for m in args.methods if m != ZERO_SHOT for r in finished(m)]
+        make_zero_shot_runs(args.work_root, others, finished(ZERO_SHOT))
     runs, lines = {}, []
     for method in args.methods:
-        found = [r for r in read_base2novel_results(args.work_root / method)
-                 if args.datasets is None or r["dataset"] in args.datasets]
+        found = finished(method)
         if not found:
             parser.error(f"no finished runs for {method!r} under {args.work_root / method} "
                          f"(run tools/base2novel.py --method {method} first)")

@@ -5,10 +5,13 @@
 
 Each run trains the method's config on all classes with K shots and tests on all classes. The
 number of epochs per shot count follows CoOp's few-shot recipe (``--epochs`` overrides): 50 for
-1 shot, 100 for 2 and 4 shots, 200 for 8 and 16 shots (ImageNet: 50 for every K). Runs live in
-``<work-root>/<method>/<dataset>/shots<K>/seed<S>/``; finished ones are reused when their recorded
-config matches (a mismatch stops the sweep before anything trains; ``--overwrite`` retrains). Writes
-``fewshot.md``, ``fewshot.csv`` and an accuracy-vs-shots ``fewshot.png``.
+1 shot, 100 for 2 and 4 shots, 200 for 8 and 16 shots (ImageNet: 50 for every K); a toy dataset
+keeps its config's own shortened schedule (``train_cfg.max_epochs`` of configs/<method>/toy_*.py).
+Runs live in ``<work-root>/<method>/<dataset>/shots<K>/seed<S>/``; finished ones are reused when
+their recorded config matches (a mismatch stops the sweep before anything trains; ``--overwrite``
+retrains). Zero-shot CLIP on the same test split (``configs/zsclip/<dataset>.py``, seconds) is the
+reference, in ``<work-root>/<method>/<dataset>/zero_shot/``. Writes ``fewshot.md``, ``fewshot.csv``
+and an accuracy-vs-shots ``fewshot.png`` with the zero-shot accuracy as a dashed line.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 
 
-def epochs_for(dataset: str, shots: int) -> int:
-    """CoOp's few-shot schedule (ImageNet: 50 epochs for every shot count)."""
+def epochs_for(dataset: str, shots: int) -> int | None:
+    """CoOp's few-shot schedule (ImageNet: 50 epochs for every shot count); ``None`` for a toy dataset,
+    which keeps its config's shortened schedule."""
+    from vlprompt.datasets.toyworld import TOY_DATASETS
+
+    if dataset in TOY_DATASETS:
+        return None
     return 50 if dataset == "imagenet" else COOP_EPOCHS.get(shots, 200)
 
 
@@ -41,9 +49,10 @@ def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, o
     """The run of ``method`` on K = ``shots`` shots of every class of ``dataset`` with ``seed``."""
     from vlprompt.evaluation.sweep import SweepRun, config_path
 
+    epochs = epochs or epochs_for(dataset, shots)
     opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
             "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
-            f"train_cfg.max_epochs={epochs or epochs_for(dataset, shots)}", "protocol.name=fewshot",
+            *([f"train_cfg.max_epochs={epochs}"] if epochs else []), "protocol.name=fewshot",
             f"protocol.num_shots={shots}", *options]
     return SweepRun(run_dir, config_path(method, dataset), opts)
 
@@ -68,17 +77,33 @@ def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
             for d, s in table.items()}
 
 
-def write_report(runs: list[dict], out_dir: Path, method: str) -> None:
-    """Write ``fewshot.md``, ``.csv`` and ``.png`` to ``out_dir`` and print the table."""
+def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float | None:
+    """Zero-shot CLIP's top-1 on ``dataset``'s test split, all classes (``None``: no zsclip config for it)."""
+    from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+
+    config = REPO_ROOT / "configs" / "zsclip" / f"{dataset.replace('-', '_')}.py"
+    if not config.is_file():
+        print(f"no zero-shot reference for {dataset}: {config} does not exist", file=sys.stderr)
+        return None
+    opts = [*zero_shot_options(options), "test_dataloader.dataset.subsample=all"]
+    return zero_shot_reference(config, out_dir / dataset / "zero_shot", opts)["top1"]
+
+
+def write_report(runs: list[dict], out_dir: Path, method: str,
+                 zero_shot: dict[str, float | None] | None = None) -> None:
+    """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir`` and print the table;
+    ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot."""
     from vlprompt.engine.results import atomic_write_text
 
+    zero_shot = {d: a for d, a in (zero_shot or {}).items() if a is not None}
     summary = summarize(runs)
     shots = sorted({r["shots"] for r in runs})
     md = [f"### {method}: few-shot top-1 (all classes, mean ± std over seeds)\n",
-          "| dataset | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
-          "|---|" + "---|" * len(shots)]
+          "| dataset | zero-shot | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
+          "|---|---|" + "---|" * len(shots)]
     for dataset, row in summary.items():
-        md.append(f"| {dataset} | " + " | ".join(
+        zs = f"{zero_shot[dataset]:.2f}" if dataset in zero_shot else "-"
+        md.append(f"| {dataset} | {zs} | " + " | ".join(
             f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots) + " |")
     atomic_write_text(out_dir / "fewshot.md", "\n".join(md) + "\n")
     buf = io.StringIO()
@@ -96,10 +121,14 @@ def write_report(runs: list[dict], out_dir: Path, method: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for dataset, row in summary.items():
         ks = sorted(row)
-        ax.errorbar(ks, [row[k][0] for k in ks], yerr=[row[k][1] for k in ks], marker="o", capsize=3,
-                    label=dataset)
+        line = ax.errorbar(ks, [row[k][0] for k in ks], yerr=[row[k][1] for k in ks], marker="o", capsize=3,
+                           label=dataset)
+        color = line.lines[0].get_color()
+        if dataset in zero_shot:
+            ax.axhline(zero_shot[dataset], ls="--", lw=1, color=color,
+                       label=f"{dataset} zero-shot ({zero_shot[dataset]:.1f})")
     ax.set(xscale="log", xticks=shots, xticklabels=[str(k) for k in shots], xlabel="shots per class",
-           ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning")
+           ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning", ylim=(0, 100))
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = out_dir / f".fewshot.tmp{os.getpid()}.png"
@@ -145,7 +174,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             runs.append(r)
             tqdm.write(f"{dataset} {shots}-shot seed {seed}: top-1 {r['top1']:.2f} ({took(r, reused)})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_report(runs, out_dir, args.method)
+    zero_shot = {d: zero_shot_accuracy(d, out_dir, options) for d in tqdm(datasets, desc="zero-shot reference")}
+    write_report(runs, out_dir, args.method, zero_shot)
     return runs
 
 

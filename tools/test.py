@@ -5,7 +5,9 @@
 
 The checkpoint may be an mmengine checkpoint (``epoch_N.pth``) or ``learned.safetensors``; both
 load without executing code. ``--subsample`` picks the base or novel half of the classes (or all),
-each evaluated as its own task.
+each evaluated as its own task. Prints ``<config>: top-1 xx.xx on the <subsample> classes of
+<dataset> (results: <path>)`` and writes the metrics to ``<work dir>/test_<subsample>.json``
+(``--out`` chooses another path; a training run's ``results.json`` beside it is left alone).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("config")
     parser.add_argument("checkpoint", help="epoch_N.pth, learned.safetensors, or 'none' (zero-shot CLIP)")
     parser.add_argument("--subsample", choices=["base", "novel", "new", "all"], default=None)
-    parser.add_argument("--out", type=Path, default=None, help="write the metrics as JSON")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the metrics as JSON here (default: <work dir>/test_<subsample>.json)")
     parser.add_argument("--work-dir", default=None)
     add_cfg_options(parser)
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
@@ -40,10 +43,15 @@ def main(argv: list[str] | None = None) -> dict:
         raise CheckpointError(f"checkpoint not found: {checkpoint} {what} (give an epoch_N.pth or "
                               "learned.safetensors from a work dir, or 'none' for zero-shot CLIP)")
     metrics, model = evaluate(cfg, checkpoint, args.subsample, launcher=args.launcher)
-    if args.out and is_main_process():
-        if args.subsample:
-            cfg.test_dataloader.dataset.subsample = args.subsample
-        write_results(args.out, metrics, cfg, model, checkpoint=str(checkpoint) if checkpoint else None)
+    if args.subsample:
+        cfg.test_dataloader.dataset.subsample = args.subsample
+    task = cfg.test_dataloader.dataset.get("subsample", "all")
+    out = args.out or Path(cfg.work_dir) / f"test_{task}.json"
+    if is_main_process():
+        write_results(out, metrics, cfg, model, checkpoint=str(checkpoint) if checkpoint else None)
+        top1 = next(v for k, v in metrics.items() if k.endswith("/top1"))
+        print(f"\n{Path(cfg.filename).stem}: top-1 {top1:.2f} on the {task} classes of "
+              f"{cfg.test_dataloader.dataset.get('name')}  (results: {out})")
     return metrics
 
 

@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from CKPT, or from the work dir's last checkpoint when no path is given")
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16) on GPU")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard events to <work dir>/<timestamp>/vis_data (the config's "
+                             "tensorboard=True; needs pip install -e \".[tensorboard]\")")
     add_cfg_options(parser)
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--no-test", action="store_true", help="skip the evaluation after training")
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options))
     if args.amp:
         enable_amp(cfg)
+    if args.tensorboard:
+        cfg.tensorboard = True
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume:

@@ -9,7 +9,10 @@ are then tested on every target with all its classes. Runs live in
 ``<work-root>/<method>/<protocol>/seed<S>/``; a finished seed is reused when its recorded config
 matches (a mismatch stops the sweep before anything trains; ``--overwrite`` retrains), an unfinished
 one starts again from training. Writes ``<protocol>.md``
-and ``.csv`` with per-target accuracy (mean over seeds) and the published average over targets.
+and ``.csv`` with per-target accuracy (mean over seeds) and the published average over targets; the
+Markdown table has a zero-shot CLIP row (``configs/zsclip/<target>.py``, else the source's zsclip
+config, on each target: seconds, in ``<work-root>/<method>/<protocol>/zero_shot/<target>/``). A
+progress bar counts the steps (training, then one test per target) and each seed names its log.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, UsageError, add_cfg_options, add_debug_argument, run_tool
 
@@ -38,28 +41,63 @@ def sweep_run(protocol, seed: int, run_dir: Path, source_cfg: Path, options: lis
     return SweepRun(run_dir, source_cfg, [f"randomness.seed={seed}", *options], legacy_outputs=legacy)
 
 
-def run_seed(method: str, protocol, seed: int, run: SweepRun) -> dict:
-    """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``."""
+def target_options(target) -> list[str]:
+    """The ``--cfg-options`` that point a config's test split at ``target``."""
+    return [f"test_dataloader.dataset.name={target.dataset}", f"test_dataloader.dataset.subsample={target.subsample}",
+            f"test_dataloader.dataset.split={target.split}"]
+
+
+def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -> dict:
+    """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``.
+    ``bar`` (a tqdm) shows the current step and advances after each one."""
     from vlprompt.evaluation.sweep import read_top1, run_logged
+
+    def step(label: str, cmd: list[str]) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"seed {seed}: {label}")
+        run_logged(cmd, run_dir / "sweep.log")
+        if bar is not None:
+            bar.update()
 
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
     opts = list(run.options)
     learned = run_dir / "learned.safetensors"
-    run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir), "--no-test",
-                "--cfg-options", *opts], run_dir / "sweep.log")
+    step(f"training on {protocol.source.dataset}",
+         [sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir), "--no-test",
+          "--cfg-options", *opts])
     accuracy = {}
     for target in protocol.targets:
         out = run_dir / f"test_{target.dataset}.json"
-        run_logged([sys.executable, "tools/test.py", str(run.config_file), str(learned), "--work-dir", str(run_dir),
-                    "--out", str(out), "--cfg-options", *opts, f"test_dataloader.dataset.name={target.dataset}",
-                    f"test_dataloader.dataset.subsample={target.subsample}",
-                    f"test_dataloader.dataset.split={target.split}"], run_dir / "sweep.log")
+        step(f"testing on {target.dataset}",
+             [sys.executable, "tools/test.py", str(run.config_file), str(learned), "--work-dir", str(run_dir),
+              "--out", str(out), "--cfg-options", *opts, *target_options(target)])
         accuracy[target.dataset] = read_top1(out)
     return {"method": method, "protocol": protocol.name, "seed": seed, "accuracy": accuracy}
 
 
-def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path, method: str) -> str:
-    """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table."""
+def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) -> dict[str, float | None]:
+    """Zero-shot CLIP's top-1 on each target (``configs/zsclip/<target>.py``, else the source's; ``None``: neither)."""
+    from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+
+    row: dict[str, float | None] = {}
+    for target in protocol.targets:
+        if bar is not None:
+            bar.set_postfix_str(f"zero-shot on {target.dataset}")
+        configs = [REPO_ROOT / "configs" / "zsclip" / f"{d.replace('-', '_')}.py"
+                   for d in (target.dataset, protocol.source.dataset)]
+        config = next((c for c in configs if c.is_file()), None)
+        row[target.dataset] = None if config is None else zero_shot_reference(
+            config, out_dir / "zero_shot" / target.dataset, [*zero_shot_options(options), *target_options(target)]
+        )["top1"]
+        if bar is not None:
+            bar.update()
+    return row
+
+
+def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path, method: str,
+                 zero_shot: dict[str, float | None] | None = None) -> str:
+    """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table (with a zero-shot
+    CLIP row when ``zero_shot`` gives its top-1 per target)."""
     from vlprompt.engine.results import atomic_write_text
 
     targets = [t.dataset for t in protocol.targets]
@@ -67,6 +105,12 @@ def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path,
     average = statistics.fmean(mean[t] for t in protocol.average) if protocol.average else None
     header = "| method | " + " | ".join(targets) + (" | average |" if average is not None else " |")
     md = [f"### {protocol.name} ({protocol.description})\n", header, "|---|" + "---|" * (len(targets) + 1)]
+    if zero_shot:
+        cells = [f"{zero_shot[t]:.2f}" if zero_shot.get(t) is not None else "-" for t in targets]
+        if average is not None:
+            known = [zero_shot.get(t) for t in protocol.average]
+            cells.append(f"{statistics.fmean(known):.2f}" if None not in known else "-")
+        md.append("| zero-shot CLIP | " + " | ".join(cells) + " |")
     md.append(f"| {method} | " + " | ".join(f"{mean[t]:.2f}" for t in targets)
               + (f" | **{average:.2f}** |" if average is not None else " |"))
     md.append(f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}")
@@ -117,13 +161,21 @@ def main(argv: list[str] | None = None) -> dict:
     plan_runs(list(runs.values()), args.overwrite)  # every seed checked before the first one trains
     per_seed = {}
     start = time.perf_counter()
-    for seed in tqdm(args.seeds, desc=f"{args.method} {protocol.name}", unit="seed"):
-        result, reused = run_or_reuse(runs[seed], partial(run_seed, args.method, protocol, seed, runs[seed]),
-                                      args.overwrite)
-        per_seed[seed] = result["accuracy"]
-        tqdm.write(f"seed {seed}: " + ", ".join(f"{t} {a:.2f}" for t, a in per_seed[seed].items())
-                   + f" ({took(result, reused)})")
-    print(write_report(per_seed, protocol, out_dir, args.method))
+    steps = 1 + len(protocol.targets)  # training, then one test per target
+    with tqdm(total=len(args.seeds) * steps + len(protocol.targets), desc=f"{args.method} {protocol.name}",
+              unit="step") as bar:
+        for seed in args.seeds:
+            tqdm.write(f"seed {seed}: log in {runs[seed].run_dir.resolve() / 'sweep.log'}")
+            done = bar.n
+            result, reused = run_or_reuse(runs[seed], partial(run_seed, args.method, protocol, seed, runs[seed], bar),
+                                          args.overwrite)
+            bar.update(done + steps - bar.n)  # a reused seed skips its steps
+            per_seed[seed] = result["accuracy"]
+            tqdm.write(f"seed {seed}: " + ", ".join(f"{t} {a:.2f}" for t, a in per_seed[seed].items())
+                       + f" ({took(result, reused)})")
+        tqdm.write(f"zero-shot CLIP on each target: logs in {(out_dir / 'zero_shot').resolve()}/<target>/sweep.log")
+        zero_shot = zero_shot_row(protocol, out_dir, options, bar)
+    print(write_report(per_seed, protocol, out_dir, args.method, zero_shot))
     print(f"{time.perf_counter() - start:.0f} s; tables in {out_dir}")
     return per_seed
 

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     import torch
+    from tqdm import tqdm
 
     from vlprompt.backbones import build_clip, get_arch
     from vlprompt.datasets import build_dataset, build_test_transform, canonical_name
@@ -79,8 +80,10 @@ def main(argv: list[str] | None = None) -> None:
                                     transform=transform)
 
     rows, start = [], time.perf_counter()
-    for name, test in tests.items():
-        feats, labels = extract_features(clip, test, args.batch_size, desc=f"{name} test")
+    bar = tqdm(tests.items(), desc="zero-shot" + (" + linear probe" if args.linear_probe else ""), unit="dataset")
+    for name, test in bar:
+        bar.set_postfix_str(name)
+        feats, labels = extract_features(clip, test, args.batch_size, desc=f"{name}: test features")
         text = class_text_features(clip, test.classnames, _templates(args.templates, name)).float().cpu()
         zero_shot = ((feats @ text.t()).argmax(-1) == labels).float().mean().item() * 100
         row = {"dataset": name, "classes": len(test.classnames), "test_images": len(test),
@@ -98,10 +101,14 @@ def main(argv: list[str] | None = None) -> None:
                                       seed=args.seed, transform=transform)
                 val = build_dataset(source, data_root=src_root, split="val", num_shots=args.shots,
                                     seed=args.seed, transform=transform)
-                acc, wd = linear_probe_accuracy(extract_features(clip, train), (feats, labels),
-                                                len(test.classnames), val=extract_features(clip, val))
+                acc, wd = linear_probe_accuracy(
+                    extract_features(clip, train, args.batch_size, desc=f"{source}: {args.shots}-shot train features"),
+                    (feats, labels), len(test.classnames),
+                    val=extract_features(clip, val, args.batch_size, desc=f"{source}: val features"),
+                    desc=f"{name}: probe weight-decay search")
                 row.update(linear_probe=round(acc, 2), probe_trained_on=source, probe_weight_decay=wd)
         rows.append(row)
+    bar.close()
 
     header = "| dataset | classes | test images | zero-shot top-1 |"
     rule = "|---|---|---|---|"

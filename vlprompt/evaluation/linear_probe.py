@@ -49,8 +49,13 @@ def linear_probe_accuracy(
     num_classes: int,
     val: tuple[torch.Tensor, torch.Tensor] | None = None,
     weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+    desc: str | None = None,
 ) -> tuple[float, float]:
-    """Top-1 (%) on ``test`` of the probe whose weight decay did best on ``val``; and that decay."""
+    """Top-1 (%) on ``test`` of the probe whose weight decay did best on ``val``; and that decay.
+    ``desc``: show the weight-decay search as a progress bar with this label."""
+    from tqdm import tqdm
+
     val = val if val is not None and len(val[1]) else train
-    best = max(weight_decays, key=lambda wd: _accuracy(fit_linear_probe(*train, num_classes, wd), *val))
+    search = tqdm(weight_decays, desc=desc, unit="decay", leave=False, disable=desc is None)
+    best = max(search, key=lambda wd: _accuracy(fit_linear_probe(*train, num_classes, wd), *val))
     return _accuracy(fit_linear_probe(*train, num_classes, best), *test), best

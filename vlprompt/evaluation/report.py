@@ -172,4 +172,3 @@ def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str
         name = f"**{d}**" if d == "Average" else d
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
-

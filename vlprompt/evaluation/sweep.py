@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,31 @@ def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = Fals
 def took(result: Mapping, reused: bool) -> str:
     """``reused`` for a run taken from an earlier sweep, else the time it took (``12 s``)."""
     return "reused" if reused else f"{result.get('seconds', 0):.0f} s"
+
+
+ZERO_SHOT_KEYS = ("model.backbone.", "test_dataloader.", "data_root", "randomness.", "env_cfg.")
+"""``--cfg-options`` key prefixes a zero-shot reference shares with the learner's runs: the same CLIP and
+test data (training keys mean nothing to zero-shot CLIP, whose configs have no training part)."""
+
+
+def zero_shot_options(options: Iterable[str]) -> list[str]:
+    """The ``key=value`` options of a sweep that apply to its zero-shot reference (:data:`ZERO_SHOT_KEYS`)."""
+    return [o for o in options if o.split("=", 1)[0].startswith(ZERO_SHOT_KEYS)]
+
+
+def zero_shot_reference(config: str | os.PathLike, run_dir: str | os.PathLike, options: Sequence[str] = ()) -> dict:
+    """Zero-shot CLIP (``tools/test.py CONFIG none``) on ``config``'s test split with ``options``, in
+    ``run_dir``; returns the run's result (``top1``, ``seconds``, ...). A finished run with the same
+    config is reused; one with another config is redone (it takes seconds)."""
+    run = SweepRun(Path(run_dir), Path(config), list(options))
+    out = run.run_dir.resolve() / "test.json"
+
+    def work() -> dict:
+        run_logged([sys.executable, str(REPO_ROOT / "tools" / "test.py"), str(run.config_file), "none",
+                    "--work-dir", str(out.parent), "--out", str(out),
+                    *(["--cfg-options", *run.options] if run.options else [])],
+                   out.parent / "sweep.log")
+        return {"method": "zsclip", "top1": read_top1(out)}
+
+    result, _ = run_or_reuse(run, work, overwrite=True)
+    return result

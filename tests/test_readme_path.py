@@ -1,0 +1,134 @@
+"""The README's "Try it" commands work in the order shown (issue 18).
+
+The commands are read from the fenced bash block under ``## Try it`` in README.md, so the README
+cannot drift from the tools: a tool, config, flag or value that disappears fails the fast tests, and
+so does a command that needs an output no earlier command makes (compare_methods once needed a
+zero-shot sweep nothing made). The slow test runs every command in order, shortened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT_TRAINING = ["train_cfg.max_epochs=1", "train_dataloader.dataset.num_shots=1"]
+SHORTEN = {  # flags appended to each README command (a later flag of the same name wins)
+    "zero_shot.py": ["--datasets", "toy-shapes", "--shots", "1"],
+    "train.py": ["--cfg-options", *SHORT_TRAINING],
+    "base2novel.py": ["--seeds", "1", "--cfg-options", *SHORT_TRAINING],
+    "compare_methods.py": [],
+    "fewshot.py": ["--shots", "1", "--seeds", "1", "--epochs", "1"],
+    "transfer.py": ["--seeds", "1", "--cfg-options", *SHORT_TRAINING],
+}
+
+
+def try_it_commands() -> list[list[str]]:
+    """The argv of each line of the bash block under ``## Try it`` (comments dropped)."""
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Try it\n(.*?)(?=^## )", text, re.S | re.M)
+    assert section, "README.md has no '## Try it' section"
+    block = re.search(r"```bash\n(.*?)```", section.group(1), re.S)
+    assert block, "README.md's 'Try it' section has no ```bash block"
+    return [shlex.split(line, comments=True) for line in block.group(1).splitlines() if line.strip()]
+
+
+def _tool(argv: list[str]) -> str:
+    assert argv[0] == "python" and argv[1].startswith("tools/"), f"not a 'python tools/...' command: {argv}"
+    return Path(argv[1]).name
+
+
+def _values(argv: list[str], flag: str) -> list[str]:
+    """The values given after ``flag`` (up to the next flag)."""
+    if flag not in argv:
+        return []
+    out = []
+    for arg in argv[argv.index(flag) + 1:]:
+        if arg.startswith("--"):
+            break
+        out.append(arg)
+    return out
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def test_try_it_commands_name_existing_tools_configs_flags_and_values():
+    from vlprompt.datasets import get_protocol
+    from vlprompt.evaluation.sweep import config_path
+
+    commands = try_it_commands()
+    assert len(commands) >= 7 and {"compare_methods.py", "fewshot.py", "transfer.py"} <= {_tool(c) for c in commands}
+    helps: dict[str, str] = {}
+    for argv in commands:
+        tool = _tool(argv)
+        assert (ROOT / argv[1]).is_file(), f"README 'Try it': {argv[1]} does not exist"
+        assert tool in SHORTEN, f"README 'Try it' runs {tool}: add how to shorten it to SHORTEN in {__file__}"
+        if tool not in helps:
+            proc = subprocess.run([sys.executable, argv[1], "--help"], cwd=ROOT, capture_output=True, text=True,
+                                  env=_env(), timeout=120)
+            assert proc.returncode == 0, f"{argv[1]} --help failed: {proc.stderr[-1000:]}"
+            helps[tool] = proc.stdout
+        for flag in [a for a in argv[2:] if a.startswith("--")] + [a for a in SHORTEN[tool] if a.startswith("--")]:
+            assert re.search(rf"{re.escape(flag)}\b", helps[tool]), f"{argv[1]} --help has no {flag} (README: {argv})"
+        for arg in argv[2:]:
+            if arg.endswith(".py"):
+                assert (ROOT / arg).is_file(), f"README 'Try it': config {arg} does not exist"
+        for method in _values(argv, "--method") + _values(argv, "--methods"):
+            assert (ROOT / "configs" / method).is_dir(), f"README 'Try it': no configs/{method}/ for {argv}"
+        for method in _values(argv, "--method"):
+            for dataset in _values(argv, "--datasets"):
+                config_path(method, dataset)  # SystemExit naming the missing config
+        for protocol in _values(argv, "--protocol"):
+            get_protocol(protocol)
+
+
+def test_each_try_it_command_needs_only_what_the_earlier_ones_made(tmp_path, capsys):
+    """compare_methods after the README's base2novel sweep, with nothing else made: it must make the
+    zero-shot runs itself (today's runs of the sweep are stood in for by the result files it writes)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import compare_methods
+
+    from vlprompt.evaluation.report import harmonic_mean
+    from vlprompt.evaluation.sweep import save_result
+
+    commands = try_it_commands()
+    compare = next(c for c in commands if _tool(c) == "compare_methods.py")
+    earlier = commands[:commands.index(compare)]
+    sweeps = [c for c in earlier if _tool(c) == "base2novel.py"]
+    made = {m for c in sweeps for m in _values(c, "--method")}
+    assert made, "no README command before compare_methods.py runs a base-to-novel sweep"
+    sweep = sweeps[-1]
+    method, dataset, seed = _values(sweep, "--method")[0], _values(sweep, "--datasets")[0], _values(sweep, "--seeds")[0]
+    backbone = {"name": "toy", "pretrained": "toy"}
+    save_result(tmp_path / method / dataset / f"seed{seed}",
+                {"method": method, "dataset": dataset, "seed": int(seed), "base": 60.0, "novel": 40.0,
+                 "hm": harmonic_mean(60.0, 40.0), "seconds": 1.0, "config": {"model": {"backbone": backbone}}})
+
+    table = compare_methods.main(compare[2:] + ["--work-root", str(tmp_path), "--datasets", dataset])
+    for other in _values(compare, "--methods"):
+        assert f"{other} HM" in table
+    zsclip = json.loads((tmp_path / "zsclip" / dataset / f"seed{seed}" / "sweep_result.json").read_text())
+    assert zsclip["config"]["model"]["backbone"]["name"] == "toy"  # the other runs' backbone
+    assert 0 <= zsclip["base"] <= 100 and 0 <= zsclip["novel"] <= 100
+    assert "no zsclip results under" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_try_it_commands_run_in_order_shortened(tmp_path):
+    for name in ("configs", "tools"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    for argv in try_it_commands():
+        cmd = [sys.executable, *argv[1:], *SHORTEN[_tool(argv)]]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=900)
+        assert proc.returncode == 0, f"README 'Try it' command failed: {shlex.join(argv)}\n{proc.stderr[-3000:]}"
+    assert list((tmp_path / "work_dirs" / "base2novel" / "zsclip").glob("*/seed1/sweep_result.json"))
+    assert (tmp_path / "work_dirs" / "fewshot" / "coop" / "fewshot.png").is_file()
