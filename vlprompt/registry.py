@@ -29,9 +29,9 @@ class UnregisteredNameError(UserError, KeyError):
         return str(self.args[0])
 
 
-def _registered_ids() -> set[int]:
-    """Every object registered anywhere in mmengine's registry trees (by identity)."""
-    stack = [v for v in vars(mmengine.registry).values() if isinstance(v, Registry)]
+def _registered_ids(*roots: Registry) -> set[int]:
+    """Every object registered anywhere in mmengine's registry trees and ``roots``' (by identity)."""
+    stack = [*roots, *(v for v in vars(mmengine.registry).values() if isinstance(v, Registry))]
     seen: set[int] = set()
     found: set[int] = set()
     while stack:
@@ -71,7 +71,7 @@ def find_registered(registry: Registry, key: str) -> type | None:
     registry.import_from_location()
     if "." in key:
         obj = _loaded_object(key)
-        if obj is not None and id(obj) in _registered_ids():
+        if obj is not None and id(obj) in _registered_ids(registry._get_root_registry()):
             return obj  # type: ignore[return-value]
     scope, name = registry.split_scope_key(key)
     if scope is None or scope == registry.scope:
@@ -130,3 +130,7 @@ DATASETS = Registry('dataset', parent=mmengine.registry.DATASETS, locations=['vl
 
 # Prompt learners (``vlprompt.learners``): CoOp, CoCoOp, MaPLe, ... built by name from configs.
 LEARNERS = Registry('learner', parent=mmengine.registry.MODELS, locations=['vlprompt.learners'])
+
+# Test-time adapters (``vlprompt.adapters``): TPT, RLCF, built by name from configs. A root of its own:
+# mmengine's MODELS already has vlprompt's child (LEARNERS), and a parent holds one child per scope.
+ADAPTERS = Registry('adapter', locations=['vlprompt.adapters'])

@@ -10,6 +10,7 @@ since class prompts are short).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import open_clip
 import torch
@@ -35,6 +36,39 @@ def _as_groups(tokens: torch.Tensor, rows: int, what: str) -> torch.Tensor:
             raise ValueError(f"{what}: {tokens.shape[1]} token sets per group for {rows} rows")
         return tokens
     raise ValueError(f"{what}: expected 2-4 dims (n, D) .. (G, R, n, D), got shape {tuple(tokens.shape)}")
+
+
+class TokenLayout(NamedTuple):
+    """Where the end-of-text tokens of a batch of token ids are, held on the CPU."""
+
+    eot: torch.Tensor  #: ``(R,)`` long: index of each row's end-of-text token
+    length: int  #: tokens up to and including the last end-of-text token of the batch
+    shortest_eot: int  #: the smallest end-of-text index
+
+
+_LAYOUT_ATTR = "_vlprompt_token_layout"
+
+
+def token_layout(token_ids: torch.Tensor) -> TokenLayout:
+    """The :class:`TokenLayout` of ``token_ids``, computed once per tensor and kept on it.
+
+    Token ids come from the tokenizer on the CPU (and its cache returns the same tensor), so the
+    text tower reads lengths and positions without waiting for the device. Ids already on a
+    device are copied to the host once, the first time that tensor is seen; an in-place change
+    of the ids (a new ``_version``) recomputes it. Inference-mode tensors, which keep no version,
+    are read at every call.
+    """
+    version = None if token_ids.is_inference() else token_ids._version  # inference tensors have no version
+    cached = getattr(token_ids, _LAYOUT_ATTR, None)
+    if cached is not None and version is not None and cached[0] == version:
+        return cached[1]
+    if token_ids.dim() != 2 or token_ids.shape[0] == 0:
+        raise ValueError(f"token ids must be a non-empty (rows, context) tensor, got shape {tuple(token_ids.shape)}")
+    eot = token_ids.detach().cpu().argmax(dim=-1)  # the end-of-text id is the largest in the vocabulary
+    layout = TokenLayout(eot, int(eot.max()) + 1, int(eot.min()))
+    if version is not None:
+        setattr(token_ids, _LAYOUT_ATTR, (version, layout))
+    return layout
 
 
 class PromptableCLIP(nn.Module):
@@ -195,15 +229,16 @@ class PromptableCLIP(nn.Module):
             normalize: L2-normalise the features.
         """
         m = self.model
-        ids = token_ids.to(self.device)
-        rows = ids.shape[0]
-        eot = ids.argmax(dim=-1)
-        ids = ids[:, : int(eot.max()) + 1]
+        rows = token_ids.shape[0]
+        layout = token_layout(token_ids)
+        eot, shortest = layout.eot, layout.shortest_eot
+        ids = token_ids[:, : layout.length].to(self.device)
         cast = m.transformer.get_cast_dtype()
         x = m.token_embedding(ids).to(cast)
         groups = None
         if prompts is not None and prompts.insert:
             x, eot, groups = self._insert_tokens(x, eot, prompts.insert, cast)
+            shortest += sum(ins.tokens.shape[-2] for ins in prompts.insert)
         length = x.shape[1]
         if length > self.context_length:
             raise ValueError(
@@ -215,10 +250,10 @@ class PromptableCLIP(nn.Module):
         if deep:
             self._check_layers(deep, self.text_layers, "text")
             n_max = max(t.shape[-2] for t in deep.values())
-            if prompts.deep_start < 1 or prompts.deep_start + n_max > int(eot.min()):
+            if prompts.deep_start < 1 or prompts.deep_start + n_max > shortest:
                 raise ValueError(
                     f"deep text prompts at [{prompts.deep_start}, {prompts.deep_start + n_max}) would "
-                    f"overwrite the start or end-of-text token (shortest prompt ends at {int(eot.min())})"
+                    f"overwrite the start or end-of-text token (shortest prompt ends at {shortest})"
                 )
         for i, block in enumerate(m.transformer.resblocks):
             if i in deep:
@@ -229,7 +264,7 @@ class PromptableCLIP(nn.Module):
                 x = torch.cat([x[:, :s], tokens, x[:, s + tokens.shape[1] :]], dim=1)
             x = block(x, attn_mask=mask)
         x = m.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
+        x = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
         if groups is not None:
             x = x.reshape(groups, rows, -1)
@@ -241,11 +276,13 @@ class PromptableCLIP(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, int | None]:
         """Insert token sets into ``(R, L, D)`` embeddings at per-row positions.
 
-        Returns the ``(G*R, L', D)`` sequence, the new end-of-text indices and the number of
-        groups (``None`` when no insertion came with a group dimension).
+        ``eot`` holds the end-of-text indices on the CPU. Positions given as ints or CPU tensors are
+        checked and turned into a gather order on the CPU, so nothing is read back from the device;
+        a position tensor on the device is read once to check it (pass ints or CPU tensors to avoid
+        that). Returns the ``(G*R, L', D)`` sequence, the new end-of-text indices (CPU) and the
+        number of groups (``None`` when no insertion came with a group dimension).
         """
         rows, length, width = x.shape
-        device = x.device
         token_sets = [_as_groups(ins.tokens.to(cast), rows, f"insertion {k}") for k, ins in enumerate(inserts)]
         groups = max(t.shape[0] for t in token_sets)
         for k, t in enumerate(token_sets):
@@ -253,28 +290,26 @@ class PromptableCLIP(nn.Module):
                 raise ValueError(f"insertion {k} has {t.shape[0]} groups, others have {groups}")
             if t.shape[-1] != width:
                 raise ValueError(f"insertion {k} has width {t.shape[-1]}, the text tower has {width}")
-        positions = [
-            torch.as_tensor(ins.position, device=device).long().expand(rows) for ins in inserts
-        ]
+        positions = [torch.as_tensor(ins.position).detach().cpu().long().expand(rows) for ins in inserts]
         for k, pos in enumerate(positions):
             if bool((pos < 0).any()) or bool((pos > eot).any()):
                 raise ValueError(f"insertion {k}: positions must lie in [0, end-of-text index]")
         counts = [t.shape[2] for t in token_sets]
         # Destination index of every source token: originals shift right past earlier insertions;
         # an insertion lands at its position, after insertions at smaller (or equal, earlier) ones.
-        t_idx = torch.arange(length, device=device).expand(rows, length)
+        t_idx = torch.arange(length).expand(rows, length)
         dest = [t_idx + sum(n * (pos[:, None] <= t_idx) for n, pos in zip(counts, positions, strict=True))]
         for k, (n, pos) in enumerate(zip(counts, positions, strict=True)):
             before = sum(
                 counts[j] * ((positions[j] < pos) | ((positions[j] == pos) & (j < k))) for j in range(len(counts))
             )
-            dest.append((pos + before)[:, None] + torch.arange(n, device=device))
-        order = torch.cat(dest, dim=1).argsort(dim=1)
+            dest.append((pos + before)[:, None] + torch.arange(n))
+        order = torch.cat(dest, dim=1).argsort(dim=1).to(x.device)
         src = torch.cat(
             [x[None].expand(groups, -1, -1, -1)] + [t.expand(groups, rows, -1, -1) for t in token_sets], dim=2
         )
         out = src.gather(2, order[None, :, :, None].expand(groups, -1, -1, width))
-        new_eot = eot + sum(n * (pos <= eot) for n, pos in zip(counts, positions, strict=True))
+        new_eot = eot + sum(counts)  # every position lies at or before the end-of-text token
         grouped = any(ins.tokens.dim() == 4 for ins in inserts)
         out = out.reshape(groups * rows, -1, width)
         return out, new_eot.repeat(groups), (groups if grouped else None)

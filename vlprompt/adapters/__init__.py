@@ -1,0 +1,70 @@
+"""Test-time adapters, one file each, registered in :data:`vlprompt.registry.ADAPTERS`.
+
+>>> from vlprompt.adapters import TPTViews, build_adapter, default_prompt_learner
+>>> learner = default_prompt_learner(clip, class_names)          # or a trained CoOp / KgCoOp / MaPLe ...
+>>> adapter = build_adapter(dict(type="tpt"), learner)
+>>> views_of = TPTViews.for_backbone(clip, augmix=False)          # augmix=uses_augmix(dataset_name)
+>>> for image, label in dataset:
+...     logits = adapter(views_of(image))                          # (1, C): view 0 after adaptation
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..learners import PromptLearner
+from ..registry import ADAPTERS
+from .base import (
+    ImageEncoderStudent,
+    PromptStudent,
+    Student,
+    TestTimeAdapter,
+    confident_views,
+    default_prompt_learner,
+    marginal_entropy,
+    view_entropy,
+)
+from .rlcf import (
+    RLCF,
+    RLCF_S_CONFIDENCES,
+    CLIPReward,
+    CLIPTeacher,
+    NonFiniteRewardError,
+    clip_scores,
+    reinforce_loss,
+    sample_rewards,
+)
+from .tpt import TPT
+from .views import IMAGENET_FAMILY, TPT_AUGMIX_OPS, TPTViews, uses_augmix
+
+__all__ = [
+    "ADAPTERS", "IMAGENET_FAMILY", "RLCF", "RLCF_S_CONFIDENCES", "TPT", "TPT_AUGMIX_OPS", "CLIPReward", "CLIPTeacher",
+    "ImageEncoderStudent", "NonFiniteRewardError", "PromptStudent", "Student", "TPTViews", "TestTimeAdapter",
+    "build_adapter", "clip_scores", "confident_views", "default_prompt_learner", "list_adapters", "marginal_entropy",
+    "reinforce_loss", "sample_rewards", "uses_augmix", "view_entropy",
+]
+
+
+def list_adapters() -> list[str]:
+    """Registered adapter names."""
+    return sorted(ADAPTERS.module_dict)
+
+
+def build_adapter(cfg: Mapping[str, Any] | str, learner: PromptLearner, **overrides: Any) -> TestTimeAdapter:
+    """Build an adapter from a config dict (``{"type": "rlcf", "teacher": {...}, ...}``) or a name.
+
+    ``learner`` is what the adapter works on (see each adapter); ``overrides`` replace config keys.
+    """
+    cfg = {"type": cfg} if isinstance(cfg, str) else dict(cfg)
+    cfg.update(overrides)
+    name = cfg.pop("type", None)
+    if not isinstance(name, str):
+        raise ValueError(f"an adapter config needs a 'type' naming the adapter ({', '.join(list_adapters())}), "
+                         f"got {name!r}")
+    cls = ADAPTERS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, TestTimeAdapter)):
+        raise ValueError(f"{name!r} is not a test-time adapter; available: {', '.join(list_adapters())}")
+    if not isinstance(learner, PromptLearner):
+        raise TypeError(f"build_adapter: learner must be a PromptLearner, got {type(learner).__name__}")
+    return cls(learner, **cfg)
