@@ -23,7 +23,7 @@ from .pretrained import (
     WeightsInfo,
     resolve_pretrained,
 )
-from .promptable import PromptableCLIP
+from .promptable import PromptableCLIP, TokenLayout, token_layout
 from .prompts import ImagePrompts, TextPrompts, TokenInsertion
 from .stem import ConvStem, install_conv_stem
 from .tokenizer import ContextOverflowError, PromptTokenizer
@@ -41,6 +41,7 @@ __all__ = [
     "PromptableCLIP",
     "TextPrompts",
     "TokenInsertion",
+    "TokenLayout",
     "WeightsInfo",
     "build_clip",
     "build_open_clip_model",
@@ -51,6 +52,7 @@ __all__ = [
     "read_weights",
     "register_clip",
     "save_safetensors",
+    "token_layout",
 ]
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion
+from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion, token_layout
 from ..registry import LEARNERS
 from .base import PromptLearner
 from .common import init_context
@@ -78,7 +78,7 @@ class CoOp(PromptLearner):
     def text_prompts(self, ctx: torch.Tensor) -> TextPrompts:
         """Where the context goes for the configured class-token position."""
         ids = self.class_token_ids
-        before_period = ids.argmax(dim=-1) - 1  # index of the "." after the class name
+        before_period = token_layout(ids).eot - 1  # the "." after the class name; on the CPU, no device read
         if self.class_token_position == "end":
             inserts = [TokenInsertion(ctx, 1)]
         elif self.class_token_position == "front":
