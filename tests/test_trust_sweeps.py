@@ -31,14 +31,15 @@ class FakeTraining:
     """Stands in for ``run_logged``: writes the outputs of train.py / test.py and records each call."""
 
     def __init__(self):
-        self.calls: list[list[str]] = []
+        self.calls: list[list[str]] = []  # training runs and the tests of trained prompts
+        self.zero_shot: list[list[str]] = []  # tools/test.py CONFIG none: the zero-shot references
 
     def __call__(self, cmd: list[str], log: Path, cwd: Path | None = None) -> None:
         work_dir = Path(cmd[cmd.index("--work-dir") + 1])
         lock = work_dir / LOCK_FILE  # the sweep holds the run folder's lock while it trains
         assert json.loads(lock.read_text())["pid"] == os.getpid(), f"{lock} not held by the sweep"
         assert str(lock.resolve()) in os.environ[workdir.HELD_ENV]  # so that train.py runs under it
-        self.calls.append(cmd)
+        (self.zero_shot if "none" in cmd else self.calls).append(cmd)
         work_dir.mkdir(parents=True, exist_ok=True)
         if "--out" in cmd:  # tools/test.py
             Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps({"metrics": {"accuracy/top1": 40.0}}))
@@ -127,7 +128,7 @@ def test_fewshot_refuses_a_run_made_with_other_epochs(tmp_path, fake):
             str(tmp_path)]
     fewshot.main([*args, "--epochs", "2"])
     fewshot.main([*args, "--epochs", "2"])
-    assert len(fake.calls) == 1
+    assert len(fake.calls) == 1 and len(fake.zero_shot) == 1  # the zero-shot reference is reused too
     with pytest.raises(SystemExit) as err:
         fewshot.main([*args, "--epochs", "3"])
     assert (f"{tmp_path / 'coop' / 'toy-shapes' / 'shots1' / 'seed1'} was run with train_cfg.max_epochs=2, "
