@@ -113,6 +113,21 @@ register_clip(
 )
 register_clip(
     ClipArch(
+        "toy-teacher",
+        "ViT-B-16",
+        overrides=dict(
+            embed_dim=160,
+            vision_cfg=dict(image_size=64, layers=5, width=160, patch_size=8, head_width=32),
+            text_cfg=dict(**_TEXT_77, width=160, heads=5, layers=5),
+        ),
+        local_weights={"toy-teacher": "toy_teacher.safetensors"},
+        conv_stem=(40, 80, 160),
+        description="the toy CLIP's teacher (width 160, 5 layers), pretrained with more sketch, night and "
+                    "noisy images",
+    )
+)
+register_clip(
+    ClipArch(
         "test-tiny",
         "ViT-B-16",
         overrides=dict(
