@@ -14,3 +14,8 @@ done
 # shellcheck disable=SC2068
 python3 benchmarks/bench_train_step.py --device cuda --learners ${learners[@]} --classes 50 1000 --batch-size 8 \
   2>&1 | tee "$OUT/bench_train_step_cuda.txt"
+# TPT and RLCF-prompt per test sample (64 views, ViT-B/16 student, ViT-L/14 teacher); OFFICIAL_TTA=/path/to/
+# bench_official_tta.py adds the official implementations in the same run
+python3 benchmarks/bench_tta.py --device cuda --classes 200 1000 --views 64 \
+  ${OFFICIAL_TTA:+--official-cmd "python3 $OFFICIAL_TTA {method} {classes} --views {views} --samples {samples} --warmup {warmup} --device {device} --names vlprompt"} \
+  2>&1 | tee "$OUT/bench_tta_cuda.txt"

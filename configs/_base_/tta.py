@@ -1,0 +1,9 @@
+# Test-time adaptation (tools/tta.py): one test split, adapted and predicted one sample at a time.
+# The class names are the test dataset's (ImageNet-A/-R: their 200 classes, read from their folders);
+# the views follow TPT (vlprompt.adapters.TPTViews): 64 per sample, AugMix outside the ImageNet family.
+from vlprompt.datasets import build_dataset
+
+data_root = None  # None: $VLPROMPT_DATA; or --cfg-options data_root=/path
+test_dataloader = dict(dataset=dict(type=build_dataset, name="", split="test"))
+views = dict(n_views=64, augmix=None)  # augmix None: TPT's rule, vlprompt.adapters.uses_augmix(dataset name)
+randomness = dict(seed=1)  # seeds the views of sample i (the same views whatever the process count)

@@ -1,0 +1,212 @@
+"""tools/tta.py: test-time adaptation over a test set, from a config (and a checkpoint), in one or
+two processes, with its results, tables and errors.
+
+Everything runs on the random-init ``test-tiny`` CLIP (32 px) over a few toy-world samples; RLCF's
+teacher is another ``test-tiny`` (the toy teacher's weights are not needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from vlprompt.backbones import save_safetensors
+from vlprompt.errors import ConfigError, UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import tta  # noqa: E402  (tools/tta.py)
+
+TPT_CONFIG = "configs/tpt/toy_shapes_noise.py"
+RLCF_CONFIG = "configs/rlcf/toy_shapes_noise.py"
+TINY = ["model.backbone.name=test-tiny", "model.backbone.pretrained=None"]
+TINY_TEACHER = ["adapter.teacher.name=test-tiny", "adapter.teacher.pretrained=None"]
+FOUR_VIEWS = ["views.n_views=4", "adapter.selection_p=0.5"]  # int(4 x 0.5) = 2 views selected
+TTA_CONFIGS = sorted(p for m in ("tpt", "rlcf") for p in (ROOT / "configs" / m).glob("[!_]*.py"))
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _results(work_dir: Path) -> dict:
+    return json.loads((work_dir / "results.json").read_text())
+
+
+def _checkpoint(path: Path, learner: str = "coop", names=("red circle", "blue star", "sea lion"), **hparams) -> Path:
+    """A ``learned.safetensors`` as training writes it, for a test-tiny learner with moved parameters."""
+    from vlprompt.engine import PromptModel
+    from vlprompt.engine.hooks import to_plain
+
+    torch.manual_seed(3)
+    model = PromptModel(dict(name="test-tiny", pretrained=None), dict(type=learner, **hparams), list(names))
+    state = model.learner.learned_state_dict()
+    with torch.no_grad():
+        for value in state.values():
+            value.add_(torch.randn_like(value))
+    save_safetensors(state, path, {"vlprompt": json.dumps(to_plain(model.metadata()))})
+    return path
+
+
+# ------------------------------------------------------------------------------------------ configs
+@pytest.mark.parametrize("path", TTA_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_tta_configs_follow_the_published_recipes(path):
+    cfg = Config.fromfile(str(path))
+    method, name = path.parent.name, cfg.test_dataloader.dataset.name
+    assert cfg.adapter.type == method and cfg.adapter.variant == "prompt" and cfg.adapter.selection_p == 0.1
+    assert cfg.model.learner == dict(type="coop", n_ctx=4, ctx_init="a photo of a")
+    if method == "tpt":
+        assert (cfg.adapter.steps, cfg.adapter.lr, cfg.adapter.weight_decay) == (1, 5e-3, 0.01)
+    else:
+        fine = not name.startswith(("imagenet", "toy-"))
+        assert (cfg.adapter.steps, cfg.adapter.lr, cfg.adapter.weight_decay) == (5 if fine else 3, 7e-3, 5e-4)
+        assert cfg.adapter.sample_k == 3
+        teacher = "toy-teacher" if name.startswith("toy-") else "ViT-L-14"
+        assert cfg.adapter.teacher.name == teacher
+    if name.startswith("toy-"):
+        assert cfg.model.backbone.name == "toy" and cfg.views.n_views == 32
+    else:
+        assert cfg.model.backbone == dict(name="ViT-B-16", pretrained="openai") and cfg.views.n_views == 64
+    assert cfg.views.augmix is None  # TPT's rule decides: AugMix outside the ImageNet family
+
+
+def test_every_dataset_of_the_protocol_has_a_tta_config():
+    names = {(p.parent.name, Config.fromfile(str(p)).test_dataloader.dataset.name) for p in TTA_CONFIGS}
+    expected = {"imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r", "caltech101", "dtd",
+                "eurosat", "fgvc-aircraft", "food101", "oxford-flowers", "oxford-pets", "stanford-cars", "sun397",
+                "ucf101", "toy-shapes-noise", "toy-shapes-night", "toy-shapes-sketch", "toy-hues"}
+    assert names == {(m, d) for m in ("tpt", "rlcf") for d in expected}
+
+
+# ------------------------------------------------------------------------------------------ runs
+def test_two_gloo_processes_give_the_predictions_of_one(tmp_path):
+    """torchrun with 2 CPU ranks: each adapts its share (r::2) and rank 0 gathers; the predictions and
+    the accuracy equal a 1-process run's (each sample's views depend on its index and the seed only)."""
+    common = [TPT_CONFIG, "--limit", "10", "--cfg-options", *TINY, *FOUR_VIEWS]
+    single = [sys.executable, "tools/tta.py", *common[:3], "--work-dir", str(tmp_path / "one"), *common[3:]]
+    double = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+              "tools/tta.py", *common[:3], "--launcher", "pytorch", "--work-dir", str(tmp_path / "two"), *common[3:]]
+    for cmd in (single, double):
+        proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one, two = _results(tmp_path / "one"), _results(tmp_path / "two")
+    assert one["samples"]["count"] == two["samples"]["count"] == 10
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert len({i for i, _ in one["predictions"]}) == 10
+    assert two["predictions"] == one["predictions"]
+    assert two["metrics"]["accuracy/top1"] == one["metrics"]["accuracy/top1"]
+
+
+def test_a_run_writes_results_with_top1_and_seconds_per_sample(tmp_path):
+    rows = tta.main([TPT_CONFIG, "--limit", "4", "--work-dir", str(tmp_path), "--cfg-options", *TINY, *FOUR_VIEWS])
+    record = _results(tmp_path)
+    assert set(record["metrics"]) == {"accuracy/top1", "sec_per_sample", "views_sec_per_sample"}
+    assert record["metrics"]["sec_per_sample"] > 0
+    assert record["run"]["dataset"] == "toy-shapes-noise" and record["run"]["model"]["learner"]["type"] == "coop"
+    assert record["adapter"]["type"] == "tpt" and record["views"] == {"n_views": 4, "augmix": True}
+    assert record["samples"] == {"count": 4, "of": 1200, "limit": 4, "seed": 1}
+    labels = {i: label for i, label in enumerate(it.label for it in _dataset("toy-shapes-noise").items)}
+    correct = sum(labels[i] == p for i, p in record["predictions"])
+    assert record["metrics"]["accuracy/top1"] == pytest.approx(100 * correct / 4) == rows[0]["top1"]
+    # the seeded draw covers the test set, not its first class
+    assert len({labels[i] for i, _ in record["predictions"]}) > 1
+
+
+def _dataset(name: str):
+    from vlprompt.datasets import build_dataset
+
+    return build_dataset(name, split="test", transform=None, progress=False)
+
+
+def test_without_steps_the_prediction_is_the_learners_on_view_0(tmp_path):
+    """``adapter.steps=0`` is the zero-shot reference: the prompt's own prediction of view 0."""
+    from vlprompt.adapters import TPTViews, default_prompt_learner
+    from vlprompt.backbones import build_clip
+
+    tta.main([TPT_CONFIG, "--limit", "3", "--work-dir", str(tmp_path), "--cfg-options", *TINY, "adapter.steps=0"])
+    record = _results(tmp_path)
+    data = _dataset("toy-shapes-noise")
+    torch.manual_seed(1)  # the tool seeds the random-weight backbone with the config's seed
+    learner = default_prompt_learner(build_clip("test-tiny"), data.classnames)
+    views = TPTViews.for_backbone(learner.backbone, n_views=1)
+    with torch.no_grad():
+        expected = [[i, int(learner(views(data.load_image(data.items[i].impath))).argmax())]
+                    for i, _ in record["predictions"]]
+    assert record["predictions"] == expected
+
+
+def test_several_configs_give_a_table_and_rlcf_runs_with_a_given_teacher(tmp_path):
+    options = [*TINY, *FOUR_VIEWS, *TINY_TEACHER]
+    rows = tta.main([RLCF_CONFIG, "--datasets", "toy-shapes-noise", "toy-shapes-night", "--limit", "3",
+                     "--work-dir", str(tmp_path), "--cfg-options", *options])
+    assert [(r["method"], r["dataset"]) for r in rows] == [("rlcf-prompt", "toy-shapes-noise"),
+                                                           ("rlcf-prompt", "toy-shapes-night")]
+    for name in ("toy_shapes_noise_toy_shapes_noise", "toy_shapes_noise_toy_shapes_night"):
+        assert _results(tmp_path / name)["adapter"]["teacher"]["name"] == "test-tiny"
+    md = (tmp_path / "tta.md").read_text()
+    assert "| rlcf-prompt | toy-shapes-night | 3 / 1200 | 4 |" in md and "**average** (2)" in md
+    lines = (tmp_path / "tta.csv").read_text().splitlines()
+    assert lines[0].startswith("method,dataset,samples") and len(lines) == 3
+
+
+def test_a_checkpoint_learner_is_adapted_on_the_test_sets_classes(tmp_path):
+    """The checkpoint's context is what the adapter tunes, over the 40 test classes (the file has 3)."""
+    path = _checkpoint(tmp_path / "learned.safetensors", n_ctx=4)
+    from vlprompt.cli import cfg_options
+    from vlprompt.engine import load_config
+    from vlprompt.engine.checkpoint import read_learned
+
+    cfg = load_config(TPT_CONFIG, str(tmp_path / "run"), cfg_options(TINY))
+    names = list(_dataset("toy-shapes-noise").classnames)
+    learner, model = tta.build_learner(cfg, path, names, torch.device("cpu"))
+    assert torch.equal(learner.ctx.detach(), read_learned(path)[0]["ctx"]) and learner.class_names == names
+    adapter = tta.build_adapter_of(cfg, learner, torch.device("cpu"))
+    assert adapter.student.trainable[0] is learner.ctx
+    assert model["checkpoint"] == str(path) and model["num_classes"] == 40
+    tta.main([TPT_CONFIG, "--checkpoint", str(path), "--limit", "2", "--work-dir", str(tmp_path / "run"),
+              "--cfg-options", *FOUR_VIEWS])
+    record = _results(tmp_path / "run")
+    model = record["run"]["model"]
+    assert model["checkpoint"] == str(path) and model["backbone"]["name"] == "test-tiny"
+    assert model["num_classes"] == 40
+
+
+def test_a_learner_without_text_context_fails_at_start_naming_it(tmp_path):
+    path = _checkpoint(tmp_path / "vpt.safetensors", learner="vpt")
+    with pytest.raises(ConfigError, match=r"VPT \('vpt'\) has no text context tokens"):
+        tta.main([TPT_CONFIG, "--checkpoint", str(path), "--limit", "2", "--work-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_an_unknown_checkpoint_stops_with_one_line(tmp_path):
+    missing = tmp_path / "nope" / "learned.safetensors"
+    proc = subprocess.run([sys.executable, "tools/tta.py", TPT_CONFIG, "--checkpoint", str(missing)], cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: --checkpoint {missing} does not exist (give a "
+                                                "learned.safetensors or epoch_N.pth from a work dir, or leave it "
+                                                "out for the zero-shot prompt)"]
+
+
+def test_bad_settings_are_refused_before_any_sample_naming_them(tmp_path):
+    with pytest.raises(ConfigError, match=r"views.n_views=8 with adapter.selection_p=0.1 selects no view"):
+        tta.main([TPT_CONFIG, "--work-dir", str(tmp_path), "--cfg-options", *TINY, "views.n_views=8"])
+    with pytest.raises(ConfigError, match=r"adapter=.*TPT: steps must be an int >= 0, got -1"):
+        tta.main([TPT_CONFIG, "--work-dir", str(tmp_path), "--cfg-options", *TINY, "adapter.steps=-1"])
+    with pytest.raises(UserError, match="torchrun"):
+        tta.main([TPT_CONFIG, "--work-dir", str(tmp_path), "--launcher", "pytorch"])
+    assert not (tmp_path / "results.json").exists()
