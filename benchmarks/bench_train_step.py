@@ -33,9 +33,7 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +46,7 @@ from vlprompt.learners import LEARNERS, PromptLearner, build_learner, list_learn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_backbone import class_names  # noqa: E402 - the shared class-name generator
+from bench_common import run_isolated  # noqa: E402
 
 GIB = 1024**3
 
@@ -172,18 +171,8 @@ def run_worker(cfg: dict) -> dict:
 
 
 def run_config(cfg: dict, script: str) -> dict:
-    """Run one configuration in a fresh Python process (its own peak memory)."""
-    if cfg["variant"] == "external":
-        command = shlex.split(cfg["command"].format(**cfg))
-    else:
-        command = [sys.executable, script, "--worker", json.dumps(cfg)]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return {"prompts": "-", **cfg, **json.loads(line[len("RESULT ") :])}
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else " / ".join(tail) or f"rc {proc.returncode}"
-    return dict(cfg, error=reason)
+    """One configuration in a process of its own (an external implementation through its command template)."""
+    return {"prompts": "-", **run_isolated(cfg, script, cfg["command"] if cfg["variant"] == "external" else None)}
 
 
 # ------------------------------------------------------------------------------- report

@@ -30,9 +30,7 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 
@@ -43,6 +41,7 @@ from vlprompt.backbones import build_clip
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_backbone import class_names  # noqa: E402 - the shared class-name generator
+from bench_common import run_isolated  # noqa: E402
 
 GIB = 1024**3
 METHODS = ("tpt", "rlcf_prompt")
@@ -103,18 +102,9 @@ def run_worker(cfg: dict) -> dict:
 
 
 def run_config(cfg: dict, script: str) -> dict:
-    """Run one configuration in a fresh Python process (its own peak memory)."""
-    if cfg["impl"] == "official":
-        command = shlex.split(cfg["command"].format(**cfg))
-    else:
-        command = [sys.executable, script, "--worker", json.dumps(cfg)]
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("RESULT "):
-            return {**cfg, **json.loads(line[len("RESULT "):]), "impl": cfg["impl"]}
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    reason = "killed (out of memory?)" if proc.returncode in (-9, 137) else " / ".join(tail) or f"rc {proc.returncode}"
-    return dict(cfg, error=reason)
+    """One configuration in a process of its own (the official one through its command template)."""
+    official = cfg["impl"] == "official"
+    return {**run_isolated(cfg, script, cfg["command"] if official else None), "impl": cfg["impl"]}
 
 
 def print_table(results: list[dict], desc: str) -> None:
