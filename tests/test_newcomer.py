@@ -60,3 +60,24 @@ def test_tensorboard_switch_writes_events(tmp_path):
                      "train_dataloader.dataset.num_shots=1", "train_cfg.max_epochs=1",
                      "default_hooks.logger.interval=1", f"experiment_name=run_{uuid.uuid4().hex[:8]}"])
     assert list(work.rglob("vis_data/events.out.tfevents.*")) and list(work.rglob("vis_data/scalars.json"))
+
+
+def test_the_no_data_root_hint_names_flags_the_tools_really_have(monkeypatch):
+    import re
+    import subprocess
+
+    from vlprompt.datasets import DATA_ENV, DatasetError, resolve_data_root
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    with pytest.raises(DatasetError) as err:
+        resolve_data_root(None)
+    hints = re.findall(r"(--[\w-]+)[ =]\S+ \(([^)]*)\)", str(err.value))
+    assert [flag for flag, _ in hints] == ["--cfg-options", "--data-root"]
+    sweeps = ["tools/base2novel.py", "tools/fewshot.py", "tools/transfer.py"]
+    for flag, where in hints:
+        tools = [t for part in where.split(", ") for t in (sweeps if part == "the sweep tools" else [part])]
+        assert tools
+        for tool in tools:
+            argv = [sys.executable, tool, *(["verify"] if tool.endswith("prepare_data.py") else []), "--help"]
+            out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+            assert flag in out, f"{tool} has no {flag}, but the no-data-root message says it does"
