@@ -19,6 +19,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import ConfigError
 from .base import BenchmarkDataset
 from .loading import unreadable_images
 
@@ -55,7 +56,8 @@ def _whole(value: Any) -> bool:
 
 
 def check_loader_settings(key: str, loader: Mapping[str, Any]) -> None:
-    """A ``ValueError`` naming ``<key>.<setting>`` for loader settings that cannot work.
+    """A :class:`~vlprompt.errors.ConfigError` (a ``ValueError``) naming ``<key>.<setting>`` for loader
+    settings that cannot work.
 
     ``batch_size`` must be a whole number >= 1, ``num_workers`` >= 0, and ``persistent_workers``
     / ``prefetch_factor`` need ``num_workers > 0`` (torch only says so when the loader is first
@@ -63,15 +65,15 @@ def check_loader_settings(key: str, loader: Mapping[str, Any]) -> None:
     """
     batch_size = loader.get('batch_size', 1)
     if not _whole(batch_size) or batch_size < 1:
-        raise ValueError(f'{key}.batch_size must be a whole number >= 1, got {batch_size!r}')
+        raise ConfigError(f'{key}.batch_size must be a whole number >= 1, got {batch_size!r}')
     workers = loader.get('num_workers', 0)
     if not _whole(workers) or workers < 0:
-        raise ValueError(f'{key}.num_workers must be a whole number >= 0, got {workers!r}')
+        raise ConfigError(f'{key}.num_workers must be a whole number >= 0, got {workers!r}')
     if workers == 0 and loader.get('persistent_workers'):
-        raise ValueError(f'{key}.persistent_workers=True needs {key}.num_workers > 0 (got num_workers=0)')
+        raise ConfigError(f'{key}.persistent_workers=True needs {key}.num_workers > 0 (got num_workers=0)')
     prefetch = loader.get('prefetch_factor')
     if prefetch is not None:
         if workers == 0:
-            raise ValueError(f'{key}.prefetch_factor={prefetch!r} needs {key}.num_workers > 0 (got num_workers=0)')
+            raise ConfigError(f'{key}.prefetch_factor={prefetch!r} needs {key}.num_workers > 0 (got num_workers=0)')
         if not _whole(prefetch) or prefetch < 1:
-            raise ValueError(f'{key}.prefetch_factor must be a whole number >= 1, got {prefetch!r}')
+            raise ConfigError(f'{key}.prefetch_factor must be a whole number >= 1, got {prefetch!r}')
