@@ -197,6 +197,12 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu",
 _STEP = re.compile(r"(?:epoch|iter)_(\d+)\.pth$")
 
 
+def step_checkpoints(work_dir: str | os.PathLike) -> list[Path]:
+    """The ``epoch_N.pth`` / ``iter_N.pth`` files of ``work_dir``, newest (highest N) first."""
+    found = (p for p in Path(work_dir).glob("*.pth") if _STEP.search(p.name))
+    return sorted(found, key=lambda p: int(_STEP.search(p.name)[1]), reverse=True)
+
+
 def find_resume_checkpoint(work_dir: str | os.PathLike) -> str | None:
     """The newest checkpoint of ``work_dir`` that loads, for ``--resume`` without a path.
 
@@ -208,8 +214,7 @@ def find_resume_checkpoint(work_dir: str | os.PathLike) -> str | None:
     work_dir = Path(work_dir)
     pointer = work_dir / "last_checkpoint"
     named = pointer.read_text().strip() if pointer.is_file() else ""
-    found = sorted((p for p in work_dir.glob("*.pth") if _STEP.search(p.name)),
-                   key=lambda p: int(_STEP.search(p.name)[1]), reverse=True)
+    found = step_checkpoints(work_dir)
     candidates = ([Path(named)] if named else []) + [p for p in found if not named or p != Path(named)]
     if not candidates:
         return None
@@ -241,11 +246,10 @@ def check_work_dir_run(work_dir: str | os.PathLike, checkpoint: str | os.PathLik
     load, else the newest there) came from another learner, backbone or prompt layout than
     ``model_cfg`` asks for, naming the work dir and both configs, before anything is loaded."""
     if checkpoint is None:
-        found = sorted((p for p in Path(work_dir).glob("*.pth") if _STEP.search(p.name)),
-                       key=lambda p: int(_STEP.search(p.name)[1]))
+        found = step_checkpoints(work_dir)
         if not found:
             return
-        checkpoint = found[-1]
+        checkpoint = found[0]
     try:
         meta = torch_load_plain(checkpoint, checkpoint).get("vlprompt")
     except (CheckpointError, AttributeError):
