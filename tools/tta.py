@@ -195,16 +195,15 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     """Adapt and predict over ``cfg``'s test set (this rank's share); returns the run's row (rank 0's is
     the gathered one) and writes ``results.json`` on rank 0."""
     import torch
-    from mmengine.registry import DATASETS
     from tqdm import tqdm
 
     from vlprompt.engine.results import write_results
+    from vlprompt.engine.runner import build_dataset_from_cfg
 
     data = dict(cfg.test_dataloader.dataset)
     data.setdefault("data_root", cfg.get("data_root"))
     data.update(transform=None, progress=False)  # PIL images: the views are made per sample
-    kind = data.pop("type")
-    dataset = kind(**data) if callable(kind) else DATASETS.build(dict(type=kind, **data))  # as the engine does
+    dataset = build_dataset_from_cfg(data)
     name = data["name"]
     seed = int((cfg.get("randomness") or {}).get("seed") or 0)
     torch.manual_seed(seed)  # random-weight backbones and teachers come out the same in every process

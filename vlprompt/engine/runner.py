@@ -73,7 +73,9 @@ class PromptRunner(Runner):
             self.logger.info(f"Config:\n{self.cfg.pretty_text}")
 
 
-def _build_dataset(cfg: dict) -> Any:
+def build_dataset_from_cfg(cfg: dict) -> Any:
+    """A dataset from a config's ``dataset`` dict: its ``type`` is the builder itself (a pure-Python
+    config) or a registered name."""
     cfg = copy.deepcopy(cfg)
     kind = cfg.pop("type")
     if callable(kind):
@@ -127,7 +129,7 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         data.setdefault("image_size", image_size)
         if data.get("num_shots"):
             data.setdefault("seed", seed if seed is not None else 1)  # Dassl: one seed for picks and training
-        datasets[key] = _build_dataset(data)  # fails here, before any step, on bad data
+        datasets[key] = build_dataset_from_cfg(data)  # fails here, before any step, on bad data
         if key == "train_dataloader":
             # the real shots per class, for results.json (results.run_description); ``short`` as
             # [class, count] pairs, since mmengine cannot dump a dict keyed by "jack-o'-lantern"
