@@ -32,6 +32,7 @@ from vlprompt.adapters import (
     view_entropy,
 )
 from vlprompt.backbones import TextPrompts, TokenInsertion, build_clip
+from vlprompt.errors import ConfigError
 from vlprompt.learners import VPT, CoCoOp, CoOp, KgCoOp, MaPLe, PromptSRC, ZeroShotCLIP
 
 NAMES = ["red circle", "blue star", "green square", "sea_lion", "annual crop land"]
@@ -453,6 +454,22 @@ def test_augmix_views_mix_the_same_crops_with_tpts_ops():
     assert all(op.magnitude == 1 for op in mixed_views.mix.ops)
     assert uses_augmix("dtd") and not uses_augmix("imagenet-a")
 
+
+
+def test_crop_scale_bounds_the_random_crops():
+    """``crop_scale=(1, 1)`` on a square image leaves only the whole image, resized, or its mirror."""
+    image = _image(2, (6, 6)).resize((48, 48), Image.BILINEAR)  # smooth: the resampling filter hardly matters
+    views = TPTViews(32, 7, crop_scale=(1.0, 1.0))(image, torch.Generator().manual_seed(0))
+    whole = TPTViews(32, 1)(image)[0]
+    def distance(view):  # mean abs difference to the whole image or its mirror (bilinear vs bicubic: ~0.01)
+        return min((view - whole).abs().mean(), (view - whole.flip(-1)).abs().mean())
+
+    assert max(distance(v) for v in views[1:]) < 0.03
+    wide = TPTViews(32, 7)(image, torch.Generator().manual_seed(0))  # torchvision's (0.08, 1)
+    assert max(distance(v) for v in wide[1:]) > 0.3
+    for bad in [(0.0, 1.0), (0.6, 0.5), (0.5,), "big"]:
+        with pytest.raises(ConfigError, match="crop_scale"):
+            TPTViews(32, 4, crop_scale=bad)
 
 # ------------------------------------------------------------------------- text tower host reads
 def test_text_tower_reads_nothing_back_from_the_device_for_cpu_token_ids(clip):

@@ -156,7 +156,7 @@ def build_adapter_of(cfg: Config, learner: PromptLearner, device: torch.device):
     try:
         return build_adapter(spec, learner)
     except (ValueError, TypeError) as err:
-        if isinstance(err, ConfigError):
+        if str(err).startswith(str(cfg.filename)):  # already names the config
             raise
         raise ConfigError(f"{cfg.filename}: adapter={dict(cfg.adapter)}: {err}") from err
 
@@ -167,13 +167,14 @@ def build_views(cfg: Config, learner: PromptLearner, dataset: str):
     from vlprompt.errors import ConfigError
 
     spec = dict(cfg.get("views") or {})
-    unknown = sorted(set(spec) - {"n_views", "augmix"})
+    unknown = sorted(set(spec) - {"n_views", "augmix", "crop_scale"})
     if unknown:
-        raise ConfigError(f"{cfg.filename}: views has unknown keys {unknown} (n_views, augmix)")
+        raise ConfigError(f"{cfg.filename}: views has unknown keys {unknown} (n_views, augmix, crop_scale)")
     augmix = spec.get("augmix")
     augmix = uses_augmix(dataset) if augmix is None else augmix
     try:
-        return TPTViews.for_backbone(learner.backbone, n_views=spec.get("n_views", 64), augmix=bool(augmix))
+        return TPTViews.for_backbone(learner.backbone, n_views=spec.get("n_views", 64), augmix=bool(augmix),
+                                     crop_scale=spec.get("crop_scale", (0.08, 1.0)))
     except ValueError as err:
         raise ConfigError(f"{cfg.filename}: views={spec}: {err}") from err
 
@@ -253,7 +254,8 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                    "views_sec_per_sample": sum(r[4] for r in records) / max(n, 1)}
         spec = cfg.adapter.to_dict() if hasattr(cfg.adapter, "to_dict") else dict(cfg.adapter)
         path = write_results(Path(cfg.work_dir) / "results.json", metrics, cfg, model, adapter=spec,
-                             views={"n_views": make_views.n_views, "augmix": make_views.augmix},
+                             views={"n_views": make_views.n_views, "augmix": make_views.augmix,
+                                    "crop_scale": list(make_views.crop_scale)},
                              samples={"count": n, "of": len(dataset), "limit": limit, "seed": seed},
                              processes=world, device=str(device),
                              predictions=[[i, p] for i, p, *_ in records])

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..backbones import PromptableCLIP
+from ..errors import ConfigError
 from ..learners import CoOp, PromptLearner
 
 __all__ = [
@@ -52,8 +53,8 @@ def confident_views(logits: torch.Tensor, fraction: float) -> torch.Tensor:
     n = logits.shape[0]
     k = int(n * fraction)
     if k < 1:
-        raise ValueError(f"selection_p={fraction} keeps no view of {n} (int({n} x {fraction}) = 0); "
-                         "pass more views or a larger selection_p")
+        raise ConfigError(f"selection_p={fraction} keeps no view of {n} (int({n} x {fraction}) = 0); "
+                          "pass more views or a larger selection_p")
     return torch.argsort(view_entropy(logits.detach()), stable=True)[:k]
 
 
@@ -126,7 +127,7 @@ class PromptStudent(Student):
     def __init__(self, learner: PromptLearner, method: str = "prompt tuning") -> None:
         ctx = getattr(learner, "ctx", None)
         if not isinstance(ctx, nn.Parameter):
-            raise ValueError(
+            raise ConfigError(
                 f"{method}: the learner {type(learner).__name__} ({getattr(learner, 'learner_name', '?')!r}) has no "
                 "text context tokens to tune; use a learner with a `ctx` parameter (coop, kgcoop, cocoop, maple, "
                 "ivlp, promptsrc), e.g. vlprompt.adapters.default_prompt_learner(backbone, class_names)"
@@ -216,11 +217,11 @@ class ImageEncoderStudent(Student):
     def __init__(self, learner: PromptLearner, norm_only: bool = False, method: str = "image-encoder TTA") -> None:
         name = type(learner).__name__
         if type(learner).encode_images is not PromptLearner.encode_images:
-            raise ValueError(f"{method}: {name} prompts the image tower; the image-encoder variant tunes a copy of the "
-                             "plain image tower (use zsclip, coop, kgcoop or the prompt variant)")
+            raise ConfigError(f"{method}: {name} prompts the image tower; the image-encoder variant tunes a copy of "
+                              "the plain image tower (use zsclip, coop, kgcoop or the prompt variant)")
         if learner.image_conditioned_text:
-            raise ValueError(f"{method}: {name}'s class features depend on the image; the image-encoder variant needs "
-                             "fixed class features (use zsclip, coop or kgcoop)")
+            raise ConfigError(f"{method}: {name}'s class features depend on the image; the image-encoder variant needs "
+                              "fixed class features (use zsclip, coop or kgcoop)")
         self.learner = learner
         backbone = learner.backbone
         self.visual = copy.deepcopy(backbone.model.visual)
@@ -230,7 +231,7 @@ class ImageEncoderStudent(Student):
         modules = [m for m in self.visual.modules() if isinstance(m, _NORMS)] if norm_only else [self.visual]
         self.trainable = list(dict.fromkeys(p for m in modules for p in m.parameters()))
         if not self.trainable:
-            raise ValueError(f"{method}: the image tower of {backbone.arch} has no normalisation layers to tune")
+            raise ConfigError(f"{method}: the image tower of {backbone.arch} has no normalisation layers to tune")
         for p in self.trainable:
             p.requires_grad_(True)
         self._batch_statistics = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.visual.modules())
@@ -290,11 +291,11 @@ def make_student(learner: PromptLearner, variant: str, method: str, norm_only: b
     """The student of a variant: ``"prompt"`` (text context) or ``"image"`` (a copy of the image tower)."""
     if variant == "prompt":
         if norm_only:
-            raise ValueError(f"{method}: norm_only applies to variant='image' only")
+            raise ConfigError(f"{method}: norm_only applies to variant='image' only")
         return PromptStudent(learner, method)
     if variant == "image":
         return ImageEncoderStudent(learner, norm_only=norm_only, method=method)
-    raise ValueError(f"{method}: variant must be 'prompt' or 'image', got {variant!r}")
+    raise ConfigError(f"{method}: variant must be 'prompt' or 'image', got {variant!r}")
 
 
 # ---------------------------------------------------------------------------------------- adapter
@@ -332,18 +333,18 @@ class TestTimeAdapter:
     ) -> None:
         name = type(self).__name__
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-            raise ValueError(f"{name}: steps must be an int >= 0, got {steps!r}")
+            raise ConfigError(f"{name}: steps must be an int >= 0, got {steps!r}")
         if not lr > 0:
-            raise ValueError(f"{name}: lr must be > 0, got {lr!r}")
+            raise ConfigError(f"{name}: lr must be > 0, got {lr!r}")
         if not 0 < selection_p <= 1:
-            raise ValueError(f"{name}: selection_p must lie in (0, 1], got {selection_p!r}")
+            raise ConfigError(f"{name}: selection_p must lie in (0, 1], got {selection_p!r}")
         if momentum is not None:
             if not 0 <= momentum < 1:
-                raise ValueError(f"{name}: momentum must lie in [0, 1), got {momentum!r}")
+                raise ConfigError(f"{name}: momentum must lie in [0, 1), got {momentum!r}")
             if not episodic:
-                raise ValueError(f"{name}: the momentum buffer moves the reset point; it needs episodic=True")
+                raise ConfigError(f"{name}: the momentum buffer moves the reset point; it needs episodic=True")
             if not isinstance(update_freq, int) or update_freq < 1:
-                raise ValueError(f"{name}: update_freq must be an int >= 1, got {update_freq!r}")
+                raise ConfigError(f"{name}: update_freq must be an int >= 1, got {update_freq!r}")
         self.student = student
         self.steps = steps
         self.selection_p = float(selection_p)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones import PromptableCLIP, build_clip
-from ..errors import UserError
+from ..errors import ConfigError, UserError
 from ..learners import PromptLearner
 from ..learners.common import class_text_features
 from ..registry import ADAPTERS
@@ -100,7 +100,7 @@ class CLIPTeacher:
         if not isinstance(backbone, PromptableCLIP):
             raise TypeError(f"a teacher is a PromptableCLIP or build_clip's arguments, got {type(backbone).__name__}")
         if "{}" not in template:
-            raise ValueError(f"the teacher's template needs a '{{}}' for the class name, got {template!r}")
+            raise ConfigError(f"the teacher's template needs a '{{}}' for the class name, got {template!r}")
         self.backbone = backbone
         self.template = template
         self._text_key: tuple | None = None
@@ -151,7 +151,7 @@ class CLIPReward:
         if isinstance(teachers, (CLIPTeacher, PromptableCLIP, Mapping)):
             teachers = [teachers]
         if not isinstance(teachers, Sequence) or not teachers:
-            raise ValueError(f"RLCF needs at least one teacher, got {teachers!r}")
+            raise ConfigError(f"RLCF needs at least one teacher, got {teachers!r}")
         self.teachers = [t if isinstance(t, CLIPTeacher) else CLIPTeacher(t, template) for t in teachers]
         if weights is None:
             if len(self.teachers) == 1:
@@ -159,14 +159,14 @@ class CLIPReward:
             else:
                 missing = [t.arch for t in self.teachers if t.arch not in RLCF_S_CONFIDENCES]
                 if missing:
-                    raise ValueError(f"no RLCF-S confidence for teacher(s) {missing}; pass teacher_weights "
-                                     f"(known: {RLCF_S_CONFIDENCES})")
+                    raise ConfigError(f"no RLCF-S confidence for teacher(s) {missing}; pass teacher_weights "
+                                      f"(known: {RLCF_S_CONFIDENCES})")
                 weights = [RLCF_S_CONFIDENCES[t.arch] for t in self.teachers]
         weights = [float(w) for w in weights]
         if len(weights) != len(self.teachers) or any(not w >= 0 or w == float("inf") for w in weights) \
                 or sum(weights) <= 0:
-            raise ValueError(f"teacher_weights: expected {len(self.teachers)} finite non-negative numbers with a "
-                             f"positive sum, got {weights!r}")
+            raise ConfigError(f"teacher_weights: expected {len(self.teachers)} finite non-negative numbers with a "
+                              f"positive sum, got {weights!r}")
         self.weights = [1.0] if len(weights) == 1 else [round(w / sum(weights), 2) for w in weights]
         self.clipscore_weight = float(clipscore_weight)
 
@@ -229,7 +229,7 @@ class RLCF(TestTimeAdapter):
         episodic: bool = True,
     ) -> None:
         if not isinstance(sample_k, int) or isinstance(sample_k, bool) or sample_k < 1:
-            raise ValueError(f"RLCF: sample_k must be an int >= 1, got {sample_k!r}")
+            raise ConfigError(f"RLCF: sample_k must be an int >= 1, got {sample_k!r}")
         student = make_student(learner, variant, "RLCF", norm_only)
         self.variant = variant
         self.reward = CLIPReward(teacher, teacher_weights, clipscore_weight, template)
@@ -258,7 +258,7 @@ class RLCF(TestTimeAdapter):
         self.last_samples, self.last_rewards, self.last_baselines = [], [], []
         names = self.learner.class_names
         if self.sample_k > len(names):
-            raise ValueError(f"RLCF: sample_k={self.sample_k} is more than the {len(names)} classes")
+            raise ConfigError(f"RLCF: sample_k={self.sample_k} is more than the {len(names)} classes")
         scores = self.reward.scores(views[selected], names)
         if not bool(torch.isfinite(scores).all()):  # the one host read of a sample, before any update
             bad = ", ".join(f"{t.arch}" for t in self.reward.teachers)

@@ -37,6 +37,7 @@ from torchvision import transforms as T
 
 from ..backbones import PromptableCLIP
 from ..backbones.pretrained import OPENAI_MEAN, OPENAI_STD
+from ..errors import ConfigError
 
 __all__ = ["IMAGENET_FAMILY", "TPT_AUGMIX_OPS", "TPTViews", "uses_augmix"]
 
@@ -82,6 +83,7 @@ class TPTViews:
         n_views: ``V``, the original included (64 in TPT and RLCF).
         augmix: AugMix on the random views (fine-grained sets, :func:`uses_augmix`).
         mean, std: normalisation of the backbone's weights.
+        crop_scale: the area range of the random crops (TPT: torchvision's default ``(0.08, 1.0)``).
     """
 
     def __init__(
@@ -91,14 +93,16 @@ class TPTViews:
         augmix: bool = False,
         mean: Sequence[float] = OPENAI_MEAN,
         std: Sequence[float] = OPENAI_STD,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
     ) -> None:
         if not isinstance(n_views, int) or n_views < 1:
-            raise ValueError(f"n_views must be an int >= 1, got {n_views!r}")
+            raise ConfigError(f"n_views must be an int >= 1, got {n_views!r}")
         if not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be an int >= 1, got {size!r}")
-        self.size, self.n_views, self.augmix = size, n_views, bool(augmix)
+            raise ConfigError(f"size must be an int >= 1, got {size!r}")
+        low, high = _crop_scale(crop_scale)
+        self.size, self.n_views, self.augmix, self.crop_scale = size, n_views, bool(augmix), (low, high)
         self.original = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
-        self.crop = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip()])
+        self.crop = T.Compose([T.RandomResizedCrop(size, scale=(low, high)), T.RandomHorizontalFlip()])
         hparams = dict(translate_pct=1 / 3, img_mean=(0, 0, 0), interpolation=Image.BILINEAR,
                        magnitude_std=float("inf"))
         ops = augmix_ops(magnitude=1, hparams=hparams, transforms=list(TPT_AUGMIX_OPS))
@@ -106,10 +110,11 @@ class TPTViews:
         self.to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
     @classmethod
-    def for_backbone(cls, backbone: PromptableCLIP, n_views: int = 64, augmix: bool = False) -> TPTViews:
+    def for_backbone(cls, backbone: PromptableCLIP, n_views: int = 64, augmix: bool = False,
+                     crop_scale: tuple[float, float] = (0.08, 1.0)) -> TPTViews:
         """Views at the backbone's input size and normalisation."""
         pre = backbone.info.preprocess
-        return cls(pre.image_size, n_views, augmix, pre.mean, pre.std)
+        return cls(pre.image_size, n_views, augmix, pre.mean, pre.std, crop_scale=crop_scale)
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         """The views of ``image``; the random ones drawn from ``generator`` (global generators if ``None``)."""
@@ -126,4 +131,16 @@ class TPTViews:
         return torch.stack(views)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, n_views={self.n_views}, augmix={self.augmix})"
+        return (f"{type(self).__name__}(size={self.size}, n_views={self.n_views}, augmix={self.augmix}, "
+                f"crop_scale={self.crop_scale})")
+
+
+def _crop_scale(value: Sequence[float]) -> tuple[float, float]:
+    """``(low, high)`` with ``0 < low <= high <= 1``, or a ConfigError naming the value."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"crop_scale must be two numbers (low, high), got {value!r}") from None
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {value!r}")
+    return low, high
