@@ -75,8 +75,8 @@ def test_tta_configs_follow_the_published_recipes(path):
         fine = not name.startswith(("imagenet", "toy-"))
         assert (cfg.adapter.steps, cfg.adapter.lr, cfg.adapter.weight_decay) == (5 if fine else 3, 7e-3, 5e-4)
         assert cfg.adapter.sample_k == 3
-        teacher = "toy-teacher" if name.startswith("toy-") else "ViT-L-14"
-        assert cfg.adapter.teacher.name == teacher
+        teacher = ("toy", "toy-teacher") if name.startswith("toy-") else ("ViT-L-14", "openai")
+        assert (cfg.adapter.teacher.name, cfg.adapter.teacher.pretrained) == teacher
     if name.startswith("toy-"):
         assert cfg.model.backbone.name == "toy" and cfg.views.n_views == 32
     else:

@@ -1,6 +1,6 @@
 # RLCF on toy-shapes-noise with the toy CLIP;
-# the reward CLIP is the toy world's teacher (vlprompt/weights/toy_teacher.safetensors,
-# made by tools/pretrain_toy_clip.py --recipe toy-teacher).
+# the reward CLIP is the toy world's teacher: the toy architecture with its own weights
+# (vlprompt/weights/toy_teacher.safetensors, made by tools/pretrain_toy_clip.py --recipe toy-teacher).
 # 32 views instead of 64 on the toy world (CPU-sized; int(32 x 0.1) = 3 views selected); AugMix as on
 # every set outside the ImageNet family; the published step counts.
 from mmengine.config import read_base
@@ -12,4 +12,4 @@ with read_base():
 model.backbone = backbone
 test_dataloader.dataset.name = "toy-shapes-noise"
 views.n_views = 32
-adapter.teacher = dict(name="toy-teacher", pretrained="toy-teacher")
+adapter.teacher = dict(name="toy", pretrained="toy-teacher")

@@ -106,24 +106,9 @@ register_clip(
             vision_cfg=dict(image_size=64, layers=4, width=128, patch_size=8, head_width=32),
             text_cfg=dict(**_TEXT_77, width=128, heads=4, layers=4),
         ),
-        local_weights={"toy": "toy_clip.safetensors"},
+        local_weights={"toy": "toy_clip.safetensors", "toy-teacher": "toy_teacher.safetensors"},
         conv_stem=(32, 64, 128),
         description="tiny ViT (64 px, conv stem, 4 layers, width 128) pretrained on the generated toy world",
-    )
-)
-register_clip(
-    ClipArch(
-        "toy-teacher",
-        "ViT-B-16",
-        overrides=dict(
-            embed_dim=160,
-            vision_cfg=dict(image_size=64, layers=5, width=160, patch_size=8, head_width=32),
-            text_cfg=dict(**_TEXT_77, width=160, heads=5, layers=5),
-        ),
-        local_weights={"toy-teacher": "toy_teacher.safetensors"},
-        conv_stem=(40, 80, 160),
-        description="the toy CLIP's teacher (width 160, 5 layers), pretrained with more sketch, night and "
-                    "noisy images",
     )
 )
 register_clip(
