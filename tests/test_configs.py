@@ -25,4 +25,5 @@ def test_config_loads_and_matches_its_file_name(path):
         assert cfg.train_dataloader.dataset.name == test.name
         # KgCoOp's only cross-dataset script (scripts/xd_train.sh) trains on 4 shots; every other recipe on 16
         kgcoop_xd = path.parent.name == "kgcoop" and path.stem == "imagenet_xd"
-        assert cfg.train_dataloader.dataset.num_shots == (4 if kgcoop_xd else 16)
+        smm_codan = path.parent.name == "smm" and path.stem == "codan"  # SMM's recipe: all 10,000 day images
+        assert cfg.train_dataloader.dataset.num_shots == (4 if kgcoop_xd else None if smm_codan else 16)

@@ -6,6 +6,7 @@ compatibility fixes (:mod:`vlprompt.engine.compat`).
 
 from . import compat
 from .config import load_config
+from .daynight import DarkeningHook, DayNightModel, DayNightReportHook
 from .gpa import GaussianPromptAggregation, gpa_weights
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
@@ -16,7 +17,8 @@ from .schedulers import WarmupCosineLR, dassl_lr
 compat.apply()
 
 __all__ = [
-    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "GaussianPromptAggregation", "NaNGuardHook",
+    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "DarkeningHook", "DayNightModel", "DayNightReportHook",
+    "GaussianPromptAggregation", "NaNGuardHook",
     "PromptCheckpointHook", "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat",
     "dassl_lr", "evaluate", "expected_calibration_error", "gpa_weights", "load_config",
 ]

@@ -9,12 +9,13 @@ from typing import Any
 
 from mmengine.config import Config
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.registry import DATASETS, HOOKS
+from mmengine.registry import DATASETS, HOOKS, MODELS
 from mmengine.runner import Runner
 
 from ..backbones import get_arch
 from ..datasets.checks import check_images, check_loader_settings
 from ..errors import ConfigError
+from ..registry import find_registered
 from . import compat
 from .checkpoint import check_work_dir_run, find_resume_checkpoint
 from .config import load_config  # noqa: F401  (re-exported: vlprompt.engine.runner.load_config)
@@ -101,11 +102,21 @@ def with_tensorboard(visualizer: dict | None) -> dict:
     return visualizer
 
 
+DESCRIPTION_SOURCES = ("knowledge", "descriptions")
+"""Learner settings that name a class-description file (:func:`vlprompt.datasets.knowledge.resolve_descriptions`)."""
+
+
 def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     """A Runner for ``cfg``: datasets are built (and so checked) first, class names come from the
     training (else test) dataset, and the compatibility fixes are in place."""
     compat.apply()
     compat.init_distributed(launcher)
+    model_type = cfg.model.get("type")
+    if isinstance(model_type, str):
+        model_type = find_registered(MODELS, model_type)
+    check_config = getattr(model_type, "check_config", None)
+    if callable(check_config):
+        check_config(cfg)  # a model's own checks of the whole config (DayNightModel), before any data is read
     backbone = cfg.model.get("backbone", {})
     image_size = get_arch(backbone["name"]).image_size if backbone.get("name") else 224
     seed = (cfg.get("randomness") or {}).get("seed")
@@ -146,6 +157,10 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         raise ValueError("the config defines no train_dataloader or test_dataloader")
     model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model))
     model["class_names"] = list(source.classnames)
+    for key in DESCRIPTION_SOURCES:  # a description file relative to the data root: this run's root
+        spec = (model.get("learner") or {}).get(key)
+        if isinstance(spec, dict) and spec.get("file") is not None:
+            spec.setdefault("data_root", cfg.get("data_root"))
 
     default_hooks = copy.deepcopy(cfg.get("default_hooks") or {})
     checkpoint_hook = default_hooks.get("checkpoint")
