@@ -11,10 +11,26 @@ import torch.nn.functional as F
 
 from vlprompt.backbones import TextPrompts, TokenInsertion, build_clip
 from vlprompt.datasets.templates import get_template
-from vlprompt.learners import CoCoOp, CoOp, KgCoOp, build_learner, list_learners
+from vlprompt.learners import CoCoOp, CoOp, KgCoOp, list_learners
+from vlprompt.learners import build_learner as _build_learner
 
 NAMES = ["dog", "golden retriever", "annual crop land"]
 NEW_NAMES = ["cat", "red fox", "snow mountain", "pizza"]
+#: settings a learner needs beyond backbone and class names: KAPT's class descriptions (inline), for every
+#: class set used below (split-file spellings are matched ignoring case and underscores)
+_DESCRIBED = {
+    "dog": "A domesticated carnivorous mammal that barks.", "golden retriever": "A dog breed with a golden coat.",
+    "annual crop land": "Fields sown and harvested every year.", "cat": "A small furry pet that purrs.",
+    "red fox": "A wild canine with orange fur and a bushy tail.", "snow mountain": "A high peak covered in snow.",
+    "pizza": "A flat baked dough topped with tomato and cheese.", "american bulldog": "A muscular dog breed.",
+    "apply eye makeup": "A person painting around the eyes.",
+}
+LEARNER_KWARGS = {"kapt": {"knowledge": {"descriptions": _DESCRIBED}}}
+
+
+def build_learner(name, clip, names, **kw):
+    """The registry's builder with the settings the learner needs (LEARNER_KWARGS) filled in."""
+    return _build_learner(name, clip, names, **{**LEARNER_KWARGS.get(name, {}), **kw})
 
 
 @pytest.fixture

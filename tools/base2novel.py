@@ -44,7 +44,7 @@ def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
     log = run_dir / "sweep.log"
     py = sys.executable
     opts = ["--cfg-options", *run.options]
-    if method == "zsclip":  # nothing to train: test base and novel directly
+    if method.split("/")[0] == "zsclip":  # nothing to train (zsclip, zsclip/descriptions): test base and novel
         for subsample in ("base", "novel"):
             run_logged([py, "tools/test.py", config, "none", "--subsample", subsample, "--work-dir", str(run_dir),
                   "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)

@@ -2,11 +2,13 @@
 
     python tools/prepare_data.py verify --data-root /data
     python tools/prepare_data.py verify --data-root /data --datasets dtd eurosat --check-images
+    python tools/prepare_data.py verify --data-root /data --datasets dtd --knowledge dtd=/data/dtd_knowledge.tsv
 
 For each dataset it prints found / missing / broken, the image counts against the published ones,
-and for anything wrong the exact file or folder expected and where to get it. Exit status: 0 when
-every requested dataset is complete, 1 otherwise, 2 for a usage error. How to lay the datasets
-out: datasets/README.md.
+and for anything wrong the exact file or folder expected and where to get it; with a class-description
+file (``--knowledge``, or ``knowledge.json`` / ``knowledge.tsv`` in a dataset's folder), how many
+classes it describes and the first one it misses. Exit status: 0 when every requested dataset is
+complete, 1 otherwise, 2 for a usage error. How to lay the datasets out: datasets/README.md.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     verify.add_argument('--strict', action='store_true', help='also fail when counts differ from the published')
     verify.add_argument('--workers', type=int, default=None, help='threads used to decode images')
     verify.add_argument('--no-progress', action='store_true', help='no progress bars')
+    verify.add_argument('--knowledge', nargs='+', default=[], metavar='NAME=FILE',
+                        help='class-description files whose coverage to report (default: a knowledge.json / '
+                             'knowledge.tsv in the dataset folder)')
     add_debug_argument(verify)
     return parser.parse_args(argv)
 
@@ -63,8 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         except KeyError as err:
             print(f'error: {err.args[0]}', file=sys.stderr)
             return 2
+    knowledge = {}
+    for item in args.knowledge:
+        name, sep, path = item.partition('=')
+        if not sep or not path:
+            print(f'error: --knowledge {item!r} is not NAME=FILE', file=sys.stderr)
+            return 2
+        try:
+            knowledge[canonical_name(name)] = path
+        except KeyError as err:
+            print(f'error: {err.args[0]}', file=sys.stderr)
+            return 2
     reports = [verify_dataset(n, data_root, check_images=args.check_images, progress=not args.no_progress,
-                              workers=args.workers) for n in names]
+                              workers=args.workers, knowledge=knowledge.get(n)) for n in names]
     print(format_reports(reports, data_root, check_images=args.check_images, strict=args.strict))
     return 0 if all(r.ok(args.strict) for r in reports) else 1
 

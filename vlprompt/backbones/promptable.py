@@ -316,9 +316,20 @@ class PromptableCLIP(nn.Module):
 
     # ------------------------------------------------------------------ image tower
     def encode_image(
-        self, images: torch.Tensor, prompts: ImagePrompts | None = None, normalize: bool = False
-    ) -> torch.Tensor:
-        """Image features ``(B, E)``; prompts need a ViT image tower."""
+        self, images: torch.Tensor, prompts: ImagePrompts | None = None, normalize: bool = False,
+        return_tokens: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Image features ``(B, E)``; prompts need a ViT image tower.
+
+        Args:
+            images: a preprocessed ``(B, 3, S, S)`` batch.
+            prompts: shallow / deep image prompts (ViT only); ``None`` gives open_clip's features.
+            normalize: L2-normalise the pooled features (the patch tokens are never normalised).
+            return_tokens: also return the patch tokens, ``(pooled, tokens)`` with tokens
+                ``(B, N, E)``: the ``N`` patch positions of the last layer (no class token, no
+                appended prompt tokens), after the final LayerNorm and the same output projection
+                as the pooled feature, so both live in the joint image-text space (ViT only).
+        """
         visual = self.model.visual
         images = images.to(self.device)
         if not self.is_vit:
@@ -327,6 +338,8 @@ class PromptableCLIP(nn.Module):
                     f"image prompts need a ViT image tower; {self.arch} has a {type(visual).__name__} "
                     "(use text-side prompts only)"
                 )
+            if return_tokens:
+                raise ValueError(f"patch tokens need a ViT image tower; {self.arch} has a {type(visual).__name__}")
             x = visual(images.to(visual.conv1.weight.dtype))
             return F.normalize(x, dim=-1) if normalize else x
         if visual.attn_pool is not None or not visual.transformer.batch_first:
@@ -357,10 +370,20 @@ class PromptableCLIP(nn.Module):
                     )
                 x = torch.cat([x[:, : x.shape[1] - n_prompt], tokens], dim=1)
             x = block(x)
-        pooled, _ = visual._pool(x)
+        pooled, tokens = visual._pool(x)
         if visual.proj is not None:
             pooled = pooled @ visual.proj
-        return F.normalize(pooled, dim=-1) if normalize else pooled
+        pooled = F.normalize(pooled, dim=-1) if normalize else pooled
+        if not return_tokens:
+            return pooled
+        if visual.pool_type not in ("tok", "avg"):
+            raise ValueError(f"{self.arch}: patch tokens need class-token or average pooling, not {visual.pool_type!r}")
+        tokens = tokens[:, : tokens.shape[1] - n_prompt]  # the patch positions only
+        if visual.final_ln_after_pool:  # open_clip normalises only the pooled token then
+            tokens = visual.ln_post(tokens)
+        if visual.proj is not None:
+            tokens = tokens @ visual.proj
+        return pooled, tokens
 
     @staticmethod
     def _batch_tokens(tokens: torch.Tensor, batch: int, what: str, dtype: torch.dtype) -> torch.Tensor:

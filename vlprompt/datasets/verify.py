@@ -13,6 +13,10 @@ Every problem found is reported, not only the first: a wrong class count does no
 and image checks. Paths are printed with undecodable bytes of non-UTF-8 file names as ``\\xNN``
 escapes (:func:`printable`), so the report prints on any terminal encoding.
 
+When a description file is configured (``knowledge``, or a ``knowledge.json`` / ``knowledge.tsv`` in the
+dataset's folder, :mod:`.knowledge`), the report also says how many classes it describes and
+names the first missing one; descriptions are optional, so this never changes the status.
+
 Published counts (train / val / test) are those of the CoOp paper's dataset table for the 11
 benchmarks, the official sizes for ImageNet and its variants, and CODaN's README.
 """
@@ -28,6 +32,7 @@ from tqdm import tqdm
 
 from .base import SPLITS, BenchmarkDataset, DatasetError, Datum
 from .builder import get_dataset_class
+from .knowledge import Coverage, KnowledgeError, find_knowledge_file, load_descriptions
 from .loading import unreadable_images
 
 __all__ = ['PUBLISHED', 'DatasetReport', 'Problem', 'format_reports', 'printable', 'verify_dataset']
@@ -74,6 +79,8 @@ class DatasetReport:
     counts: dict[str, int] = field(default_factory=dict)
     published: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    knowledge: Coverage | None = None  #: description coverage, when a description file is configured
+    knowledge_error: str | None = None  #: why the configured description file could not be read
 
     @property
     def count_mismatch(self) -> bool:
@@ -102,8 +109,13 @@ def printable(text: str) -> str:
 
 
 def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, check_images: bool = False,
-                   progress: bool = False, workers: int | None = None) -> DatasetReport:
-    """Check one dataset under ``data_root``; never raises for problems of the data (they are reported)."""
+                   progress: bool = False, workers: int | None = None,
+                   knowledge: str | os.PathLike[str] | None = None) -> DatasetReport:
+    """Check one dataset under ``data_root``; never raises for problems of the data (they are reported).
+
+    ``knowledge``: a description file whose class coverage is reported (default: the dataset
+    folder's ``knowledge.json`` / ``knowledge.tsv`` when there is one).
+    """
     cls = get_dataset_class(name)
     report = DatasetReport(cls.name, published=dict(PUBLISHED.get(cls.name, {})))
     try:
@@ -134,6 +146,12 @@ def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, c
         broken(err)
         return report
     report.num_classes = len(classnames)
+    source = knowledge if knowledge is not None else find_knowledge_file(reader.dataset_path)
+    if source is not None:
+        try:
+            report.knowledge = load_descriptions(source).coverage(classnames)
+        except KnowledgeError as err:
+            report.knowledge_error = str(err)
     for err in reader.classname_problems(classnames):
         broken(err)  # reported, and the splits are still checked with these names
     reader.__dict__['all_classnames'] = classnames  # fill the cached property without its checks
@@ -213,6 +231,10 @@ def format_reports(reports: Iterable[DatasetReport], data_root: str | os.PathLik
             lines.append(f'    {p.kind}: {printable(text)}')
             if p.hint:
                 lines.append(f'      where to get it: {p.hint}')
+        if r.knowledge is not None:
+            lines.append(f'    descriptions: {printable(r.knowledge.summary())}')
+        elif r.knowledge_error:
+            lines.append(f'    descriptions: unusable: {printable(r.knowledge_error)}')
     tally = {s: sum(r.status == s for r in reports) for s in ('found', 'broken', 'missing')}
     lines += ['', ', '.join(f'{n} {s}' for s, n in tally.items()) + '.']
     if any(r.count_mismatch for r in reports if r.status == 'found'):

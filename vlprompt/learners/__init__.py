@@ -15,6 +15,7 @@ from .base import PromptLearner
 from .cocoop import CoCoOp
 from .coop import CoOp
 from .ivlp import IVLP
+from .kapt import KAPT
 from .kgcoop import KgCoOp
 from .maple import MaPLe
 from .promptsrc import PromptSRC
@@ -22,8 +23,8 @@ from .vpt import VPT
 from .zsclip import ZeroShotCLIP
 
 __all__ = [
-    "IVLP", "LEARNERS", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MaPLe", "PromptLearner", "PromptSRC", "ZeroShotCLIP",
-    "build_learner", "list_learners",
+    "IVLP", "KAPT", "LEARNERS", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MaPLe", "PromptLearner", "PromptSRC",
+    "ZeroShotCLIP", "build_learner", "list_learners",
 ]
 
 

@@ -11,7 +11,7 @@ PromptSRC and CoOp's zero-shot CLIP all write ``name.replace("_", " ")`` before 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,8 @@ from ..backbones import ContextOverflowError, PromptableCLIP
 from ..datasets.templates import DEFAULT_TEMPLATE
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "class_text_features", "deep_prompts", "init_context", "layer_prompts",
-    "phrase_class_token_ids", "phrase_context", "prompt_class_name", "prompt_depth",
+    "DEFAULT_TEMPLATE", "class_text_features", "deep_prompts", "fit_to_context", "init_context", "layer_prompts",
+    "phrase_class_token_ids", "prompt_set_features", "phrase_context", "prompt_class_name", "prompt_depth",
 ]
 
 
@@ -60,6 +60,51 @@ def class_text_features(
     )
     feats = feats.reshape(len(class_names), len(templates), -1).mean(dim=1)
     return F.normalize(feats, dim=-1)
+
+
+@torch.no_grad()
+def prompt_set_features(
+    backbone: PromptableCLIP, prompts: Sequence[Sequence[str]], chunk_size: int = 1024
+) -> torch.Tensor:
+    """Normalised ``(C, E)`` features, class ``c``'s the normalised mean over its own prompt texts ``prompts[c]``.
+
+    The ensemble of :func:`class_text_features` for prompts that differ per class (descriptions).
+    """
+    if not prompts or any(not p for p in prompts):
+        raise ValueError("every class needs at least one prompt")
+    texts = [t for p in prompts for t in p]
+    owner = torch.tensor([c for c, p in enumerate(prompts) for _ in p])
+    ids = backbone.tokenize(texts)
+    feats = torch.cat(
+        [backbone.encode_text(ids[i : i + chunk_size], normalize=True) for i in range(0, len(ids), chunk_size)]
+    )
+    sums = feats.new_zeros(len(prompts), feats.shape[-1]).index_add_(0, owner.to(feats.device), feats)
+    return F.normalize(sums, dim=-1)
+
+
+def fit_to_context(backbone: PromptableCLIP, render: Callable[[str], str], text: str, reserve: int = 0) -> str:
+    """The longest word-boundary prefix of ``text`` for which ``render(prefix)`` fits the text context.
+
+    ``render`` builds the whole prompt around the (possibly cut) text; ``reserve`` context slots
+    are kept for learned tokens. A prefix never ends in a cut word, and trailing ``,;:`` are
+    dropped. Returns ``text`` itself when it fits, ``""`` when not even one word does.
+    """
+    room = backbone.context_length - 2 - reserve  # start and end-of-text tokens
+
+    def fits(candidate: str) -> bool:
+        return len(backbone.tokenizer.encode(render(candidate))) <= room
+
+    if fits(text):
+        return text
+    words = text.split()
+    lo, hi = 0, len(words)  # words[:lo] fits (or lo == 0), words[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(" ".join(words[:mid]).rstrip(",;:")):
+            lo = mid
+        else:
+            hi = mid
+    return " ".join(words[:lo]).rstrip(",;:")
 
 
 # ------------------------------------------------------------------------------------------ context
