@@ -118,7 +118,7 @@ def test_a_run_writes_results_with_top1_and_seconds_per_sample(tmp_path):
     assert record["metrics"]["sec_per_sample"] > 0
     assert record["run"]["dataset"] == "toy-shapes-noise" and record["run"]["model"]["learner"]["type"] == "coop"
     assert record["adapter"]["type"] == "tpt"
-    assert record["views"] == {"n_views": 4, "augmix": True, "crop_scale": [0.08, 1.0]}
+    assert record["views"] == {"n_views": 4, "augmix": True, "crop_scale": [0.25, 1.0]}  # the toy TPT configs
     assert record["samples"] == {"count": 4, "of": 1200, "limit": 4, "seed": 1}
     labels = {i: label for i, label in enumerate(it.label for it in _dataset("toy-shapes-noise").items)}
     correct = sum(labels[i] == p for i, p in record["predictions"])
