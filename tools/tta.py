@@ -163,7 +163,7 @@ def build_adapter_of(cfg: Config, learner: PromptLearner, device: torch.device):
 
 def build_views(cfg: Config, learner: PromptLearner, dataset: str):
     """TPT's views at the backbone's size; ``views.augmix=None`` follows TPT's rule for ``dataset``."""
-    from vlprompt.adapters import TPTViews, uses_augmix
+    from vlprompt.adapters.views import TPT_CROP_SCALE, TPTViews, uses_augmix
     from vlprompt.errors import ConfigError
 
     spec = dict(cfg.get("views") or {})
@@ -174,7 +174,7 @@ def build_views(cfg: Config, learner: PromptLearner, dataset: str):
     augmix = uses_augmix(dataset) if augmix is None else augmix
     try:
         return TPTViews.for_backbone(learner.backbone, n_views=spec.get("n_views", 64), augmix=bool(augmix),
-                                     crop_scale=spec.get("crop_scale", (0.08, 1.0)))
+                                     crop_scale=spec.get("crop_scale", TPT_CROP_SCALE))
     except ValueError as err:
         raise ConfigError(f"{cfg.filename}: views={spec}: {err}") from err
 

@@ -39,7 +39,10 @@ from ..backbones import PromptableCLIP
 from ..backbones.pretrained import OPENAI_MEAN, OPENAI_STD
 from ..errors import ConfigError
 
-__all__ = ["IMAGENET_FAMILY", "TPT_AUGMIX_OPS", "TPTViews", "uses_augmix"]
+__all__ = ["IMAGENET_FAMILY", "TPT_AUGMIX_OPS", "TPT_CROP_SCALE", "TPTViews", "uses_augmix"]
+
+#: the area range of TPT's random crops (torchvision's RandomResizedCrop default)
+TPT_CROP_SCALE = (0.08, 1.0)
 
 #: TPT's AugMix ops, as timm names them (timm's own AugMix list adds colour/contrast/brightness/sharpness)
 TPT_AUGMIX_OPS = (
@@ -93,7 +96,7 @@ class TPTViews:
         augmix: bool = False,
         mean: Sequence[float] = OPENAI_MEAN,
         std: Sequence[float] = OPENAI_STD,
-        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_scale: tuple[float, float] = TPT_CROP_SCALE,
     ) -> None:
         if not isinstance(n_views, int) or n_views < 1:
             raise ConfigError(f"n_views must be an int >= 1, got {n_views!r}")
@@ -111,7 +114,7 @@ class TPTViews:
 
     @classmethod
     def for_backbone(cls, backbone: PromptableCLIP, n_views: int = 64, augmix: bool = False,
-                     crop_scale: tuple[float, float] = (0.08, 1.0)) -> TPTViews:
+                     crop_scale: tuple[float, float] = TPT_CROP_SCALE) -> TPTViews:
         """Views at the backbone's input size and normalisation."""
         pre = backbone.info.preprocess
         return cls(pre.image_size, n_views, augmix, pre.mean, pre.std, crop_scale=crop_scale)
