@@ -74,6 +74,7 @@ def build_clip(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     cache_dir: str | None = None,
+    text_checkpointing: bool = False,
 ) -> PromptableCLIP:
     """Build a frozen, promptable CLIP.
 
@@ -89,6 +90,9 @@ def build_clip(
         device: where the model lives.
         dtype: weight precision (``torch.float32``; ``bfloat16``/``float16`` for inference).
         cache_dir: download cache for open_clip tags.
+        text_checkpointing: activation checkpointing of the text blocks when prompts need
+            gradients (:attr:`PromptableCLIP.text_checkpointing`): the memory of a step over
+            thousands of class prompts (multitask training) for one more forward pass of the text tower.
     """
     arch = get_arch(name)
     loaded, info = resolve_pretrained(arch, pretrained, quick_gelu=quick_gelu, cache_dir=cache_dir)
@@ -104,4 +108,4 @@ def build_clip(
             info.quick_gelu,
         )
     model = model.to(device=device, dtype=dtype)
-    return PromptableCLIP(model, info)
+    return PromptableCLIP(model, info, text_checkpointing=text_checkpointing)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import open_clip
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from PIL import Image
 from torch import nn
 
@@ -78,7 +79,7 @@ class PromptableCLIP(nn.Module):
     it stays in eval mode; gradients flow through it to whatever prompt tensors require them.
     """
 
-    def __init__(self, model: open_clip.CLIP, info: WeightsInfo) -> None:
+    def __init__(self, model: open_clip.CLIP, info: WeightsInfo, text_checkpointing: bool = False) -> None:
         super().__init__()
         if not isinstance(model, open_clip.CLIP):
             raise TypeError(f"expected an open_clip CLIP with the text tower on the model, got {type(model)}")
@@ -91,6 +92,9 @@ class PromptableCLIP(nn.Module):
         self.info = info
         self.tokenizer = PromptTokenizer(model.context_length)
         self._preprocess = None
+        #: recompute each text block's activations in the backward pass instead of keeping them
+        #: (:meth:`encode_text`): memory for compute when thousands of class prompts need gradients
+        self.text_checkpointing = bool(text_checkpointing)
 
     # ------------------------------------------------------------------ description
     @property
@@ -113,6 +117,11 @@ class PromptableCLIP(nn.Module):
     @property
     def vision_width(self) -> int | None:
         return self.model.visual.class_embedding.shape[-1] if self.is_vit else None
+
+    @property
+    def patch_size(self) -> int | None:
+        """The ViT's patch size in pixels (before any convolutional stem splits it)."""
+        return int(self.model.visual.patch_size[0]) if self.is_vit else None
 
     @property
     def text_layers(self) -> int:
@@ -227,6 +236,9 @@ class PromptableCLIP(nn.Module):
             token_ids: ``(R, context)`` ids from :meth:`tokenize`.
             prompts: shallow insertions and deep prompts; ``None`` gives open_clip's features.
             normalize: L2-normalise the features.
+
+        With :attr:`text_checkpointing` on, a pass that needs gradients keeps only each block's
+        input and recomputes the block in the backward pass (same features and gradients).
         """
         m = self.model
         rows = token_ids.shape[0]
@@ -255,6 +267,8 @@ class PromptableCLIP(nn.Module):
                     f"deep text prompts at [{prompts.deep_start}, {prompts.deep_start + n_max}) would "
                     f"overwrite the start or end-of-text token (shortest prompt ends at {shortest})"
                 )
+        checkpointed = self.text_checkpointing and torch.is_grad_enabled() and (
+            x.requires_grad or any(t.requires_grad for t in deep.values()))
         for i, block in enumerate(m.transformer.resblocks):
             if i in deep:
                 tokens = _as_groups(deep[i].to(cast), rows, f"deep text prompt {i}")
@@ -262,7 +276,10 @@ class PromptableCLIP(nn.Module):
                 tokens = tokens.expand(g, rows, -1, -1).reshape(g * rows, *tokens.shape[-2:])
                 s = prompts.deep_start
                 x = torch.cat([x[:, :s], tokens, x[:, s + tokens.shape[1] :]], dim=1)
-            x = block(x, attn_mask=mask)
+            if checkpointed:
+                x = torch.utils.checkpoint.checkpoint(block, x, None, None, mask, use_reentrant=False)
+            else:
+                x = block(x, attn_mask=mask)
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
@@ -352,11 +369,15 @@ class PromptableCLIP(nn.Module):
         x = visual.patch_dropout(x)
         n_prompt = 0
         batch = x.shape[0]
+        late = prompts is not None and prompts.after_ln_pre
+        if late:
+            x = visual.ln_pre(x)
         if prompts is not None and prompts.tokens is not None:
             tokens = self._batch_tokens(prompts.tokens, batch, "image prompt", x.dtype)
             n_prompt = tokens.shape[1]
             x = torch.cat([x, tokens], dim=1)
-        x = visual.ln_pre(x)
+        if not late:
+            x = visual.ln_pre(x)
         deep = prompts.deep if prompts is not None else {}
         if deep:
             self._check_layers(deep, self.vision_layers, "image")

@@ -65,7 +65,12 @@ class ImagePrompts:
             positional embedding, before the pre-transformer LayerNorm).
         deep: ``{layer: tokens}``; before transformer layer ``layer`` the last ``n`` tokens of
             the sequence (the appended prompts) are replaced. Tokens are ``(n, D)`` or ``(B, n, D)``.
+        after_ln_pre: append ``tokens`` after the pre-transformer LayerNorm instead of before it
+            (Jia et al.'s VPT and MVLPT insert the prompts into the normalised sequence; MaPLe's
+            VPT, IVLP and PromptSRC normalise them with the patches). Where the tokens sit in the
+            sequence does not matter otherwise: prompts carry no positional embedding.
     """
 
     tokens: torch.Tensor | None = None
     deep: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    after_ln_pre: bool = False
