@@ -18,12 +18,14 @@ from .ivlp import IVLP
 from .kapt import KAPT
 from .kgcoop import KgCoOp
 from .maple import MaPLe
+from .mvlpt import MUPT, MVPT, MCoOp
 from .promptsrc import PromptSRC
 from .vpt import VPT
 from .zsclip import ZeroShotCLIP
 
 __all__ = [
-    "IVLP", "KAPT", "LEARNERS", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MaPLe", "PromptLearner", "PromptSRC",
+    "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe", "PromptLearner",
+    "PromptSRC",
     "ZeroShotCLIP", "build_learner", "list_learners",
 ]
 

@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import ContextOverflowError, PromptableCLIP
+from ..backbones import ContextOverflowError, PromptableCLIP, TokenInsertion, token_layout
 from ..datasets.templates import DEFAULT_TEMPLATE
 
 __all__ = [
-    "DEFAULT_TEMPLATE", "class_text_features", "deep_prompts", "fit_to_context", "init_context", "layer_prompts",
-    "phrase_class_token_ids", "prompt_set_features", "phrase_context", "prompt_class_name", "prompt_depth",
+    "CLASS_TOKEN_POSITIONS", "DEFAULT_TEMPLATE", "class_text_features", "context_insertions", "deep_prompts",
+    "fit_to_context", "init_context", "layer_prompts", "phrase_class_token_ids", "prompt_set_features",
+    "phrase_context", "prompt_class_name", "prompt_depth",
 ]
 
 
@@ -124,6 +125,27 @@ def init_context(
     ids = torch.tensor(words[:n], device=backbone.device)
     with torch.no_grad():
         return backbone.embed_tokens(ids).float().cpu(), len(words)
+
+
+CLASS_TOKEN_POSITIONS = ("end", "middle", "front")
+
+
+def context_insertions(class_token_ids: torch.Tensor, ctx: torch.Tensor, position: str) -> list[TokenInsertion]:
+    """Where CoOp-style context vectors go in ``[SOS] {class} . [EOS]`` prompts.
+
+    ``end`` (the class name at the end): ``[SOS] ctx {class} .``; ``front``: ``[SOS] {class} ctx .``;
+    ``middle``: the first half of the context, the class name, the second half (``n // 2`` before).
+    ``class_token_ids`` were tokenized with the context slots reserved.
+    """
+    if position == "end":
+        return [TokenInsertion(ctx, 1)]
+    before_period = token_layout(class_token_ids).eot - 1  # the "." after the class name; on the CPU
+    if position == "front":
+        return [TokenInsertion(ctx, before_period)]
+    if position == "middle":
+        half = ctx.shape[-2] // 2
+        return [TokenInsertion(ctx[..., :half, :], 1), TokenInsertion(ctx[..., half:, :], before_period)]
+    raise ValueError(f"class_token_position must be one of {', '.join(CLASS_TOKEN_POSITIONS)}, got {position!r}")
 
 
 def phrase_context(backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None) -> torch.Tensor:

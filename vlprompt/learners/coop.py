@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion, token_layout
+from ..backbones import PromptableCLIP, TextPrompts
 from ..registry import LEARNERS
 from .base import PromptLearner
-from .common import init_context
+from .common import CLASS_TOKEN_POSITIONS, context_insertions, init_context
 
 
 @LEARNERS.register_module(name="coop")
@@ -49,7 +49,7 @@ class CoOp(PromptLearner):
         class_token_position: str = "end",
     ) -> None:
         super().__init__(backbone, class_names)
-        if class_token_position not in ("end", "middle", "front"):
+        if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f"class_token_position must be end, middle or front, got {class_token_position!r}")
         ctx, _ = init_context(self.backbone, n_ctx, ctx_init)
         if class_specific and ctx_init:
@@ -77,16 +77,7 @@ class CoOp(PromptLearner):
 
     def text_prompts(self, ctx: torch.Tensor) -> TextPrompts:
         """Where the context goes for the configured class-token position."""
-        ids = self.class_token_ids
-        before_period = token_layout(ids).eot - 1  # the "." after the class name; on the CPU, no device read
-        if self.class_token_position == "end":
-            inserts = [TokenInsertion(ctx, 1)]
-        elif self.class_token_position == "front":
-            inserts = [TokenInsertion(ctx, before_period)]
-        else:
-            half = self.n_ctx // 2
-            inserts = [TokenInsertion(ctx[..., :half, :], 1), TokenInsertion(ctx[..., half:, :], before_period)]
-        return TextPrompts(insert=inserts)
+        return TextPrompts(insert=context_insertions(self.class_token_ids, ctx, self.class_token_position))
 
     def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
         return self.backbone.encode_text(self.class_token_ids, self.text_prompts(self.ctx), normalize=True)
