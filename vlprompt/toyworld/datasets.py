@@ -34,7 +34,7 @@ from PIL import Image
 
 from .render import corrupt, render
 from .text import CaptionProbs, caption, knowledge
-from .world import COLOURS, PATTERNS, SHAPES, STYLES, Scene, sample_scene
+from .world import COLOURS, PATTERNS, SHAPES, SIZES, STYLES, Scene, sample_scene
 
 GENERATOR_VERSION = "1"
 DEFAULT_SEED = 0
@@ -82,6 +82,10 @@ def _pattern_shape_classes() -> tuple:
 
 
 _SHAPES_CLASSES = _shape_colour_classes()
+# Single-attribute tasks, sources of the toy multitask (MVLPT) family with toy-patterns; their target
+# is toy-shapes, whose classes compose what the sources name one at a time.
+_COLOUR_CLASSES = tuple((f"{colour} shape", (("colour", colour),)) for colour in COLOURS)
+_SIZE_CLASSES = tuple((f"{size} {shape}", (("size", size), ("shape", shape))) for shape in SHAPES for size in SIZES)
 
 # Colour words that no caption uses (and no other class name): the tiny CLIP has never read them,
 # so its zero-shot classifier cannot tell "crimson star" from "amber star" while its image features
@@ -100,6 +104,8 @@ _SPECS: dict[str, ToySpec] = {
         ToySpec("toy-shapes", "colour-shape compositions, photo style", _SHAPES_CLASSES),
         ToySpec("toy-patterns", "pattern-shape compositions (any colour), photo style",
                 _pattern_shape_classes()),
+        ToySpec("toy-colours", "the colour of the object (any shape, pattern and size), photo style", _COLOUR_CLASSES),
+        ToySpec("toy-sizes", "size-shape pairs (any colour and pattern), photo style", _SIZE_CLASSES),
         ToySpec("toy-hues", "toy-shapes' images, colours named with words the pretraining captions never use",
                 _HUES_CLASSES, scene_source="toy-shapes"),
         ToySpec("toy-shapes-sketch", "toy-shapes test scenes drawn as coloured outlines on paper",

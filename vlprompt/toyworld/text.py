@@ -182,14 +182,17 @@ _PATTERN_KNOWLEDGE = {
 def knowledge(attrs: dict[str, str], name: str | None = None) -> str:
     """A short encyclopedic sentence about a class given its defining attributes (and its name,
     when the class is not named by its attributes)."""
-    shape = attrs["shape"]
-    name = name or " ".join(attrs[k] for k in ("pattern", "colour") if k in attrs) + " " + shape
+    shape = attrs.get("shape")
+    name = name or " ".join(attrs[k] for k in ("size", "pattern", "colour") if k in attrs) + " " + (shape or "shape")
     subject = _article(name)
-    text = f"{subject[0].upper()}{subject[1:]} is {_SHAPE_KNOWLEDGE[shape]}"
+    what = _SHAPE_KNOWLEDGE[shape] if shape else "any of the ten toy shapes"
+    text = f"{subject[0].upper()}{subject[1:]} is {what}"
     if "colour" in attrs:
         text += f", filled in {_COLOUR_KNOWLEDGE[attrs['colour']]}."
     else:
         text += "."
+    if "size" in attrs:
+        text += f" It is {'smaller' if attrs['size'] == 'small' else 'larger'} than most shapes in the picture."
     if "pattern" in attrs:
         text += f" Its surface is {_PATTERN_KNOWLEDGE[attrs['pattern']]}, and it can have any colour."
     else:
