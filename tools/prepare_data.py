@@ -3,6 +3,7 @@
     python tools/prepare_data.py verify --data-root /data
     python tools/prepare_data.py verify --data-root /data --datasets dtd eurosat --check-images
     python tools/prepare_data.py verify --data-root /data --datasets dtd --knowledge dtd=/data/dtd_knowledge.tsv
+    python tools/prepare_data.py verify --data-root /data --datasets elevater   # ELEVATER's 19 IC tasks
 
 For each dataset it prints found / missing / broken, the image counts against the published ones,
 and for anything wrong the exact file or folder expected and where to get it; with a class-description
@@ -27,7 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     verify = sub.add_parser('verify', help='check that datasets are present and complete')
     verify.add_argument('--data-root', default=None, help=f'folder holding the datasets (default: ${DATA_ENV})')
     verify.add_argument('--datasets', nargs='+', default=None, metavar='NAME',
-                        help='registry names (default: the 16 benchmarks); "all" adds the toy datasets')
+                        help='registry names (default: the 16 benchmarks); "all" adds the toy datasets and the '
+                             'ELEVATER tasks; "elevater" stands for the ELEVATER tasks (elevater-<task>)')
     verify.add_argument('--check-images', action='store_true', help='decode every image (slow), not only '
                                                                      'check that it exists')
     verify.add_argument('--strict', action='store_true', help='also fail when counts differ from the published')
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not data_root:
         print(f'error: no data root; pass --data-root or set ${DATA_ENV}', file=sys.stderr)
         return 2
-    from vlprompt.datasets import BENCHMARKS, canonical_name, list_datasets
+    from vlprompt.datasets import BENCHMARKS, ELEVATER_NAMES, canonical_name, list_datasets
     from vlprompt.datasets.verify import format_reports, verify_dataset
 
     if args.datasets is None:
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         names = list_datasets()
     else:
         try:
-            names = [canonical_name(n) for n in args.datasets]
+            names = [m for n in args.datasets for m in (ELEVATER_NAMES if n.lower() == 'elevater'
+                                                         else (canonical_name(n),))]
         except KeyError as err:
             print(f'error: {err.args[0]}', file=sys.stderr)
             return 2

@@ -6,6 +6,9 @@
 * One shared dataset class with the protocol and the checks (:mod:`.base`), the protocol functions
   (few-shot picks, base/novel, named protocols; :mod:`.protocol`), templates (:mod:`.templates`),
   transforms (:mod:`.transforms`) and the in-memory image cache (:mod:`.loading`).
+* ELEVATER's image-classification tasks in its toolkit's layout, ``elevater-<task>``
+  (:mod:`.elevater`), and several datasets joined into one label space with a task id per sample
+  (MVLPT's multitask training; :mod:`.multitask`).
 
 Entry points: :func:`build_dataset`, :func:`list_datasets`, :func:`get_protocol`.
 """
@@ -31,7 +34,9 @@ from .benchmarks import (
 )
 from .builder import BENCHMARKS, build_dataset, canonical_name, get_dataset_class, list_datasets
 from .checks import check_images, check_loader_settings
+from .elevater import ELEVATER_NAMES, ELEVATER_TASKS, ElevaterDataset, ElevaterTask, register_elevater_task
 from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image
+from .multitask import ClassNameClashWarning, MultitaskDataset, TaskBalancedSampler
 from .protocol import (
                          BASE2NOVEL_DATASETS,
                          PROTOCOLS,
@@ -57,7 +62,9 @@ from .templates import (
 from .transforms import CLIP_MEAN, CLIP_STD, build_test_transform, build_train_transform, build_transform
 
 __all__ = [
-    'BASE2NOVEL_DATASETS', 'BENCHMARKS', 'CLIP_IMAGENET_TEMPLATES', 'CLIP_MEAN', 'CLIP_STD', 'COOP_TEMPLATES',
+    'BASE2NOVEL_DATASETS', 'BENCHMARKS', 'CLIP_IMAGENET_TEMPLATES', 'ELEVATER_NAMES', 'ELEVATER_TASKS',
+    'ClassNameClashWarning', 'ElevaterDataset', 'ElevaterTask', 'MultitaskDataset', 'TaskBalancedSampler',
+    'register_elevater_task', 'CLIP_MEAN', 'CLIP_STD', 'COOP_TEMPLATES',
     'DATA_ENV', 'DEFAULT_CACHE_BYTES', 'IMAGENET_TEMPLATES', 'IMAGENET_TEMPLATES_SELECT', 'KGCOOP_TEMPLATES',
     'PROTOCOLS', 'BenchmarkDataset', 'CODaN', 'Caltech101', 'DTD', 'DataSpec', 'DatasetError', 'Datum',
     'EuroSAT', 'EvalProtocol', 'FGVCAircraft', 'Food101', 'ImageCache', 'ImageNet', 'ImageNetA', 'ImageNetR',

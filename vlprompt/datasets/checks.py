@@ -34,9 +34,12 @@ def check_images(dataset: Any, full_decode_max: int = FULL_DECODE_MAX, workers: 
 
     Splits of up to ``full_decode_max`` images are decoded fully, larger ones have their headers
     checked. Paths in ``done`` are skipped, and the paths checked are added to it (the val and test
-    loaders often share a split). Datasets that are not :class:`BenchmarkDataset` are not checked.
+    loaders often share a split). A dataset made of others (``datasets``: a ``MultitaskDataset``) is
+    checked part by part; other datasets that are not :class:`BenchmarkDataset` are not checked.
     """
     if not isinstance(dataset, BenchmarkDataset):
+        for part in getattr(dataset, 'datasets', None) or ():  # a MultitaskDataset: each task's split
+            check_images(part, full_decode_max, workers, progress, done)
         return
     paths = [it.impath for it in dataset.items]
     todo = [p for p in paths if done is None or p not in done]

@@ -16,6 +16,11 @@ fixed set of cached images keeps its hit rate epoch after epoch.
 Cached images are handed to the transform as they are (torchvision transforms return new images);
 a custom transform must not modify its input in place.
 
+A path ``<archive>.zip@<member>`` names a file inside a zip archive (the layout ELEVATER's toolkit
+and the ``vision-datasets`` package use, e.g. ``cifar_10/train.zip@images/0.png``):
+:func:`load_image`, :func:`probe_image` and :func:`image_exists` read the member without extracting
+it. One ``ZipFile`` is kept open per archive and process (forked loader workers open their own).
+
 ``short_side`` optionally shrinks cached images so their shorter side is at most that many pixels
 (bicubic), to fit more in the budget. It is off by default: the random-resized crop then sees the
 original pixels, as in the published runs.
@@ -23,23 +28,90 @@ original pixels, as in the published runs.
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import threading
+import zipfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 from tqdm import tqdm
 
-__all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'ImageCache', 'describe_error', 'image_nbytes', 'load_image',
-           'probe_image', 'unreadable_images']
+__all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'ImageCache', 'describe_error', 'image_exists', 'image_nbytes',
+           'load_image', 'probe_image', 'split_zip_path', 'unreadable_images']
 
 DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB
 IMG_EXTENSIONS: tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm')
 
 
+_ZIP_MEMBER = re.compile(r'\.zip@', re.IGNORECASE)
+_zips: dict[tuple[int, str], tuple[float, zipfile.ZipFile]] = {}
+_zip_names: dict[str, tuple[float, frozenset[str]]] = {}
+_zip_lock = threading.Lock()
+
+
+def split_zip_path(path: str) -> tuple[str, str] | None:
+    """``(archive, member)`` for ``'<archive>.zip@<member>'`` (split at the first ``.zip@``), else
+    ``None``; also ``None`` when a plain file has that very name."""
+    m = _ZIP_MEMBER.search(os.fspath(path))
+    if m is None or os.path.isfile(path):
+        return None
+    return path[:m.start() + 4], path[m.end():]
+
+
+def _zip(archive: str) -> zipfile.ZipFile:
+    """The open archive of this process (reopened when the file changed on disk)."""
+    key = (os.getpid(), archive)  # never share an open archive (and its file offset) with a forked worker
+    mtime = os.stat(archive).st_mtime
+    hit = _zips.get(key)
+    if hit is None or hit[0] != mtime:
+        with _zip_lock:
+            hit = _zips.get(key)
+            if hit is None or hit[0] != mtime:
+                hit = _zips[key] = (mtime, zipfile.ZipFile(archive))
+    return hit[1]
+
+
+def _zip_members(archive: str) -> frozenset[str]:
+    mtime = os.stat(archive).st_mtime
+    hit = _zip_names.get(archive)
+    if hit is None or hit[0] != mtime:
+        with zipfile.ZipFile(archive) as zf:
+            hit = _zip_names[archive] = (mtime, frozenset(zf.namelist()))
+    return hit[1]
+
+
+def image_exists(path: str) -> bool:
+    """Whether ``path`` is a file, or for ``<archive>.zip@<member>`` a member of an existing archive."""
+    parts = split_zip_path(path)
+    if parts is None:
+        return os.path.isfile(path)
+    archive, member = parts
+    try:
+        return os.path.isfile(archive) and member in _zip_members(archive)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _read_member(archive: str, member: str) -> io.BytesIO:
+    """The bytes of ``member`` of ``archive`` (``OSError`` when either is missing or unreadable)."""
+    try:
+        data = _zip(archive).read(member)
+    except KeyError:
+        raise FileNotFoundError(f'no member {member!r} in {archive}') from None
+    except zipfile.BadZipFile as err:
+        raise OSError(f'bad zip archive {archive}: {err}') from err
+    return io.BytesIO(data)
+
+
 def load_image(path: str) -> Image.Image:
-    """Decode an image file fully into an RGB PIL image (raises ``OSError`` on a bad file)."""
-    with Image.open(path) as img:
+    """Decode an image file (or zip member, ``<archive>.zip@<member>``) fully into an RGB PIL image
+    (raises ``OSError`` on a bad or missing file)."""
+    parts = split_zip_path(path)
+    source = path if parts is None else _read_member(*parts)
+    with Image.open(source) as img:
         img.load()
         return img.convert('RGB') if img.mode != 'RGB' else img.copy()
 
@@ -64,7 +136,8 @@ def probe_image(path: str, full: bool = True) -> str | None:
         if full:
             load_image(path)
         else:
-            with Image.open(path) as img:
+            parts = split_zip_path(path)
+            with Image.open(path if parts is None else _read_member(*parts)) as img:
                 img.verify()
     except Exception as err:  # noqa: BLE001 - any decoder failure means the file is unusable
         return describe_error(err, path)

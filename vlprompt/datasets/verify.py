@@ -18,7 +18,9 @@ dataset's folder, :mod:`.knowledge`), the report also says how many classes it d
 names the first missing one; descriptions are optional, so this never changes the status.
 
 Published counts (train / val / test) are those of the CoOp paper's dataset table for the 11
-benchmarks, the official sizes for ImageNet and its variants, and CODaN's README.
+benchmarks, the official sizes for ImageNet and its variants, and CODaN's README; a reader can carry
+its own (``published``: the ELEVATER tasks, from the toolkit's dataset list). Images inside zip
+archives (``<archive>.zip@<member>``, ELEVATER's layout) are checked as archive members.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tqdm import tqdm
 from .base import SPLITS, BenchmarkDataset, DatasetError, Datum
 from .builder import get_dataset_class
 from .knowledge import Coverage, KnowledgeError, find_knowledge_file, load_descriptions
-from .loading import unreadable_images
+from .loading import image_exists, unreadable_images
 
 __all__ = ['PUBLISHED', 'DatasetReport', 'Problem', 'format_reports', 'printable', 'verify_dataset']
 
@@ -117,7 +119,7 @@ def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, c
     folder's ``knowledge.json`` / ``knowledge.tsv`` when there is one).
     """
     cls = get_dataset_class(name)
-    report = DatasetReport(cls.name, published=dict(PUBLISHED.get(cls.name, {})))
+    report = DatasetReport(cls.name, published=dict(PUBLISHED.get(cls.name) or getattr(cls, 'published', None) or {}))
     try:
         reader = cls.inspect(data_root)
     except DatasetError as err:
@@ -183,7 +185,7 @@ def _check_files(reader: BenchmarkDataset, items: Sequence[tuple[str, Datum]], r
     unreadable: list[tuple[str, str]] = []
     paths = [it.impath for _, it in items]
     # A bar for the existence check only where it takes a while (ImageNet's 1.3M files).
-    exists = [os.path.isfile(p) for p in tqdm(paths, desc=desc + ' files', unit='img', leave=False,
+    exists = [image_exists(p) for p in tqdm(paths, desc=desc + ' files', unit='img', leave=False,
                                              disable=not progress or check_images or len(paths) < 50_000)]
     for (split, it), ok in zip(items, exists, strict=True):
         if not ok:
