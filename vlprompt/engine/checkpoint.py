@@ -25,7 +25,7 @@ from ..registry import LEARNERS
 logger = logging.getLogger("vlprompt")
 
 #: the keys of a checkpoint's ``backbone`` metadata that are passed on to ``build_clip``
-BACKBONE_KEYS = ("name", "pretrained", "quick_gelu")
+BACKBONE_KEYS = ("name", "pretrained", "quick_gelu", "text_checkpointing")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -126,6 +126,8 @@ def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any
         raise bad("backbone.pretrained", backbone["pretrained"], "is not a tag, a path or null")
     if not isinstance(backbone.get("quick_gelu"), (bool, type(None))):
         raise bad("backbone.quick_gelu", backbone["quick_gelu"], "is not a boolean")
+    if not isinstance(backbone.get("text_checkpointing", False), bool):
+        raise bad("backbone.text_checkpointing", backbone["text_checkpointing"], "is not a boolean")
     if names is not None and (not isinstance(names, list) or not names
                               or not all(isinstance(n, str) for n in names)):
         raise bad("class_names", names, "is not a non-empty list of strings")
@@ -149,6 +151,27 @@ def check_state_fits(learner: PromptLearner, state: dict[str, torch.Tensor], pat
                    "the checkpoint's parameters do not fit the backbone its metadata names")
             raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)} in the checkpoint but "
                                   f"{tuple(expected[key].shape)} for backbone {arch!r} ({why})")
+
+
+def check_source_checkpoint(path: str | os.PathLike, model_cfg: dict) -> None:
+    """Stop a run that starts from a prompt checkpoint of another prompt family or backbone.
+
+    ``path`` is a ``load_from`` (``learned.safetensors`` or ``epoch_N.pth``) whose learned parameters
+    initialise the configured learner (``model_cfg``: the config's ``model``); class-dependent
+    buffers are rebuilt for the run's own classes. Raises :class:`CheckpointError` naming both
+    sides before any data is read.
+    """
+    _, meta = read_learned(path)
+    if not isinstance(meta, dict) or not meta.get("learner") or not meta.get("backbone"):
+        raise CheckpointError(f"{path}: no vlprompt metadata (backbone, learner): it cannot start a prompt learner")
+    source_learner, source_arch = meta["learner"].get("type"), meta["backbone"].get("name")
+    learner_type = (model_cfg.get("learner") or {}).get("type")
+    arch = (model_cfg.get("backbone") or {}).get("name")
+    if source_learner != learner_type or source_arch != arch:
+        raise CheckpointError(
+            f"load_from={path}: its prompts are {source_learner!r} on backbone {source_arch!r}, but this config "
+            f"trains {learner_type!r} on {arch!r}; a source prompt starts only the same prompt family on the "
+            f"same architecture")
 
 
 def load_learned_into(model: torch.nn.Module, path: str | os.PathLike) -> None:

@@ -17,7 +17,7 @@ from ..datasets.checks import check_images, check_loader_settings
 from ..errors import ConfigError
 from ..registry import find_registered
 from . import compat
-from .checkpoint import check_work_dir_run, find_resume_checkpoint
+from .checkpoint import check_source_checkpoint, check_work_dir_run, find_resume_checkpoint, load_learned_into
 from .config import load_config  # noqa: F401  (re-exported: vlprompt.engine.runner.load_config)
 from .hooks import DurableCheckpointHook, NaNGuardHook, PromptCheckpointHook, runner_model
 
@@ -53,6 +53,18 @@ class PromptRunner(Runner):
     for what it is."""
 
     _env_logged: set[str] = set()
+
+    def load_or_resume(self) -> None:
+        """``load_from`` a ``learned.safetensors`` (prompts only, no optimizer state) initialises the
+        learner's parameters, checked against the learner and backbone (a source prompt starting a
+        target task, as in MVLPT); everything else goes through mmengine."""
+        if not self._has_loaded and not self._resume and self._load_from is not None \
+                and str(self._load_from).endswith(".safetensors"):
+            load_learned_into(self.model, self._load_from)
+            self.logger.info(f"learner parameters initialised from {self._load_from}")
+            self._has_loaded = True
+            return
+        super().load_or_resume()
 
     def _log_env(self, env_cfg: dict) -> None:  # noqa: D102
         if self.work_dir in PromptRunner._env_logged:
@@ -102,6 +114,16 @@ def with_tensorboard(visualizer: dict | None) -> dict:
     return visualizer
 
 
+def _accepts(model_type: Any, arg: str) -> bool:
+    """Whether the model class takes the constructor argument ``arg`` (``MultitaskModel``'s task ranges)."""
+    import inspect
+
+    try:
+        return arg in inspect.signature(model_type).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 DESCRIPTION_SOURCES = ("knowledge", "descriptions")
 """Learner settings that name a class-description file (:func:`vlprompt.datasets.knowledge.resolve_descriptions`)."""
 
@@ -125,6 +147,8 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         load_from = find_resume_checkpoint(cfg.work_dir)  # None: nothing to resume, training starts afresh
     if cfg.get("train_dataloader") is not None:  # before any data is read or anything is loaded
         check_work_dir_run(cfg.work_dir, load_from if resume else None, cfg.model, cfg.filename)
+        if load_from and not resume:
+            check_source_checkpoint(load_from, cfg.model)
     loaders: dict[str, dict | None] = {}
     datasets = {}
     checked: set[str] = set()  # images already opened (val and test often share a split)
@@ -138,7 +162,7 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         data = loader["dataset"]
         data.setdefault("data_root", cfg.get("data_root"))
         data.setdefault("image_size", image_size)
-        if data.get("num_shots"):
+        if data.get("num_shots") or any(isinstance(t, dict) and t.get("num_shots") for t in data.get("tasks") or ()):
             data.setdefault("seed", seed if seed is not None else 1)  # Dassl: one seed for picks and training
         datasets[key] = build_dataset_from_cfg(data)  # fails here, before any step, on bad data
         if key == "train_dataloader":
@@ -157,6 +181,9 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         raise ValueError("the config defines no train_dataloader or test_dataloader")
     model = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model))
     model["class_names"] = list(source.classnames)
+    if getattr(source, "task_ranges", None) is not None and _accepts(model_type, "task_ranges"):
+        model.setdefault("task_ranges", [list(r) for r in source.task_ranges])  # a multitask set (MVLPT)
+        model.setdefault("task_names", list(source.task_names))
     for key in DESCRIPTION_SOURCES:  # a description file relative to the data root: this run's root
         spec = (model.get("learner") or {}).get(key)
         if isinstance(spec, dict) and spec.get("file") is not None:
