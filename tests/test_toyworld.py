@@ -85,21 +85,22 @@ def test_generate_same_seed_same_bytes(tmp_path: Path):
 def test_layout_and_split_file(small_root: Path, name: str):
     d = small_root / name
     classnames = (d / "classnames.txt").read_text().splitlines()
-    assert classnames == tw.toy_classnames(name) and len(classnames) == 40
-    assert len(set(classnames)) == 40
+    n = {"toy-colours": 8, "toy-sizes": 20}.get(name, 40)  # the single-attribute multitask sources
+    assert classnames == tw.toy_classnames(name) and len(classnames) == n
+    assert len(set(classnames)) == n
     split = json.loads((d / f"split_{name}.json").read_text())
     assert set(split) == {"train", "val", "test"}
     counts = small_counts(name)
     for s in ("train", "val", "test"):
         items = split[s]
-        assert len(items) == counts.get(s, 0) * 40
+        assert len(items) == counts.get(s, 0) * n
         for item in items:
             rel, label, cname = item
             assert isinstance(rel, str) and isinstance(label, int) and isinstance(cname, str)
-            assert 0 <= label < 40 and classnames[label] == cname
+            assert 0 <= label < n and classnames[label] == cname
             assert (d / "images" / rel).is_file()
         if items:
-            assert sorted({i[1] for i in items}) == list(range(40))
+            assert sorted({i[1] for i in items}) == list(range(n))
     if name != "toy-shapes" and name.startswith("toy-shapes"):
         assert split["train"] == [] and split["val"] == []
         assert classnames == tw.toy_classnames("toy-shapes")
@@ -108,7 +109,7 @@ def test_layout_and_split_file(small_root: Path, name: str):
     assert all(len(t) > 20 and t.endswith(".") for t in knowledge.values())
     meta = json.loads((d / "meta.json").read_text())
     assert meta["complete"] is True and meta["name"] == name and meta["seed"] == tw.DEFAULT_SEED
-    assert meta["version"] == tw.GENERATOR_VERSION and meta["num_images"] == sum(counts.values()) * 40
+    assert meta["version"] == tw.GENERATOR_VERSION and meta["num_images"] == sum(counts.values()) * n
 
 
 def test_caption_pool_layout(small_root: Path):
