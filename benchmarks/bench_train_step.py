@@ -20,6 +20,13 @@ way the published code runs them, and their logits compared with the batched one
 
 The ratio column gives how many times faster the batched step is than each baseline.
 
+``--text-checkpointing`` adds, per learner and class count, the ``checkpointed`` path: the same
+batched step with activation checkpointing of the text blocks (``build_clip(text_checkpointing=True)``),
+the memory-for-compute trade of a multitask step over thousands of class prompts (MVLPT)::
+
+    python benchmarks/bench_train_step.py --learners mcoop mupt --classes 2191 --batch-size 32 \
+        --text-checkpointing --cpu-max-prompts 3000 --repeats 1 --warmup 0
+
 ``--official-cmd`` adds, in the same run, an outside program that times a learner's official
 implementation (which vlprompt never ships): a command template with ``{learner}``, ``{classes}``
 and ``{batch_size}`` whose last ``RESULT {json}`` line gives ``median_s``, ``min_s``,
@@ -108,7 +115,7 @@ def run_worker(cfg: dict) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
-    clip = build_clip(cfg["arch"], device=device)
+    clip = build_clip(cfg["arch"], device=device, text_checkpointing=cfg["variant"] == "checkpointed")
     learner = build_learner(cfg["learner"], clip, class_names(cfg["classes"]))
     names = learner.class_names
     batch = cfg["batch_size"]
@@ -118,7 +125,7 @@ def run_worker(cfg: dict) -> dict:
     opt = torch.optim.SGD(params, lr=0.002, momentum=0.9, weight_decay=5e-4)
     variant = cfg["variant"]
     baseline = baselines(learner).get(variant)
-    if variant != "batched" and baseline is None:
+    if variant not in ("batched", "checkpointed") and baseline is None:
         raise ValueError(f"{cfg['learner']} has no {variant!r} baseline")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["bf16"])
     learner.train()
@@ -228,6 +235,8 @@ def main() -> None:
                              "(CoCoOp: batch x classes; the 77-token official path counts 6x), which "
                              "would take minutes and tens of GiB")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--text-checkpointing", action="store_true",
+                        help="also time each learner with activation checkpointing of the text blocks")
     parser.add_argument("--official-cmd", default=None,
                         help="command timing an official implementation (see above), e.g. "
                              "'python /path/to/adapter.py {learner} {classes}'")
@@ -253,7 +262,8 @@ def main() -> None:
         conditioned = LEARNERS.get(name).image_conditioned_text
         offered = (["loop"] if conditioned else []) + (["official"] if name == "cocoop" else [])
         for n_cls in args.classes:
-            variants = ["batched"] + [v for v in offered if v in args.baselines]
+            variants = ["batched"] + (["checkpointed"] if args.text_checkpointing else []) \
+                + [v for v in offered if v in args.baselines]
             if args.official_cmd and (args.official_classes is None or n_cls in args.official_classes):
                 variants.append("external")
             for variant in variants:
