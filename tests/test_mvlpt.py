@@ -217,3 +217,19 @@ def test_mvlpt_target_configs():
         assert cfg.train_dataloader.dataset.subsample == "all" and cfg.train_dataloader.batch_size == 32, path
         assert cfg.optim_wrapper.optimizer.lr == 0.002 and cfg.train_cfg.max_epochs == 200, path
         assert cfg.model.backbone.name == "ViT-B-16" and cfg.load_from is None, path
+
+
+def test_mvlpt_source_configs():
+    from mmengine.config import Config
+
+    from vlprompt.datasets import BASE2NOVEL_DATASETS, canonical_name
+
+    for family in ("mcoop", "mvpt", "mupt"):
+        cfg = Config.fromfile(str(ROOT / f"configs/mvlpt/{family}/source_coop11.py"))
+        tasks = cfg.train_dataloader.dataset.tasks
+        assert sorted(canonical_name(t) for t in tasks) == sorted(BASE2NOVEL_DATASETS)  # the 11 CoOp datasets
+        assert cfg.test_dataloader.dataset.tasks == tasks and cfg.model.learner.type == family
+        assert cfg.model.task_mask == "none" and cfg.model.backbone.text_checkpointing is True  # official: no mask
+        toy = Config.fromfile(str(ROOT / f"configs/mvlpt/{family}/toy_source.py"))
+        assert toy.model.backbone.name == "toy" and toy.model.task_mask == "zero"
+        assert toy.train_dataloader.dataset.tasks == ["toy-colours", "toy-sizes", "toy-patterns"]
