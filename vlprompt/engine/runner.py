@@ -268,6 +268,9 @@ def evaluate(cfg: Config, checkpoint: str | os.PathLike | None, subsample: str |
     task = subsample or cfg.test_dataloader.dataset.get("subsample", "all")
     top1 = next((v for k, v in metrics.items() if k.endswith("/top1")), None)
     if top1 is not None:  # mmengine's test line does not say which classes it measured
-        runner.logger.info(f"test on the {task} classes of {cfg.test_dataloader.dataset.get('name')} "
+        data = cfg.test_dataloader.dataset
+        tasks = data.get("tasks") or []  # a MultitaskDataset names its tasks
+        name = data.get("name") if not tasks else " + ".join(t if isinstance(t, str) else t.get("name") for t in tasks)
+        runner.logger.info(f"test on the {task} classes of {name} "
                            f"({len(model.class_names)} classes): top-1 {top1:.2f}")
     return metrics, model.metadata()
