@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,6 @@ def with_tensorboard(visualizer: dict | None) -> dict:
 
 def _accepts(model_type: Any, arg: str) -> bool:
     """Whether the model class takes the constructor argument ``arg`` (``MultitaskModel``'s task ranges)."""
-    import inspect
-
     try:
         return arg in inspect.signature(model_type).parameters
     except (TypeError, ValueError):
