@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from seeded_models import seeded_vitb16
 
-from vlprompt.backbones import PreprocessCfg, PromptableCLIP, WeightsInfo, build_open_clip_model
+from vlprompt.backbones import PromptableCLIP
 from vlprompt.datasets.templates import get_template
 from vlprompt.learners import CoCoOp, CoOp, KgCoOp, MaPLe, PromptSRC, ZeroShotCLIP
 
@@ -59,15 +60,8 @@ def our_name(method: str, official: str) -> str:
 
 @pytest.fixture(scope="module")
 def vitb16():
-    torch.manual_seed(0)
-    model = build_open_clip_model("ViT-B-16", quick_gelu=True)
-    total = sum(v.double().sum().item() for v in model.state_dict().values() if v.is_floating_point())
     assert UNDERSCORE["weights"]["float_sum"] == GOLDEN["weights"]["float_sum"], "both golden files: one backbone"
-    assert total == pytest.approx(GOLDEN["weights"]["float_sum"], rel=1e-12, abs=1e-9), (
-        "the seeded random ViT-B/16 is not the one the golden numbers were computed with "
-        "(did open_clip's initialisation change?)"
-    )
-    return PromptableCLIP(model, WeightsInfo("ViT-B-16", None, True, PreprocessCfg(224)))
+    return seeded_vitb16(0, GOLDEN["weights"]["float_sum"])
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from seeded_models import seeded_vitb16
 
-from vlprompt.backbones import PreprocessCfg, PromptableCLIP, WeightsInfo, build_open_clip_model
+from vlprompt.backbones import PromptableCLIP
 from vlprompt.engine.multitask import apply_task_mask
 from vlprompt.learners import MUPT, MVPT, MCoOp
 
@@ -51,12 +52,7 @@ def our_name(official: str) -> str:
 
 @pytest.fixture(scope="module")
 def vitb16():
-    torch.manual_seed(0)
-    model = build_open_clip_model("ViT-B-16", quick_gelu=True)
-    total = sum(v.double().sum().item() for v in model.state_dict().values() if v.is_floating_point())
-    assert total == pytest.approx(GOLDEN["weights"]["float_sum"], rel=1e-12, abs=1e-9), (
-        "the seeded random ViT-B/16 is not the one the golden numbers were computed with")
-    return PromptableCLIP(model, WeightsInfo("ViT-B-16", None, True, PreprocessCfg(224)))
+    return seeded_vitb16(0, GOLDEN["weights"]["float_sum"])
 
 
 @pytest.fixture(scope="module")

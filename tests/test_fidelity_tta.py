@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from seeded_models import seeded_vitb16
 
 from vlprompt.adapters import RLCF, TPT, default_prompt_learner
-from vlprompt.backbones import PreprocessCfg, PromptableCLIP, WeightsInfo, build_open_clip_model
 from vlprompt.learners import ZeroShotCLIP
 
 pytestmark = pytest.mark.slow
@@ -33,23 +33,14 @@ NAMES = GOLDEN["inputs"]["classnames"]
 TOL = 1e-4  # logits and losses, max abs difference
 
 
-def _clip(seed: int, float_sum: float) -> PromptableCLIP:
-    torch.manual_seed(seed)
-    model = build_open_clip_model("ViT-B-16", quick_gelu=True)
-    total = sum(v.double().sum().item() for v in model.state_dict().values() if v.is_floating_point())
-    assert total == pytest.approx(float_sum, rel=1e-12, abs=1e-9), (
-        f"the seeded random ViT-B/16 (seed {seed}) is not the one the golden numbers were computed with")
-    return PromptableCLIP(model, WeightsInfo("ViT-B-16", None, True, PreprocessCfg(224)))
-
-
 @pytest.fixture(scope="module")
 def student():
-    return _clip(0, GOLDEN["weights"]["student"]["float_sum"])
+    return seeded_vitb16(0, GOLDEN["weights"]["student"]["float_sum"])
 
 
 @pytest.fixture(scope="module")
 def teacher():
-    return _clip(2, GOLDEN["weights"]["teacher"]["float_sum"])
+    return seeded_vitb16(2, GOLDEN["weights"]["teacher"]["float_sum"])
 
 
 @pytest.fixture(scope="module")

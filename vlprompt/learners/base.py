@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import PromptableCLIP, build_clip
-from .common import prompt_class_name
+from .common import DEFAULT_TEMPLATE, class_text_features, prompt_class_name
 
 
 class PromptLearner(nn.Module):
@@ -167,3 +167,26 @@ class PromptLearner(nn.Module):
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments (besides backbone and class names) to rebuild the learner."""
         return {}
+
+
+class TemplateClassLearner(PromptLearner):
+    """A learner whose class side is the frozen text features of one hand-written ``template``
+    (VPT, MVPT): they are encoded once per class set, when the classes are set."""
+
+    template: str = DEFAULT_TEMPLATE
+
+    def init_template(self, template: str) -> None:
+        """Subclasses call this before :meth:`finish_init`."""
+        self.template = template
+        self.register_buffer("class_features", torch.zeros(0), persistent=False)
+
+    def set_classes(self, class_names: Sequence[str]) -> None:
+        """Switch classes; their (frozen) text features are encoded once here."""
+        super().set_classes(class_names)
+        self.class_features = class_text_features(self.backbone, self.class_names, self.template)
+
+    def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
+        return self._backbone.tokenize([self.template.format(prompt_class_name(n)) for n in class_names])
+
+    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.class_features

@@ -34,15 +34,8 @@ from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts
 from ..registry import LEARNERS
-from .base import PromptLearner
-from .common import (
-    CLASS_TOKEN_POSITIONS,
-    DEFAULT_TEMPLATE,
-    class_text_features,
-    context_insertions,
-    prompt_class_name,
-    prompt_depth,
-)
+from .base import PromptLearner, TemplateClassLearner
+from .common import CLASS_TOKEN_POSITIONS, DEFAULT_TEMPLATE, context_insertions, prompt_depth
 from .coop import CoOp
 
 __all__ = ["MCoOp", "MUPT", "MVPT", "vpt_uniform_init"]
@@ -91,7 +84,7 @@ class _DeepVisualPrompts(PromptLearner):
 
 
 @LEARNERS.register_module(name="mvpt")
-class MVPT(_DeepVisualPrompts):
+class MVPT(TemplateClassLearner, _DeepVisualPrompts):
     """MVLPT's deep visual prompts with the frozen class prompts ``template``.
 
     Args:
@@ -109,20 +102,8 @@ class MVPT(_DeepVisualPrompts):
         super().__init__(backbone, class_names)
         self._init_visual(n_ctx, depth)
         self._hparams = dict(n_ctx=n_ctx, depth=depth, template=template)
-        self.template = template
-        self.register_buffer("class_features", torch.zeros(0), persistent=False)
+        self.init_template(template)
         self.finish_init()
-
-    def set_classes(self, class_names: Sequence[str]) -> None:
-        """Switch classes; their (frozen) text features are encoded once here."""
-        super().set_classes(class_names)
-        self.class_features = class_text_features(self.backbone, self.class_names, self.template)
-
-    def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
-        return self.backbone.tokenize([self.template.format(prompt_class_name(n)) for n in class_names])
-
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.class_features
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         prompts = self.image_prompts(self.vision_ctx, self.vision_deep)

@@ -20,12 +20,12 @@ from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP
 from ..registry import LEARNERS
-from .base import PromptLearner
-from .common import DEFAULT_TEMPLATE, class_text_features, deep_prompts, layer_prompts, prompt_class_name, prompt_depth
+from .base import TemplateClassLearner
+from .common import DEFAULT_TEMPLATE, deep_prompts, layer_prompts, prompt_depth
 
 
 @LEARNERS.register_module(name="vpt")
-class VPT(PromptLearner):
+class VPT(TemplateClassLearner):
     """Deep visual prompt tuning with fixed hand-written class prompts.
 
     Args:
@@ -52,25 +52,13 @@ class VPT(PromptLearner):
         if depth < 1:
             raise ValueError(f"VPT needs depth >= 1, got {depth}")
         self._hparams = dict(n_ctx=n_ctx, depth=depth, template=template)
-        self.template = template
+        self.init_template(template)
         depth = prompt_depth(depth, self.backbone.vision_layers)
         width = self.backbone.vision_width
         self.vision_ctx = nn.Parameter((torch.randn(n_ctx, width) * 0.02).to(self.device))
         self.vision_deep = deep_prompts(n_ctx, width, depth).to(self.device)
         self.prompt_depth = depth
-        self.register_buffer("class_features", torch.zeros(0), persistent=False)
         self.finish_init()
-
-    def set_classes(self, class_names: Sequence[str]) -> None:
-        """Switch classes; their (frozen) text features are encoded once here."""
-        super().set_classes(class_names)
-        self.class_features = class_text_features(self.backbone, self.class_names, self.template)
-
-    def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
-        return self.backbone.tokenize([self.template.format(prompt_class_name(n)) for n in class_names])
-
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.class_features
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         prompts = ImagePrompts(tokens=self.vision_ctx, deep=layer_prompts(self.vision_deep))

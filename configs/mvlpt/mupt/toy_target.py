@@ -7,17 +7,11 @@
 from mmengine.config import read_base
 
 with read_base():
-    from ..._base_.datasets.toy_shapes import *
+    from ..._base_.datasets.toy_shapes_fewshot import *
     from ._family import *
     from ..._base_.models.clip_toy import *  # after _family: its backbone wins
 
 model.backbone = backbone
 train_dataloader.batch_size = train_batch_size
-train_dataloader.num_workers = 0
-train_dataloader.dataset.subsample = "all"
-train_dataloader.dataset.num_shots = 4
-test_dataloader.num_workers = 0
-test_dataloader.dataset.subsample = "all"
-protocol = dict(name="few-shot", num_shots=4)
 train_cfg.max_epochs = 50
 load_from = None  # the source prompt (a learned.safetensors)
