@@ -12,7 +12,7 @@ shots per class (``configs/mvlpt/<family>/toy_source.py`` by default, seed S); t
 * trained from the family's random init (``random init``: the single-task baseline), and
 * trained from the source prompt (``MVLPT init``: ``load_from`` its ``learned.safetensors``).
 
-Zero-shot CLIP on the target test split (``configs/zsclip/<target>.py``) is the reference. Runs live
+Zero-shot CLIP on all classes of the target test split (``configs/zsclip/<target>.py``) is the reference. Runs live
 in ``<work-root>/<family>/shots<K>/seed<S>/{source,source_only,random_init,mvlpt_init}/``; finished
 ones are reused when their recorded config matches (a mismatch stops the sweep before anything
 trains; ``--overwrite`` retrains). Writes ``multitask.md`` and ``multitask.csv`` (mean and
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ]))
     plan_runs([run for *_, source, rows in jobs for run in (source, *(r for _, r in rows))], args.overwrite)
     zs = zero_shot_reference(config_path("zsclip", args.target), args.work_root / "zero_shot" / args.target,
-                             zero_shot_options(common))
+                             ["test_dataloader.dataset.subsample=all", *zero_shot_options(common)])  # every class
     results = []
     with tqdm(jobs, desc="MVLPT source -> target", unit="seed") as bar:
         for family, k, seed, source, rows in bar:
