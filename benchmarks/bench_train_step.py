@@ -115,7 +115,8 @@ def run_worker(cfg: dict) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
-    clip = build_clip(cfg["arch"], device=device, text_checkpointing=cfg["variant"] == "checkpointed")
+    checkpointed = cfg["variant"] == "checkpointed"
+    clip = build_clip(cfg["arch"], device=device, text_checkpointing=checkpointed, vision_checkpointing=checkpointed)
     learner = build_learner(cfg["learner"], clip, class_names(cfg["classes"]))
     names = learner.class_names
     batch = cfg["batch_size"]

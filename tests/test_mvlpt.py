@@ -79,6 +79,22 @@ def test_text_checkpointing_same_features_and_gradients(clip):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+def test_vision_checkpointing_same_features_and_gradients(clip):
+    x = images(clip, 2)
+    out = []
+    for flag in (False, True):
+        model = build_clip("test-tiny", vision_checkpointing=flag)
+        model.load_state_dict(clip.state_dict())
+        torch.manual_seed(4)
+        shallow = torch.randn(4, clip.vision_width, requires_grad=True)
+        deep = {1: torch.randn(4, clip.vision_width, requires_grad=True)}
+        feats = model.encode_image(x, ImagePrompts(tokens=shallow, deep=deep, after_ln_pre=True), normalize=True)
+        (feats * torch.linspace(-1, 1, feats.numel()).reshape(feats.shape)).sum().backward()
+        out.append((feats.detach(), shallow.grad, deep[1].grad))
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------- learners
 def test_mcoop_is_coop_with_the_multitask_defaults(clip):
     torch.manual_seed(0)

@@ -75,6 +75,7 @@ def build_clip(
     dtype: torch.dtype = torch.float32,
     cache_dir: str | None = None,
     text_checkpointing: bool = False,
+    vision_checkpointing: bool = False,
 ) -> PromptableCLIP:
     """Build a frozen, promptable CLIP.
 
@@ -93,6 +94,8 @@ def build_clip(
         text_checkpointing: activation checkpointing of the text blocks when prompts need
             gradients (:attr:`PromptableCLIP.text_checkpointing`): the memory of a step over
             thousands of class prompts (multitask training) for one more forward pass of the text tower.
+        vision_checkpointing: the same for the ViT blocks when image prompts need gradients
+            (deep visual prompts: the image tower's activations of a whole batch).
     """
     arch = get_arch(name)
     loaded, info = resolve_pretrained(arch, pretrained, quick_gelu=quick_gelu, cache_dir=cache_dir)
@@ -108,4 +111,5 @@ def build_clip(
             info.quick_gelu,
         )
     model = model.to(device=device, dtype=dtype)
-    return PromptableCLIP(model, info, text_checkpointing=text_checkpointing)
+    return PromptableCLIP(model, info, text_checkpointing=text_checkpointing,
+                          vision_checkpointing=vision_checkpointing)

@@ -79,7 +79,8 @@ class PromptableCLIP(nn.Module):
     it stays in eval mode; gradients flow through it to whatever prompt tensors require them.
     """
 
-    def __init__(self, model: open_clip.CLIP, info: WeightsInfo, text_checkpointing: bool = False) -> None:
+    def __init__(self, model: open_clip.CLIP, info: WeightsInfo, text_checkpointing: bool = False,
+                 vision_checkpointing: bool = False) -> None:
         super().__init__()
         if not isinstance(model, open_clip.CLIP):
             raise TypeError(f"expected an open_clip CLIP with the text tower on the model, got {type(model)}")
@@ -95,6 +96,8 @@ class PromptableCLIP(nn.Module):
         #: recompute each text block's activations in the backward pass instead of keeping them
         #: (:meth:`encode_text`): memory for compute when thousands of class prompts need gradients
         self.text_checkpointing = bool(text_checkpointing)
+        #: the same for the ViT blocks, when image prompts need gradients (deep visual prompts over a batch)
+        self.vision_checkpointing = bool(vision_checkpointing)
 
     # ------------------------------------------------------------------ description
     @property
@@ -381,6 +384,8 @@ class PromptableCLIP(nn.Module):
         deep = prompts.deep if prompts is not None else {}
         if deep:
             self._check_layers(deep, self.vision_layers, "image")
+        checkpointed = self.vision_checkpointing and torch.is_grad_enabled() and (
+            x.requires_grad or any(t.requires_grad for t in deep.values()))
         for i, block in enumerate(visual.transformer.resblocks):
             if i in deep:
                 tokens = self._batch_tokens(deep[i], batch, f"deep image prompt {i}", x.dtype)
@@ -390,7 +395,7 @@ class PromptableCLIP(nn.Module):
                         "were appended to the input (deep prompts replace them)"
                     )
                 x = torch.cat([x[:, : x.shape[1] - n_prompt], tokens], dim=1)
-            x = block(x)
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
         pooled, tokens = visual._pool(x)
         if visual.proj is not None:
             pooled = pooled @ visual.proj

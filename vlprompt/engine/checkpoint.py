@@ -25,7 +25,7 @@ from ..registry import LEARNERS
 logger = logging.getLogger("vlprompt")
 
 #: the keys of a checkpoint's ``backbone`` metadata that are passed on to ``build_clip``
-BACKBONE_KEYS = ("name", "pretrained", "quick_gelu", "text_checkpointing")
+BACKBONE_KEYS = ("name", "pretrained", "quick_gelu", "text_checkpointing", "vision_checkpointing")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -126,8 +126,9 @@ def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any
         raise bad("backbone.pretrained", backbone["pretrained"], "is not a tag, a path or null")
     if not isinstance(backbone.get("quick_gelu"), (bool, type(None))):
         raise bad("backbone.quick_gelu", backbone["quick_gelu"], "is not a boolean")
-    if not isinstance(backbone.get("text_checkpointing", False), bool):
-        raise bad("backbone.text_checkpointing", backbone["text_checkpointing"], "is not a boolean")
+    for key in ("text_checkpointing", "vision_checkpointing"):
+        if not isinstance(backbone.get(key, False), bool):
+            raise bad(f"backbone.{key}", backbone[key], "is not a boolean")
     if names is not None and (not isinstance(names, list) or not names
                               or not all(isinstance(n, str) for n in names)):
         raise bad("class_names", names, "is not a non-empty list of strings")
