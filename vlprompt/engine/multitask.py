@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseDataPreprocessor
 from mmengine.registry import METRICS, MODELS
@@ -150,14 +149,9 @@ class MultitaskModel(PromptModel):
 
     def masked_loss(self, inputs: torch.Tensor, labels: torch.Tensor, task: torch.Tensor) -> dict[str, torch.Tensor]:
         """The learner's loss with the cross-entropy on task-masked logits."""
-        learner = self.learner
-        image_features = learner.encode_images(inputs)
-        class_features = learner.encode_classes(image_features)
-        logits = learner.logits(image_features, class_features.to(image_features.dtype))
-        masked = apply_task_mask(logits, task, self._ranges_tensor(), self.task_mask)
-        losses = {"loss_ce": F.cross_entropy(masked, labels)}
-        losses.update(learner.extra_losses(inputs, labels, image_features, class_features, logits))
-        return losses
+        ranges = self._ranges_tensor()
+        return self.learner.loss(inputs, labels, ce_logits=lambda logits: apply_task_mask(logits, task, ranges,
+                                                                                          self.task_mask))
 
     def forward(self, inputs: torch.Tensor, data_samples: Any = None, mode: str = "tensor"):
         labels, task = self._split(data_samples)

@@ -13,7 +13,7 @@ casting the learner (``.to()``, ``.cuda()``, ``.half()``) moves the backbone wit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -135,12 +135,17 @@ class PromptLearner(nn.Module):
         return self.logits(image_features, class_features.to(image_features.dtype))
 
     # ------------------------------------------------------------------ loss
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named loss terms (each is logged; their sum is optimised)."""
+    def loss(self, images: torch.Tensor, labels: torch.Tensor,
+             ce_logits: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Named loss terms (each is logged; their sum is optimised).
+
+        ``ce_logits`` maps the logits the cross-entropy sees (a multitask run's per-task mask); the
+        extra terms see the logits unchanged.
+        """
         image_features = self.encode_images(images)
         class_features = self.encode_classes(image_features)
         logits = self.logits(image_features, class_features.to(image_features.dtype))
-        losses = {"loss_ce": F.cross_entropy(logits, labels)}
+        losses = {"loss_ce": F.cross_entropy(logits if ce_logits is None else ce_logits(logits), labels)}
         losses.update(self.extra_losses(images, labels, image_features, class_features, logits))
         return losses
 
