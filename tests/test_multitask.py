@@ -208,7 +208,7 @@ def test_bad_task_lists_name_the_index_and_key(root, tasks, match):
 
 
 def test_a_config_names_the_dataset_by_string(root):
-    from vlprompt.engine.runner import build_dataset_from_cfg
+    from vlprompt.datasets.builder import build_dataset_from_cfg
 
     for kind in ('multitask', 'MultitaskDataset', MultitaskDataset):
         with pytest.warns(ClassNameClashWarning):

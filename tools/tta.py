@@ -198,8 +198,8 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     import torch
     from tqdm import tqdm
 
+    from vlprompt.datasets.builder import build_dataset_from_cfg
     from vlprompt.engine.results import write_results
-    from vlprompt.engine.runner import build_dataset_from_cfg
 
     data = dict(cfg.test_dataloader.dataset)
     data.setdefault("data_root", cfg.get("data_root"))

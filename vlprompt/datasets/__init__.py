@@ -51,6 +51,7 @@ from .protocol import (
                          subsample_classes,
 )
 from .splitfile import SplitFileDataset, SplitFolderDataset, ToyDataset, register_toy_datasets
+from .subset import LabelledSubset
 from .templates import (
                          CLIP_IMAGENET_TEMPLATES,
                          COOP_TEMPLATES,
@@ -63,7 +64,8 @@ from .transforms import CLIP_MEAN, CLIP_STD, build_test_transform, build_train_t
 
 __all__ = [
     'BASE2NOVEL_DATASETS', 'BENCHMARKS', 'CLIP_IMAGENET_TEMPLATES', 'ELEVATER_NAMES', 'ELEVATER_TASKS',
-    'ClassNameClashWarning', 'ElevaterDataset', 'ElevaterTask', 'MultitaskDataset', 'TaskBalancedSampler',
+    'ClassNameClashWarning', 'ElevaterDataset', 'ElevaterTask', 'LabelledSubset', 'MultitaskDataset',
+    'TaskBalancedSampler',
     'register_elevater_task', 'CLIP_MEAN', 'CLIP_STD', 'COOP_TEMPLATES',
     'DATA_ENV', 'DEFAULT_CACHE_BYTES', 'IMAGENET_TEMPLATES', 'IMAGENET_TEMPLATES_SELECT', 'KGCOOP_TEMPLATES',
     'PROTOCOLS', 'BenchmarkDataset', 'CODaN', 'Caltech101', 'DTD', 'DataSpec', 'DatasetError', 'Datum',

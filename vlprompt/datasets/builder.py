@@ -16,14 +16,17 @@ is registered in :data:`vlprompt.registry.DATASETS`.
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ..registry import DATASETS
 from .base import BenchmarkDataset
 from .protocol import BASE2NOVEL_DATASETS, DG_TARGETS
 
-__all__ = ['BENCHMARKS', 'build_dataset', 'canonical_name', 'get_dataset_class', 'list_datasets']
+__all__ = ['BENCHMARKS', 'build_dataset', 'build_dataset_from_cfg', 'canonical_name', 'get_dataset_class',
+           'list_datasets']
 
 # The published benchmarks in table order: base-to-novel, ImageNet variants, CODaN.
 BENCHMARKS: tuple[str, ...] = BASE2NOVEL_DATASETS + DG_TARGETS + ('codan',)
@@ -87,6 +90,18 @@ def build_dataset(name: str, data_root: str | os.PathLike[str] | None = None, sp
     """
     cls = get_dataset_class(name)
     return cls(data_root=data_root, split=split, num_shots=num_shots, seed=seed, subsample=subsample, **kwargs)
+
+
+def build_dataset_from_cfg(cfg: Mapping[str, Any]) -> Any:
+    """A dataset from a config's ``dataset`` dict: its ``type`` is the builder itself (a pure-Python
+    config) or a registered name (looked up among registered datasets only)."""
+    from mmengine.registry import DATASETS as MMENGINE_DATASETS
+
+    cfg = copy.deepcopy(dict(cfg))
+    kind = cfg.pop("type")
+    if callable(kind):
+        return kind(**cfg)
+    return MMENGINE_DATASETS.build(dict(type=kind, **cfg))
 
 
 DATASETS.register_module(name='build_dataset', module=build_dataset, force=True)  # configs name it as their type

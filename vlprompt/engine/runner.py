@@ -10,10 +10,11 @@ from typing import Any
 
 from mmengine.config import Config
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.registry import DATASETS, HOOKS, MODELS
+from mmengine.registry import HOOKS, MODELS
 from mmengine.runner import Runner
 
 from ..backbones import get_arch
+from ..datasets.builder import build_dataset_from_cfg
 from ..datasets.checks import check_images, check_loader_settings
 from ..errors import ConfigError
 from ..registry import find_registered
@@ -85,16 +86,6 @@ class PromptRunner(Runner):
                          f"\n{dash}\n")
         if self.cfg._cfg_dict:
             self.logger.info(f"Config:\n{self.cfg.pretty_text}")
-
-
-def build_dataset_from_cfg(cfg: dict) -> Any:
-    """A dataset from a config's ``dataset`` dict: its ``type`` is the builder itself (a pure-Python
-    config) or a registered name."""
-    cfg = copy.deepcopy(cfg)
-    kind = cfg.pop("type")
-    if callable(kind):
-        return kind(**cfg)
-    return DATASETS.build(dict(type=kind, **cfg))
 
 
 def with_tensorboard(visualizer: dict | None) -> dict:

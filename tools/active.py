@@ -1,0 +1,80 @@
+"""Active prompt learning (PCB's protocol): samplers x PCB x seeds, then the table and the plot.
+
+    python tools/active.py configs/active/toy_hues.py          # 4 samplers, with and without PCB, seeds 1-3
+    python tools/active.py configs/active/dtd.py --samplers badge --pcb on --seeds 1 --cfg-options data_root=/data
+    python tools/active.py configs/active/toy_hues.py --report-only   # tables and plot from finished rounds
+
+Each strategy and seed runs the rounds of :mod:`vlprompt.active.loop` in
+``<work-root>/<strategy>/seed<S>/`` (``round<r>/`` work dirs and ``active_state.json``); a stopped
+sweep started again resumes each run after its last finished round. Writes ``active.md``
+(accuracy and class balance per round per strategy), ``active.csv`` and ``active.png`` (accuracy
+and balance against the labelled budget, one line per strategy, the seeds' spread as a band) to
+the work root (default ``work_dirs/active/<config name>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
+
+SAMPLER_NAMES = ("random", "entropy", "coreset", "badge")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="an active-learning config (configs/active/...)")
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLER_NAMES), metavar="NAME",
+                        help=f"samplers to run (default: {' '.join(SAMPLER_NAMES)})")
+    parser.add_argument("--pcb", choices=("both", "on", "off"), default="both",
+                        help="each sampler with PCB, without, or both (default)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--rounds", type=int, help="override active.rounds (8)")
+    parser.add_argument("--work-root", help="default: work_dirs/active/<config name>")
+    parser.add_argument("--report-only", action="store_true", help="write the table and the plot from finished rounds")
+    add_cfg_options(parser)
+    add_debug_argument(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    from vlprompt.active import ActiveSettings, read_state, run_active
+    from vlprompt.active.report import write_report
+    from vlprompt.engine import load_config
+
+    cfg = load_config(args.config, None, cfg_options(args.cfg_options))
+    root = Path(args.work_root or Path("work_dirs/active") / Path(args.config).stem)
+    pcb = {"both": (False, True), "on": (True,), "off": (False,)}[args.pcb]
+    # every setting is checked before the first round trains
+    plan = [ActiveSettings.from_config(cfg.get("active"), sampler=s, pcb=p, rounds=args.rounds)
+            for s in args.samplers for p in pcb]
+    order = [s.label for s in plan]
+    if not args.report_only:
+        total = sum(s.rounds for s in plan) * len(args.seeds)
+        done = sum(len((read_state(root / s.label / f"seed{seed}") or {"rounds": []})["rounds"][:s.rounds])
+                   for s in plan for seed in args.seeds)
+        bar = tqdm(total=total, initial=done, unit="round", desc="active rounds", dynamic_ncols=True)
+        for settings in plan:
+            for seed in args.seeds:
+                bar.set_postfix_str(f"{settings.label} seed {seed}")
+
+                def report(record: dict, label: str = settings.label, seed: int = seed) -> None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{label} seed {seed}: round {record['round']} top-1 {record['top1']:.2f}, "
+                                        f"balance {record['balance']:.3f}")
+
+                run_active(cfg, root / settings.label / f"seed{seed}", settings, seed=seed, on_round=report)
+        bar.close()
+    paths = write_report(root, order, title=f"{Path(args.config).stem}: active prompt learning")
+    print(paths["table"].read_text())
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return {k: str(v) for k, v in paths.items()}
+
+
+if __name__ == "__main__":
+    run_tool(main)

@@ -1,0 +1,332 @@
+"""The active prompt-learning round loop (PCB's protocol), through the normal engine.
+
+Round 0 labels ``budget`` images of the pool at random (``budget``: the number of classes, as
+published). Every later round scores the whole pool with the model trained in the round before
+(normalised image features and class probabilities), lets the sampler choose (with PCB: the
+sampler proposes ``candidate_fraction`` of the pool, then :func:`~vlprompt.active.pcb.pcb_select`
+picks ``budget`` of them towards class balance), adds the picks to the labelled set, and trains
+the prompt **from scratch** on the labelled set with ``build_runner`` (any learner; the test split is
+evaluated after each round).
+
+A run's folder holds ``active_state.json`` (the settings, and per finished round the picks, the
+test accuracy and the class histogram of the labelled set), written atomically after each round,
+and one ``round<r>/`` work dir per round (logs, ``learned.safetensors``, ``results.json``). A run
+started again resumes after its last finished round: the next selection is computed from that
+round's ``learned.safetensors`` with the round's own seeded generator, so an interrupted run ends
+with the labelled indices an uninterrupted one has. A state written with other settings stops the
+run naming the keys that differ.
+
+Where the released code (kaist-dmlab/pcb@4ccf408, ``trainers/alvlm.py``) and the paper leave a
+choice, vlprompt's defaults and settings:
+
+* ``candidate_fraction`` (0.1) is of the *whole* pool, as in the code (``n_cand = len(train_x) * GAMMA``);
+  ``candidates_of="remaining"`` takes it of the unlabelled part instead.
+* the released code applies PCB in every round after the first whatever the sampler (``pcb`` is
+  not a switch there); vlprompt makes it one, and without it the sampler picks ``budget`` images
+  directly (the paper's baselines).
+* its ``random`` proposes only ``budget`` candidates, so random + PCB labels the same images as
+  random; vlprompt's random proposes ``candidate_fraction`` of the pool like the other samplers.
+* the prompt of every round starts from the same seeded initialisation (the run's seed); the
+  released code draws it afresh from the global generator each round.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..datasets.builder import build_dataset_from_cfg
+from ..datasets.subset import LabelledSubset
+from ..datasets.transforms import build_transform
+from ..engine.results import atomic_write_text
+from ..errors import ConfigError
+from ..learners import PromptLearner
+from .pcb import EXHAUSTED, balance_entropy, class_histogram, pcb_select
+from .samplers import SAMPLERS, Pool, sampler
+
+__all__ = ["STATE_FILE", "ActiveSettings", "labelled_indices", "read_state", "run_active", "score_pool"]
+
+STATE_FILE = "active_state.json"
+CANDIDATES_OF = ("pool", "remaining")
+
+
+@dataclass(frozen=True)
+class ActiveSettings:
+    """One active-learning run's settings (a config's ``active`` dict).
+
+    Args:
+        sampler: one of :data:`~vlprompt.active.samplers.SAMPLERS` (random, entropy, coreset, badge).
+        pcb: balance the sampler's candidates with PCB.
+        rounds: labelling rounds, round 0 included (8, as published).
+        budget: images labelled per round; ``None``: the number of classes (as published).
+        candidate_fraction: PCB's candidates per round, as a fraction (``GAMMA`` = 0.1).
+        candidates_of: ``"pool"`` (official) or ``"remaining"``: what the fraction is of.
+        exhausted: PCB when the least represented class has no candidate left (``"random"``, official,
+            or ``"next"``; :mod:`vlprompt.active.pcb`).
+        score_batch_size: images per batch when scoring the pool.
+    """
+
+    sampler: str = "random"
+    pcb: bool = False
+    rounds: int = 8
+    budget: int | None = None
+    candidate_fraction: float = 0.1
+    candidates_of: str = "pool"
+    exhausted: str = "random"
+    score_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"active.sampler={self.sampler!r} is not a sampler; known: {', '.join(SAMPLERS)}")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ConfigError(f"active.rounds must be a whole number >= 1, got {self.rounds!r}")
+        if self.budget is not None and (not isinstance(self.budget, int) or self.budget < 1):
+            raise ConfigError(f"active.budget must be None or a whole number >= 1, got {self.budget!r}")
+        if not 0 < float(self.candidate_fraction) <= 1:
+            raise ConfigError(f"active.candidate_fraction must be in (0, 1], got {self.candidate_fraction!r}")
+        if self.candidates_of not in CANDIDATES_OF:
+            raise ConfigError(f"active.candidates_of must be one of {CANDIDATES_OF}, got {self.candidates_of!r}")
+        if self.exhausted not in EXHAUSTED:
+            raise ConfigError(f"active.exhausted must be one of {EXHAUSTED}, got {self.exhausted!r}")
+        if not isinstance(self.score_batch_size, int) or self.score_batch_size < 1:
+            raise ConfigError(f"active.score_batch_size must be a whole number >= 1, got {self.score_batch_size!r}")
+
+    @classmethod
+    def from_config(cls, active: Mapping[str, Any] | None, **overrides: Any) -> ActiveSettings:
+        """Settings from a config's ``active`` dict (unknown keys are an error naming them)."""
+        values = {**dict(active or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"active: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    @property
+    def label(self) -> str:
+        """``entropy``, ``entropy+pcb``: the strategy's name in tables and folders."""
+        return f"{self.sampler}+pcb" if self.pcb else self.sampler
+
+
+# ------------------------------------------------------------------------------------------------ pool
+def pool_config(cfg) -> dict:
+    """The pool's dataset dict: the inner dataset of the config's ``LabelledSubset`` train set."""
+    data = (cfg.get("train_dataloader") or {}).get("dataset")
+    kind = (data or {}).get("type")
+    if data is None or kind not in (LabelledSubset, "LabelledSubset"):
+        raise ConfigError(f"{cfg.filename}: an active-learning config trains on "
+                          "train_dataloader.dataset = dict(type=LabelledSubset, dataset=<the pool>, indices=None)")
+    return copy.deepcopy(data.to_dict() if hasattr(data, "to_dict") else dict(data))
+
+
+def build_pool(cfg, image_size: int) -> Any:
+    """The pool dataset with the test transform (scoring, not training, reads it)."""
+    inner = dict(pool_config(cfg)["dataset"])
+    inner.setdefault("data_root", cfg.get("data_root"))
+    inner["transform"] = build_transform(False, image_size)
+    inner.setdefault("image_size", image_size)
+    inner.setdefault("progress", False)
+    return build_dataset_from_cfg(inner)
+
+
+def pool_labels(pool: Any) -> np.ndarray:
+    """Every pool image's (true) label, read from the item list (no decoding)."""
+    items = getattr(pool, "items", None)
+    if items is not None:
+        return np.asarray([it.label for it in items], dtype=np.int64)
+    return np.asarray([int(pool[i]["label"]) for i in range(len(pool))], dtype=np.int64)
+
+
+def frozen_image_features(learner: PromptLearner) -> bool:
+    """Whether the learner's image features are the frozen backbone's (CoOp, KgCoOp: nothing
+    prompts the image tower), so the pool's features can be computed once for every round."""
+    return type(learner).encode_images is PromptLearner.encode_images
+
+
+@torch.no_grad()
+def score_pool(learner: PromptLearner, pool: Any, batch_size: int = 256, features: np.ndarray | None = None,
+               num_workers: int = 0, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised image features ``(N, D)`` and class probabilities ``(N, C)`` of every pool image.
+
+    ``features`` (for a learner with :func:`frozen_image_features`) skips the image tower.
+    """
+    learner.eval()
+    device = learner.device
+    text = None if learner.image_conditioned_text else learner.encode_classes()
+    if features is not None:
+        f = torch.from_numpy(features).to(device)
+        probs = [learner.logits(f[i:i + batch_size], text.to(f.dtype)).float().softmax(-1).cpu()
+                 for i in range(0, len(f), batch_size)]
+        return features, torch.cat(probs).numpy()
+    loader = torch.utils.data.DataLoader(pool, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    dtype = next(learner.backbone.parameters()).dtype
+    feats, probs = [], []
+    from tqdm import tqdm
+
+    for batch in tqdm(loader, desc="scoring the pool", leave=False, disable=not progress):
+        f = learner.encode_images(batch["img"].to(device, dtype))
+        classes = text if text is not None else learner.encode_classes(f)
+        probs.append(learner.logits(f, classes.to(f.dtype)).float().softmax(-1).cpu())
+        feats.append(f.float().cpu())
+    return torch.cat(feats).numpy(), torch.cat(probs).numpy()
+
+
+# ------------------------------------------------------------------------------------------------ state
+def read_state(run_dir: str | Path) -> dict | None:
+    """A run's ``active_state.json``, or ``None`` if it has none."""
+    path = Path(run_dir) / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def labelled_indices(state: Mapping[str, Any], upto: int | None = None) -> list[int]:
+    """The labelled pool indices after round ``upto`` (default: the last finished one), in pick order."""
+    rounds = state["rounds"] if upto is None else state["rounds"][:upto + 1]
+    return [i for r in rounds for i in r["selected"]]
+
+
+def _identity(settings: ActiveSettings, seed: int, pool_size: int, classes: list[str], config: str) -> dict:
+    return {"settings": asdict(settings), "seed": seed, "pool_size": pool_size, "classes": classes,
+            "config": config}
+
+
+def _check_resumable(state: dict, identity: dict, run_dir: Path) -> None:
+    """A state written with other settings, seed or pool stops the run, naming what differs."""
+    differ = [f"settings.{k}" for k, v in identity["settings"].items() if (state.get("settings") or {}).get(k) != v]
+    differ += [k for k in ("seed", "pool_size", "classes") if state.get(k) != identity[k]]
+    if differ:
+        raise ConfigError(f"{run_dir / STATE_FILE} was written by a run with another {', '.join(differ)}; "
+                          "resume with the same settings, or use another work dir")
+
+
+# ------------------------------------------------------------------------------------------------ selection
+def select_round(round_index: int, settings: ActiveSettings, budget: int, pool: Pool, labels: np.ndarray,
+                 num_classes: int, seed: int) -> tuple[np.ndarray, int | None]:
+    """The pool indices labelled in round ``round_index`` (and how many candidates PCB saw)."""
+    rng = np.random.default_rng([seed, round_index])
+    if round_index == 0:
+        return SAMPLERS["random"](pool, budget, rng), None
+    choose = sampler(settings.sampler)
+    if not settings.pcb:
+        return choose(pool, budget, rng), None
+    base = len(pool.features) if settings.candidates_of == "pool" else len(pool.unlabelled)
+    n_candidates = max(budget, int(base * settings.candidate_fraction))
+    candidates = choose(pool, n_candidates, rng)
+    counts = class_histogram(labels[pool.labelled], num_classes)
+    picks = pcb_select(candidates, pool.pseudo_labels[candidates], counts, budget, rng, settings.exhausted)
+    return picks, len(candidates)
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def _quiet_console(runner) -> None:
+    """Round logs go to the round's log file; the console keeps the progress display."""
+    for handler in runner.logger.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
+
+
+def _train_round(cfg, round_dir: Path, labelled: list[int], name: str) -> float:
+    """Train the learner from scratch on the labelled images, then test the last-epoch model on the
+    test split with the same runner; its top-1."""
+    from ..engine import build_runner
+    from ..engine.results import write_results
+    from ..engine.runner import runner_model
+
+    rcfg = copy.deepcopy(cfg)
+    rcfg.work_dir = str(round_dir)
+    rcfg.train_dataloader.dataset.indices = list(labelled)
+    rcfg.load_from, rcfg.resume = None, False
+    rcfg.experiment_name = f"{name}_{time.time_ns()}"
+    runner = build_runner(rcfg)
+    _quiet_console(runner)
+    runner.train()
+    metrics = runner.test()
+    write_results(round_dir / "results.json", metrics, rcfg, runner_model(runner).metadata(), labelled=len(labelled))
+    return float(metrics["accuracy/top1"])
+
+
+def _trained_learner(cfg, round_dir: Path, class_names: list[str], seed: int) -> PromptLearner:
+    """The learner of a finished round, rebuilt from its ``learned.safetensors`` (seeded as the runner
+    seeds before building it, so that a randomly initialised backbone is the one it trained with)."""
+    from mmengine.runner import set_random_seed
+
+    from ..engine import LEARNED_FILE, PromptModel
+    from ..engine.checkpoint import load_learned_into
+
+    set_random_seed(seed)
+    model_cfg = copy.deepcopy(cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model))
+    model_cfg.pop("type", None)
+    model = PromptModel(**{k: v for k, v in model_cfg.items() if k in ("backbone", "learner")},
+                        class_names=class_names)
+    load_learned_into(model, round_dir / LEARNED_FILE)
+    return model.learner
+
+
+def run_active(cfg, run_dir: str | Path, settings: ActiveSettings, seed: int = 1,
+               on_round: Callable[[dict], None] | None = None) -> dict:
+    """Run (or resume) the rounds of one strategy and seed in ``run_dir``; returns the final state.
+
+    ``on_round`` is called with each finished round's record (the tools' progress display).
+    """
+    from ..backbones import get_arch
+    from ..engine.workdir import work_dir_lock
+
+    run_dir = Path(run_dir)
+    cfg = copy.deepcopy(cfg)
+    cfg.randomness = {**(cfg.get("randomness") or {}), "seed": seed}
+    pool_config(cfg)  # a config that is not an active-learning one stops here
+    backbone = cfg.model.get("backbone", {})
+    image_size = get_arch(backbone["name"]).image_size if backbone.get("name") else 224
+    pool = build_pool(cfg, image_size)
+    labels = pool_labels(pool)
+    classes = list(pool.classnames)
+    budget = settings.budget or len(classes)
+    if budget * settings.rounds > len(pool):
+        raise ConfigError(f"active: {settings.rounds} rounds of {budget} images need {budget * settings.rounds} "
+                          f"images; the pool ({pool!r}) has {len(pool)}")
+    identity = _identity(settings, seed, len(pool), classes, str(cfg.filename))
+    with work_dir_lock(run_dir):
+        state = read_state(run_dir)
+        if state is None:
+            state = {**identity, "rounds": []}
+        else:
+            _check_resumable(state, identity, run_dir)
+        features = None
+        for r in range(len(state["rounds"]), settings.rounds):
+            start = time.perf_counter()
+            labelled = labelled_indices(state)
+            if r == 0:
+                scores = Pool(np.zeros((len(pool), 1)), np.zeros((len(pool), 1)), [], np.arange(len(pool)))
+            else:
+                learner = _trained_learner(cfg, run_dir / f"round{r - 1}", classes, seed)
+                cache = features if frozen_image_features(learner) else None
+                feats, probs = score_pool(learner, pool, settings.score_batch_size, cache)
+                features = feats if frozen_image_features(learner) else None
+                unlabelled = np.setdiff1d(np.arange(len(pool)), labelled)
+                scores = Pool(feats, probs, labelled, unlabelled)
+            picks, n_candidates = select_round(r, settings, budget, scores, labels, len(classes), seed)
+            select_s = time.perf_counter() - start
+            labelled = labelled + [int(i) for i in picks]
+            round_dir = run_dir / f"round{r}"
+            if round_dir.exists():  # an interrupted round: started again from its selection
+                shutil.rmtree(round_dir)
+            top1 = _train_round(cfg, round_dir, labelled, f"active_{settings.label}_seed{seed}_round{r}")
+            counts = class_histogram(labels[labelled], len(classes))
+            record = {"round": r, "selected": [int(i) for i in picks], "labelled": len(labelled),
+                      "candidates": n_candidates, "top1": top1, "class_counts": counts.tolist(),
+                      "balance": balance_entropy(labels[labelled], len(classes)),
+                      "classes_seen": int((counts > 0).sum()), "select_s": round(select_s, 3),
+                      "round_s": round(time.perf_counter() - start, 3)}
+            state["rounds"].append(record)
+            atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1))
+            if on_round is not None:
+                on_round(record)
+    return state
