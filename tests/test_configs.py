@@ -21,7 +21,12 @@ def test_config_loads_and_matches_its_file_name(path):
     assert cfg.model.learner.type
     expected = "toy" if path.stem.startswith("toy_") else "ViT-B-16"
     assert cfg.model.backbone.name == expected
-    if cfg.get("train_dataloader") is not None:
+    if cfg.get("train_dataloader") is not None and path.parent.name == "active":
+        # active learning (PCB): the whole train split is the pool, the rounds train on a LabelledSubset of it
+        assert cfg.train_dataloader.dataset.type.__name__ == "LabelledSubset"
+        assert cfg.train_dataloader.dataset.dataset.name == test.name
+        assert cfg.train_dataloader.dataset.dataset.get("num_shots") is None and test.subsample == "all"
+    elif cfg.get("train_dataloader") is not None:
         assert cfg.train_dataloader.dataset.name == test.name
         # KgCoOp's only cross-dataset script (scripts/xd_train.sh) trains on 4 shots; every other recipe on 16
         kgcoop_xd = path.parent.name == "kgcoop" and path.stem == "imagenet_xd"

@@ -32,12 +32,13 @@ choice, vlprompt's defaults and settings:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-import logging
+import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -226,11 +227,20 @@ def select_round(round_index: int, settings: ActiveSettings, budget: int, pool: 
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def _quiet_console(runner) -> None:
-    """Round logs go to the round's log file; the console keeps the progress display."""
-    for handler in runner.logger.handlers:
-        if type(handler) is logging.StreamHandler:
-            handler.setLevel(logging.WARNING)
+_NULL = None
+
+
+@contextlib.contextmanager
+def _console_to_log_only() -> Iterator[None]:
+    """Build a round's runner with its console stream pointed at nothing: mmengine's logger binds
+    ``sys.stdout`` when it is created, so the round's environment, config and progress lines go to
+    the round's log file only and the console keeps the active-learning progress display. The null
+    stream stays open: the runner's handler writes to it for the rest of the round."""
+    global _NULL
+    if _NULL is None:
+        _NULL = open(os.devnull, "w")  # noqa: SIM115 - held for the process's lifetime
+    with contextlib.redirect_stdout(_NULL):
+        yield
 
 
 def _train_round(cfg, round_dir: Path, labelled: list[int], name: str) -> float:
@@ -245,8 +255,8 @@ def _train_round(cfg, round_dir: Path, labelled: list[int], name: str) -> float:
     rcfg.train_dataloader.dataset.indices = list(labelled)
     rcfg.load_from, rcfg.resume = None, False
     rcfg.experiment_name = f"{name}_{time.time_ns()}"
-    runner = build_runner(rcfg)
-    _quiet_console(runner)
+    with _console_to_log_only():
+        runner = build_runner(rcfg)
     runner.train()
     metrics = runner.test()
     write_results(round_dir / "results.json", metrics, rcfg, runner_model(runner).metadata(), labelled=len(labelled))

@@ -56,6 +56,12 @@ class LabelledSubset(Dataset):
         self.split = getattr(dataset, 'split', None)
         self.shots = None  # not a K-shot sample: the active-learning state records the class counts
 
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """The inner dataset's metadata, with the subset's size (mmengine's visualizer reads it)."""
+        meta = dict(getattr(self.dataset, 'metainfo', None) or {'classes': tuple(self.classnames)})
+        return {**meta, 'subset_of': len(self.dataset), 'images': len(self)}
+
     def __len__(self) -> int:
         return len(self.indices)
 

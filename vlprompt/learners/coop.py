@@ -5,6 +5,12 @@ The text input of class ``c`` is ``[SOS] [V]_1 ... [V]_M [CLASS_c] . [EOS]`` wit
 vectors learned (shared by all classes, or one set per class). They start from the word
 embeddings of an initial phrase ("a photo of a") or from N(0, 0.02^2). The class token may also
 go first or in the middle of the context.
+
+With ``descriptions`` (PCB's description augmentation, Bang et al. CVPR 2024, kaist-dmlab/pcb
+``trainers/alvlm.py``) class ``c`` has one prompt per description, ``[SOS] [V]_1 ... [V]_M {class},
+which is/has {description}. [EOS]`` (its own context for class-specific contexts), and its score is
+the mean of their logits (``"AS"``) or the logit of the normalised mean of their unnormalised text
+features (``"AE"``), as in the official code. A class without a description keeps ``{class}.``.
 """
 
 from __future__ import annotations
@@ -13,12 +19,17 @@ import warnings
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import PromptableCLIP, TextPrompts
+from ..datasets.knowledge import check_coverage, resolve_descriptions
 from ..registry import LEARNERS
 from .base import PromptLearner
-from .common import CLASS_TOKEN_POSITIONS, context_insertions, init_context
+from .common import CLASS_TOKEN_POSITIONS, context_insertions, fit_to_context, init_context, prompt_class_name
+
+DESCRIPTION_MODES = ("AS", "AE")
+"""Description augmentation: average the logits (AS) or the text embeddings (AE) over a class's descriptions."""
 
 
 @LEARNERS.register_module(name="coop")
@@ -35,6 +46,12 @@ class CoOp(PromptLearner):
             ``CSC`` applies only when ``CTX_INIT`` is empty), a ``ctx_init`` phrase gives one shared
             context, and ``class_specific`` is then ignored with a warning.
         class_token_position: ``"end"``, ``"middle"`` or ``"front"``.
+        descriptions: ``None``, or a description source (a path, ``dict(file=...)``,
+            ``dict(dataset=<name>)``; :func:`vlprompt.datasets.knowledge.resolve_descriptions`):
+            one prompt per description (class token at the end only).
+        description_mode: ``"AS"`` (mean of the logits) or ``"AE"`` (mean of the text embeddings).
+        description_template: how a description follows the class name (PCB's by default).
+        on_missing: ``"warn"``, ``"error"`` or ``"ignore"`` for classes without a description.
     """
 
     learner_name = "coop"
@@ -47,10 +64,24 @@ class CoOp(PromptLearner):
         ctx_init: str | None = "",
         class_specific: bool = False,
         class_token_position: str = "end",
+        descriptions: str | dict | None = None,
+        description_mode: str = "AE",
+        description_template: str = "{class}, which is/has {description}.",
+        on_missing: str = "warn",
     ) -> None:
         super().__init__(backbone, class_names)
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f"class_token_position must be end, middle or front, got {class_token_position!r}")
+        if description_mode not in DESCRIPTION_MODES:
+            raise ValueError(f"description_mode must be one of {DESCRIPTION_MODES}, got {description_mode!r}")
+        if descriptions is not None and class_token_position != "end":
+            raise ValueError("CoOp with descriptions puts the class name and its description at the end; "
+                             f"class_token_position={class_token_position!r} is not supported with them")
+        self.descriptions = descriptions
+        self._source = None if descriptions is None else resolve_descriptions(descriptions)
+        self.description_mode = description_mode
+        self.description_template = description_template
+        self.on_missing = on_missing
         ctx, _ = init_context(self.backbone, n_ctx, ctx_init)
         if class_specific and ctx_init:
             warnings.warn(f"CoOp: class_specific=True is ignored with ctx_init={ctx_init!r}: the context starts from "
@@ -64,6 +95,9 @@ class CoOp(PromptLearner):
         self.prompt_length = self.n_ctx
         self._hparams = dict(n_ctx=n_ctx, ctx_init=ctx_init, class_specific=class_specific,
                              class_token_position=class_token_position)
+        if descriptions is not None:  # a plain CoOp's record stays what it was
+            self._hparams.update(descriptions=descriptions, description_mode=description_mode,
+                                 description_template=description_template, on_missing=on_missing)
         self.class_token_position = class_token_position
         self.finish_init()
 
@@ -75,12 +109,53 @@ class CoOp(PromptLearner):
             )
         super().set_classes(class_names)
 
+    def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
+        """``{class}.`` per class; with descriptions one row per description (``prompt_owner``: whose)."""
+        if self._source is None:
+            return super().tokenize_classes(class_names)
+        check_coverage(self._source, class_names, "CoOp's classes", self.on_missing)
+        texts, owner = [], []
+        for c, name in enumerate(class_names):
+            label = prompt_class_name(name)
+
+            def render(text: str, label: str = label) -> str:
+                return self.description_template.replace("{class}", label).replace("{description}", text)
+
+            found = [d.strip() for d in self._source.lookup(name) if d.strip()]
+            rows = [render(fit_to_context(self.backbone, render, d, reserve=self.prompt_length)) for d in found]
+            texts += rows or [f"{label}."]
+            owner += [c] * max(len(rows), 1)
+        self.prompt_owner = torch.tensor(owner, dtype=torch.long, device=self.device)
+        return self.backbone.tokenize(texts, reserve=self.prompt_length)
+
     def text_prompts(self, ctx: torch.Tensor) -> TextPrompts:
         """Where the context goes for the configured class-token position."""
         return TextPrompts(insert=context_insertions(self.class_token_ids, ctx, self.class_token_position))
 
+    def _class_mean(self, rows: torch.Tensor, dim: int) -> torch.Tensor:
+        """The mean over each class's description rows along ``dim`` (rows -> classes)."""
+        owner = self.prompt_owner.to(rows.device)
+        shape = list(rows.shape)
+        shape[dim] = len(self.class_names)
+        total = rows.new_zeros(shape).index_add_(dim, owner, rows)
+        counts = torch.bincount(owner, minlength=len(self.class_names)).to(rows.dtype)
+        return total / counts.view([-1 if d == dim else 1 for d in range(rows.dim())])
+
     def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone.encode_text(self.class_token_ids, self.text_prompts(self.ctx), normalize=True)
+        if self._source is None:
+            return self.backbone.encode_text(self.class_token_ids, self.text_prompts(self.ctx), normalize=True)
+        # each description row gets its class's context (class-specific) or the shared one
+        ctx = self.ctx[self.prompt_owner.to(self.ctx.device)] if self.ctx.dim() == 3 else self.ctx
+        if self.description_mode == "AS":  # normalised rows; logits() averages their scores
+            return self.backbone.encode_text(self.class_token_ids, self.text_prompts(ctx), normalize=True)
+        rows = self.backbone.encode_text(self.class_token_ids, self.text_prompts(ctx), normalize=False)
+        return F.normalize(self._class_mean(rows, 0), dim=-1)
+
+    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        logits = super().logits(image_features, class_features)
+        if self._source is not None and self.description_mode == "AS":
+            return self._class_mean(logits, logits.dim() - 1)
+        return logits
 
     def hparams(self) -> dict:
         return dict(self._hparams)
