@@ -298,3 +298,10 @@ def test_the_description_configs_build_coop_over_the_toy_descriptions(mode):
     assert model.learner.description_mode == mode.upper()
     assert sorted(set(model.learner.prompt_owner.tolist())) == list(range(len(names)))  # every class described
     assert cfg.train_dataloader.dataset.dataset.name == "toy-hues"
+
+
+def test_a_report_of_an_empty_folder_is_one_clear_error(tmp_path):
+    from vlprompt.active.report import ResultsNotFoundError, write_report
+
+    with pytest.raises(ResultsNotFoundError, match=r"no finished active-learning round under .*seed<S>"):
+        write_report(tmp_path)

@@ -13,9 +13,14 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UserError
 from .loop import STATE_FILE
 
-__all__ = ["collect", "markdown_table", "plot", "summarise", "write_report"]
+
+class ResultsNotFoundError(UserError, FileNotFoundError):
+    """A report asked of a folder that holds no finished round."""
+
+__all__ = ["ResultsNotFoundError", "collect", "markdown_table", "plot", "summarise", "write_report"]
 
 
 def collect(root: str | Path) -> dict[str, dict[int, dict]]:
@@ -118,7 +123,8 @@ def write_report(root: str | Path, order: Sequence[str] | None = None, title: st
     root = Path(root)
     rows = summarise(collect(root), order)
     if not rows:
-        raise FileNotFoundError(f"no finished active-learning round under {root}")
+        raise ResultsNotFoundError(f"no finished active-learning round under {root} "
+                                   f"(expected <strategy>/seed<S>/{STATE_FILE})")
     md = (f"# {title or root.name}\n\nTest top-1 (%) after each round, mean ± std over seeds "
           "(r<k> (n): round k, n labelled images):\n\n" + markdown_table(rows) +
           "\n\nClass balance of the labelled set (entropy of its label histogram / log C; 1 = balanced):\n\n" +
