@@ -19,3 +19,5 @@ python3 benchmarks/bench_train_step.py --device cuda --learners ${learners[@]} -
 python3 benchmarks/bench_tta.py --device cuda --classes 200 1000 --views 64 \
   ${OFFICIAL_TTA:+--official-cmd "python3 $OFFICIAL_TTA {method} {classes} --views {views} --samples {samples} --warmup {warmup} --device {device} --names vlprompt"} \
   2>&1 | tee "$OUT/bench_tta_cuda.txt"
+# active-learning selection on 100k x 512 synthetic features (CPU: faiss index + matrix-vector steps vs torch.cdist)
+python3 benchmarks/bench_active_select.py --picks 1000 --repeats 1 2>&1 | tee "$OUT/bench_active_select.txt"
