@@ -141,10 +141,7 @@ def build_pool(cfg, image_size: int) -> Any:
 
 def pool_labels(pool: Any) -> np.ndarray:
     """Every pool image's (true) label, read from the item list (no decoding)."""
-    items = getattr(pool, "items", None)
-    if items is not None:
-        return np.asarray([it.label for it in items], dtype=np.int64)
-    return np.asarray([int(pool[i]["label"]) for i in range(len(pool))], dtype=np.int64)
+    return np.asarray(LabelledSubset(pool).labels, dtype=np.int64)
 
 
 def frozen_image_features(learner: PromptLearner) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,8 +33,8 @@ def collect(root: str | Path) -> dict[str, dict[int, dict]]:
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    """Mean and population standard deviation over seeds, as the other sweep reports (statistics.pstdev)."""
+    return statistics.fmean(values), statistics.pstdev(values)
 
 
 def summarise(runs: dict[str, dict[int, dict]], order: Sequence[str] | None = None) -> list[dict]:
