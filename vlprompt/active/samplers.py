@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..clustering import kmeanspp, kmeanspp_from, nearest_squared, squared_distances_to
+
 __all__ = ["SAMPLERS", "Pool", "badge", "coreset", "entropy", "gradient_embedding_norms", "k_center_greedy",
            "k_center_greedy_torch", "kmeanspp", "kmeanspp_torch", "prediction_entropy", "random_sampler",
            "register_sampler", "sampler"]
@@ -118,30 +120,6 @@ def entropy(pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- coreset
-def _faiss():
-    import faiss
-
-    return faiss
-
-
-def _nearest_squared(centres: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Squared L2 distance from each point to its nearest centre (a faiss flat index over the centres)."""
-    faiss = _faiss()
-    index = faiss.IndexFlatL2(centres.shape[1])
-    index.add(np.ascontiguousarray(centres, dtype=np.float32))
-    dist, _ = index.search(np.ascontiguousarray(points, dtype=np.float32), 1)
-    return np.maximum(dist[:, 0], 0.0)
-
-
-def _squared_distances_to(points: np.ndarray) -> Callable[[int], np.ndarray]:
-    """``j -> |x_i - x_j|^2`` for every point ``i`` (clamped at 0), the squared norms computed once."""
-    norms = (points.astype(np.float32) ** 2).sum(1)
-
-    def to(j: int) -> np.ndarray:
-        return np.maximum(norms - 2.0 * (points @ points[j]) + norms[j], 0.0)
-    return to
-
-
 def k_center_greedy(points: np.ndarray, centres: np.ndarray, n: int) -> np.ndarray:
     """Indices into ``points`` of ``n`` k-centre greedy picks: each the point farthest from its
     nearest centre so far (``centres``, then the earlier picks). With no centre the first pick is
@@ -151,9 +129,9 @@ def k_center_greedy(points: np.ndarray, centres: np.ndarray, n: int) -> np.ndarr
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     no_centre = np.full(len(points), np.inf, dtype=np.float32)
-    min_d = _nearest_squared(centres, points) if len(centres) else no_centre
+    min_d = nearest_squared(centres, points) if len(centres) else no_centre
     picks = np.empty(n, dtype=np.int64)
-    squared_distances = _squared_distances_to(points)
+    squared_distances = squared_distances_to(points)
     for i in range(n):
         pick = int(np.argmax(min_d)) if np.isfinite(min_d).any() else int(np.argmax((points ** 2).sum(1)))
         picks[i] = pick
@@ -186,42 +164,6 @@ def k_center_greedy_torch(points: torch.Tensor, centres: torch.Tensor, n: int) -
 
 
 # ---------------------------------------------------------------------------------------- k-means++ / BADGE
-def _d2_sample(min_d2: np.ndarray, taken: np.ndarray, rng: np.random.Generator) -> int:
-    """An index drawn with probability proportional to ``min_d2`` among those not taken; uniform
-    among them when every distance is zero (duplicates only)."""
-    weights = np.where(taken, 0.0, np.maximum(min_d2, 0.0).astype(np.float64))
-    total = weights.sum()
-    if not total > 0:
-        free = np.flatnonzero(~taken)
-        return int(rng.choice(free))
-    return int(rng.choice(len(weights), p=weights / total))
-
-
-def _kmeanspp(n_points: int, n: int, first: int, distances_to: Callable[[int], np.ndarray],
-              rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding given the first centre and each point's squared distances to a point."""
-    n = min(int(n), n_points)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    taken = np.zeros(n_points, dtype=bool)
-    picks = [first]
-    taken[first] = True
-    min_d2 = np.maximum(distances_to(first), 0.0)
-    while len(picks) < n:
-        pick = _d2_sample(min_d2, taken, rng)
-        picks.append(pick)
-        taken[pick] = True
-        np.minimum(min_d2, np.maximum(distances_to(pick), 0.0), out=min_d2)
-    return np.asarray(picks, dtype=np.int64)
-
-
-def kmeanspp(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding of ``n`` distinct points (the first: the largest norm, as in BADGE)."""
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    first = int(np.argmax((points ** 2).sum(1)))
-    return _kmeanspp(len(points), n, first, _squared_distances_to(points), rng)
-
-
 def kmeanspp_torch(points: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """The plain torch k-means++ seeding (``torch.cdist`` and ``torch.multinomial``), for the benchmark."""
     first = int(torch.argmax((points ** 2).sum(1)))
@@ -260,5 +202,5 @@ def badge(pool: Pool, n: int, rng: np.random.Generator) -> np.ndarray:
     def distances_to(j: int) -> np.ndarray:
         return norms + norms[j] - 2.0 * (a @ a[j]) * (f @ f[j])
 
-    picks = _kmeanspp(len(f), n, int(np.argmax(norms)), distances_to, rng)
+    picks = kmeanspp_from(len(f), n, int(np.argmax(norms)), distances_to, rng)
     return pool.unlabelled[picks]

@@ -1,0 +1,14 @@
+# GRAM meta-training (reimplemented from the paper: no official code) of MaPLe's prompt initialisation and
+# gradient regulator on a CC3M-style webdataset (img2dataset shards), for configs/gram/maple/imagenet_xd.py (the
+# cross-dataset source run's prompt layout). The learner and backbone are read from the downstream config: a
+# GRAM file only starts the same learner.
+#   python tools/meta_train.py configs/gram/meta_maple_cc3m_xd.py
+#   -> work_dirs/gram/meta_maple_cc3m_xd/gram.safetensors
+from mmengine.config import read_base
+
+with read_base():
+    from ._meta_cc3m import *
+    from ..maple.imagenet_xd import model
+
+backbone = model.backbone
+learner = model.learner

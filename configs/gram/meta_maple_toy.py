@@ -1,0 +1,13 @@
+# GRAM meta-training (reimplemented from the paper: no official code) of MaPLe's prompt initialisation and
+# gradient regulator on the toy world's unlabelled caption pool, for configs/gram/maple/. The learner and
+# backbone are read from the downstream config: a GRAM file only starts the same learner.
+#   python tools/meta_train.py configs/gram/meta_maple_toy.py
+#   -> work_dirs/gram/meta_maple_toy/gram.safetensors
+from mmengine.config import read_base
+
+with read_base():
+    from ._meta_toy import *
+    from ..maple.toy_hues import model
+
+backbone = model.backbone
+learner = model.learner

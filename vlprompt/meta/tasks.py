@@ -1,0 +1,314 @@
+"""GRAM's meta-training tasks from unlabelled image-text pairs (reimplemented from the paper).
+
+1. :func:`encode_pairs`: one streaming pass over a :class:`~vlprompt.datasets.pairs.PairSource`
+   computes the frozen CLIP's normalised image and caption embeddings (and, for learners that prompt
+   the image tower, keeps the preprocessed images as a uint8 file), cached on disk so later runs skip it.
+2. :func:`cross_modal_hierarchy`: faiss k-means over the pairs' cross-modal embeddings, coarse clusters
+   as *domains*, then inside each domain fine clusters as *pseudo-classes*, each named by the caption of
+   the pair nearest its centroid.
+3. :class:`TaskSampler`: N-way K-shot support / query tasks drawn inside one domain.
+
+The paper names the cross-modal hierarchical clustering but not its details; every choice made here
+is a setting (see :class:`ClusterSettings` and :class:`TaskSettings`) and is listed in the README.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..backbones import PromptableCLIP, read_safetensors, save_safetensors
+from ..clustering import faiss_kmeans
+from ..datasets.pairs import PairSource
+from ..errors import UserError
+from ..learners.common import fit_to_context
+
+FEATURES_FILE = "pair_features.safetensors"
+IMAGES_FILE = "pair_images.u8"
+CLUSTER_FEATURES = ("image", "text", "joint")
+
+
+class TaskConstructionError(UserError, ValueError):
+    """The clustering left too few usable domains or pseudo-classes for the requested tasks."""
+
+
+# ------------------------------------------------------------------------------------------ features
+@dataclass
+class PairFeatures:
+    """Normalised frozen embeddings of ``N`` pairs, their captions, and (optionally) their images."""
+
+    image: torch.Tensor  # (N, E) float32
+    text: torch.Tensor  # (N, E) float32
+    captions: list[str]
+    images: np.ndarray | None = None  # (N, 3, S, S) uint8, a memory map
+    stats: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def joint(self) -> torch.Tensor:
+        """The cross-modal embedding ``[image, text] / sqrt(2)`` (unit norm)."""
+        return torch.cat([self.image, self.text], dim=1) / 2 ** 0.5
+
+
+def _to_uint8(image, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """Shorter side to ``size``, centre crop, ``(3, size, size)`` uint8 (the test transform, unnormalised)."""
+    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+
+    mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
+    image = CenterCrop(size)(Resize(size, interpolation=mode)(image))
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def normalise_images(images: np.ndarray | torch.Tensor, backbone: PromptableCLIP) -> torch.Tensor:
+    """uint8 ``(B, 3, S, S)`` -> the backbone's normalised float input on its device and dtype."""
+    pre = backbone.info.preprocess
+    x = torch.as_tensor(np.asarray(images)).to(backbone.device, torch.float32) / 255.0
+    mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(backbone.logit_scale.dtype)
+
+
+def _fingerprint(source: PairSource, backbone: PromptableCLIP, keep_images: bool) -> str:
+    info = {"source": source.describe(), "backbone": backbone.info.to_dict(), "keep_images": keep_images}
+    return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _caption_ids(backbone: PromptableCLIP, captions: Sequence[str]) -> torch.Tensor:
+    return backbone.tokenize([fit_to_context(backbone, lambda t: t, c) or c[:40] for c in captions])
+
+
+@torch.no_grad()
+def encode_pairs(
+    source: PairSource,
+    backbone: PromptableCLIP,
+    cache_dir: str | os.PathLike,
+    keep_images: bool = False,
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> PairFeatures:
+    """The pairs' frozen embeddings, from ``cache_dir`` when a pass over the same source with the same
+    backbone is cached there, else computed in one streaming pass and cached (written atomically)."""
+    cache_dir = Path(cache_dir)
+    key = _fingerprint(source, backbone, keep_images)
+    feature_file, image_file = cache_dir / FEATURES_FILE, cache_dir / IMAGES_FILE
+    size = backbone.info.preprocess.image_size
+    if feature_file.is_file():
+        tensors, meta = read_safetensors(feature_file)
+        info = json.loads(meta.get("vlprompt", "{}"))
+        if info.get("fingerprint") == key and (not keep_images or image_file.is_file()):
+            n = len(info["captions"])
+            images = np.memmap(image_file, np.uint8, "r", shape=(n, 3, size, size)) if keep_images else None
+            return PairFeatures(tensors["image"], tensors["text"], list(info["captions"]), images, info["stats"])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    captions: list[str] = []
+    image_feats, text_feats = [], []
+    tmp_images = image_file.with_name(f".{image_file.name}.tmp")
+    out = open(tmp_images, "wb") if keep_images else None  # noqa: SIM115 - closed below
+    batch_images: list[np.ndarray] = []
+    batch_captions: list[str] = []
+
+    def flush() -> None:
+        if not batch_images:
+            return
+        pixels = np.stack(batch_images)
+        if out is not None:
+            out.write(pixels.tobytes())
+        image_feats.append(backbone.encode_image(normalise_images(pixels, backbone), normalize=True).float().cpu())
+        text_feats.append(backbone.encode_text(_caption_ids(backbone, batch_captions), normalize=True).float().cpu())
+        if progress is not None:
+            progress(len(batch_images))
+        batch_images.clear()
+        batch_captions.clear()
+
+    try:
+        interpolation = backbone.info.preprocess.interpolation
+        for pair in source:
+            batch_images.append(_to_uint8(pair.image, size, interpolation))
+            batch_captions.append(pair.caption)
+            captions.append(pair.caption)
+            if len(batch_images) == batch_size:
+                flush()
+        flush()
+    finally:
+        if out is not None:
+            out.close()
+    stats = source.stats.to_dict()
+    image, text = torch.cat(image_feats), torch.cat(text_feats)
+    if keep_images:
+        tmp_images.replace(image_file)
+    save_safetensors({"image": image, "text": text}, feature_file,
+                     {"vlprompt": {"fingerprint": key, "captions": captions, "stats": stats,
+                                   "source": source.describe()}})
+    images = np.memmap(image_file, np.uint8, "r", shape=(len(captions), 3, size, size)) if keep_images else None
+    return PairFeatures(image, text, captions, images, stats)
+
+
+# ---------------------------------------------------------------------------------------- clustering
+@dataclass
+class ClusterSettings:
+    """The cross-modal hierarchical clustering (design choices the paper leaves open).
+
+    Args:
+        domains: coarse clusters (meta-training domains).
+        classes_per_domain: fine clusters inside each domain (pseudo-classes); fewer when a domain is small.
+        coarse_on / fine_on: the embedding each level clusters: ``image``, ``text`` or ``joint``
+            (``[image, text] / sqrt(2)``, both modalities at once: the default for both levels).
+        iterations: k-means iterations per level.
+        init: k-means seeding, ``kmeans++`` or ``random`` (faiss's own).
+        seed: k-means seed (the hierarchy is a function of the features and this seed).
+    """
+
+    domains: int = 4
+    classes_per_domain: int = 12
+    coarse_on: str = "joint"
+    fine_on: str = "joint"
+    iterations: int = 20
+    init: str = "kmeans++"
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("coarse_on", "fine_on"):
+            if getattr(self, key) not in CLUSTER_FEATURES:
+                raise ValueError(f"clustering.{key} must be one of {CLUSTER_FEATURES}, got {getattr(self, key)!r}")
+        if self.domains < 2:
+            raise ValueError(f"clustering.domains must be >= 2 (queries come from another domain), got {self.domains}")
+        if self.classes_per_domain < 2:
+            raise ValueError(f"clustering.classes_per_domain must be >= 2, got {self.classes_per_domain}")
+
+
+@dataclass
+class Hierarchy:
+    """Domain and pseudo-class of every pair; pseudo-class ``c`` lies in domain ``class_domain[c]``."""
+
+    domain: np.ndarray  # (N,)
+    pseudo_class: np.ndarray  # (N,) global pseudo-class ids
+    class_domain: np.ndarray  # (C,)
+    class_names: list[str]  # (C,) the caption nearest each pseudo-class centroid
+
+    def summary(self) -> dict[str, Any]:
+        sizes = np.bincount(self.pseudo_class, minlength=len(self.class_names))
+        return {"domains": int(self.class_domain.max()) + 1, "pseudo_classes": len(self.class_names),
+                "domain_sizes": np.bincount(self.domain).tolist(),
+                "class_size_min": int(sizes.min()), "class_size_max": int(sizes.max())}
+
+
+def _embedding(features: PairFeatures, which: str) -> np.ndarray:
+    x = {"image": features.image, "text": features.text}.get(which)
+    return (features.joint() if x is None else x).numpy()
+
+
+def _class_name(caption: str) -> str:
+    return caption.strip().rstrip(".!?;:, ").strip() or caption.strip()
+
+
+def cross_modal_hierarchy(features: PairFeatures, settings: ClusterSettings) -> Hierarchy:
+    """Domains by k-means on ``coarse_on``, then pseudo-classes by k-means on ``fine_on`` in each domain."""
+    coarse = _embedding(features, settings.coarse_on)
+    fine = _embedding(features, settings.fine_on)
+    _, domain = faiss_kmeans(coarse, settings.domains, settings.iterations, settings.seed, init=settings.init)
+    pseudo = np.full(len(features), -1, dtype=np.int64)
+    class_domain: list[int] = []
+    names: list[str] = []
+    for d in range(settings.domains):
+        members = np.flatnonzero(domain == d)
+        k = min(settings.classes_per_domain, len(members))
+        if k < 1:
+            continue
+        seed = settings.seed + 1 + d
+        centroids, assign = faiss_kmeans(fine[members], k, settings.iterations, seed, init=settings.init)
+        for c in range(k):
+            inside = members[assign == c]
+            if len(inside) == 0:
+                continue
+            nearest = inside[int(np.argmax(fine[inside] @ centroids[c]))]
+            pseudo[inside] = len(names)
+            class_domain.append(d)
+            names.append(_class_name(features.captions[nearest]))
+    return Hierarchy(domain, pseudo, np.asarray(class_domain, dtype=np.int64), names)
+
+
+# ------------------------------------------------------------------------------------------- tasks
+@dataclass
+class TaskSettings:
+    """N-way K-shot tasks: ``n_way`` pseudo-classes of one domain, ``k_shot`` support and ``q_query``
+    query pairs each (a pseudo-class with fewer than ``k_shot + q_query`` pairs is never drawn)."""
+
+    n_way: int = 5
+    k_shot: int = 4
+    q_query: int = 8
+
+    def __post_init__(self) -> None:
+        for key in ("n_way", "k_shot", "q_query"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"tasks.{key} must be >= 1, got {getattr(self, key)}")
+        if self.n_way < 2:
+            raise ValueError(f"tasks.n_way must be >= 2 (a 1-way task has nothing to learn), got {self.n_way}")
+
+
+@dataclass
+class Task:
+    """One N-way task: pair indices and labels (0..N-1) of its support and query sets, and its class names."""
+
+    domain: int
+    class_names: list[str]
+    support: np.ndarray
+    support_labels: np.ndarray
+    query: np.ndarray
+    query_labels: np.ndarray
+
+
+class TaskSampler:
+    """Draws :class:`Task` s inside a domain; :meth:`episode` gives a task and a query task from another domain."""
+
+    def __init__(self, hierarchy: Hierarchy, settings: TaskSettings) -> None:
+        self.hierarchy, self.settings = hierarchy, settings
+        need = settings.k_shot + settings.q_query
+        sizes = np.bincount(hierarchy.pseudo_class[hierarchy.pseudo_class >= 0], minlength=len(hierarchy.class_names))
+        self.members = {c: np.flatnonzero(hierarchy.pseudo_class == c) for c in np.flatnonzero(sizes >= need)}
+        by_domain: dict[int, list[int]] = {}
+        for c in self.members:
+            by_domain.setdefault(int(hierarchy.class_domain[c]), []).append(int(c))
+        self.domain_classes = {d: cs for d, cs in sorted(by_domain.items()) if len(cs) >= settings.n_way}
+        if len(self.domain_classes) < 2:
+            raise TaskConstructionError(
+                f"only {len(self.domain_classes)} domain(s) have {settings.n_way} pseudo-classes of >= {need} pairs "
+                f"(k_shot={settings.k_shot} + q_query={settings.q_query}); cross-domain queries need 2: use more "
+                f"pairs, fewer clustering.domains / classes_per_domain, or smaller tasks (cluster sizes "
+                f"{hierarchy.summary()})")
+        self.domains = list(self.domain_classes)
+
+    def task(self, rng: np.random.Generator, domain: int | None = None) -> Task:
+        """An N-way task of ``domain`` (a random usable one by default)."""
+        s = self.settings
+        if domain is None:
+            domain = self.domains[int(rng.integers(len(self.domains)))]
+        classes = rng.choice(self.domain_classes[domain], size=s.n_way, replace=False)
+        support, query = [], []
+        for c in classes:
+            picked = rng.choice(self.members[int(c)], size=s.k_shot + s.q_query, replace=False)
+            support.append(picked[: s.k_shot])
+            query.append(picked[s.k_shot:])
+        labels = np.arange(s.n_way)
+        return Task(int(domain), [self.hierarchy.class_names[int(c)] for c in classes],
+                    np.concatenate(support), np.repeat(labels, s.k_shot), np.concatenate(query),
+                    np.repeat(labels, s.q_query))
+
+    def episode(self, rng: np.random.Generator) -> tuple[Task, Task]:
+        """A task and a second task from a different domain (GRAM's cross-domain outer loss)."""
+        first = self.domains[int(rng.integers(len(self.domains)))]
+        others = [d for d in self.domains if d != first]
+        return self.task(rng, first), self.task(rng, others[int(rng.integers(len(others)))])
+
+
+def settings_dict(*settings: Any) -> dict[str, Any]:
+    """The dataclass settings as one plain dict (for metadata)."""
+    return {type(s).__name__: asdict(s) for s in settings}
