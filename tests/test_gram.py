@@ -417,6 +417,11 @@ def test_gram_file_names_only_registered_code(tmp_path):
             read_gram_file(tmp_path / "bad.safetensors")
 
 
+def _comment(path: Path) -> str:
+    """A config's comment lines as one line of text."""
+    return " ".join(line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#"))
+
+
 def test_gram_configs_load_and_point_at_their_meta_configs():
     from mmengine.config import Config
 
@@ -430,4 +435,9 @@ def test_gram_configs_load_and_point_at_their_meta_configs():
         meta = Config.fromfile(meta_config)
         assert meta.learner.to_dict() == cfg.model.learner.to_dict(), path  # the file fits its learner
         assert meta.backbone.to_dict() == cfg.model.backbone.to_dict(), path
-        assert "reimplemented from the paper" in path.read_text()
+        assert "reimplemented from the paper" in _comment(path)
+    from vlprompt.meta.run import meta_config
+
+    for path in sorted((ROOT / "configs/gram").glob("meta_*.py")):
+        meta_config(Config.fromfile(path))  # every section is valid
+        assert "reimplemented from the paper" in _comment(path)
