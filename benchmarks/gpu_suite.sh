@@ -21,3 +21,7 @@ python3 benchmarks/bench_tta.py --device cuda --classes 200 1000 --views 64 \
   2>&1 | tee "$OUT/bench_tta_cuda.txt"
 # active-learning selection on 100k x 512 synthetic features (CPU: faiss index + matrix-vector steps vs torch.cdist)
 python3 benchmarks/bench_active_select.py --picks 1000 --repeats 1 2>&1 | tee "$OUT/bench_active_select.txt"
+# GRAM: meta-training tasks/s (first and second order), the gate regulator's per-step overhead, and faiss vs torch
+# k-means of 1M x 512 synthetic features (faiss-gpu when installed)
+python3 benchmarks/bench_gram.py --device cuda --backbone ViT-B-16 --learners coop maple ivlp --pairs 2000 \
+  --meta-steps 10 --train-steps 30 --batch-size 32 --points 1000000 --k 1024 2>&1 | tee "$OUT/bench_gram_cuda.txt"

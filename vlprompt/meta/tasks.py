@@ -82,7 +82,7 @@ def _fingerprint(source: PairSource, backbone: PromptableCLIP, keep_images: bool
     return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _caption_ids(backbone: PromptableCLIP, captions: Sequence[str]) -> torch.Tensor:
+def caption_token_ids(backbone: PromptableCLIP, captions: Sequence[str]) -> torch.Tensor:
     return backbone.tokenize([fit_to_context(backbone, lambda t: t, c) or c[:40] for c in captions])
 
 
@@ -123,7 +123,7 @@ def encode_pairs(
         if out is not None:
             out.write(pixels.tobytes())
         image_feats.append(backbone.encode_image(normalise_images(pixels, backbone), normalize=True).float().cpu())
-        text_feats.append(backbone.encode_text(_caption_ids(backbone, batch_captions), normalize=True).float().cpu())
+        text_feats.append(backbone.encode_text(caption_token_ids(backbone, batch_captions), normalize=True).float().cpu())
         if progress is not None:
             progress(len(batch_images))
         batch_images.clear()
