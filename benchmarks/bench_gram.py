@@ -139,7 +139,8 @@ def main() -> None:
         cached = uses_frozen_image_features(build_meta_learner(LEARNERS[name], backbone_cfg, "gate", ["a", "b"])[0])
         first = meta_throughput(name, backbone_cfg, features, False, args.meta_steps, args.device)
         second = meta_throughput(name, backbone_cfg, features, True, args.meta_steps, args.device)
-        print(f"| {name} | {'cached' if cached else 'computed (prompted tower)'} | {first:.2f} | {second:.2f} |")
+        kind = "cached" if cached else "computed (prompted tower)"
+        print(f"| {name} | {kind} | {first:.2f} | {second:.2f} |")
     print(f"\n| learner | plain step (ms) | GRAM step, gate regulator (ms) | overhead ratio |   (batch {args.batch_size})")
     print("|---|---|---|---|")
     for name in args.learners:
@@ -161,7 +162,8 @@ def main() -> None:
     t_torch = time.perf_counter() - start
     print(f"\n| k-means of {args.points:,} x {args.dim}, k={args.k}, {args.iterations} iterations | seconds |")
     print("|---|---|")
-    print(f"| faiss | {t_faiss:.1f} |\n| torch (plain Lloyd) | {t_torch:.1f} |\n| torch / faiss | {t_torch / t_faiss:.2f}x |")
+    print(f"| faiss | {t_faiss:.1f} |\n| torch (plain Lloyd) | {t_torch:.1f} |")
+    print(f"| torch / faiss | {t_torch / t_faiss:.2f}x |")
 
 
 if __name__ == "__main__":

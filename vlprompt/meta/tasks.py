@@ -123,7 +123,8 @@ def encode_pairs(
         if out is not None:
             out.write(pixels.tobytes())
         image_feats.append(backbone.encode_image(normalise_images(pixels, backbone), normalize=True).float().cpu())
-        text_feats.append(backbone.encode_text(caption_token_ids(backbone, batch_captions), normalize=True).float().cpu())
+        ids = caption_token_ids(backbone, batch_captions)
+        text_feats.append(backbone.encode_text(ids, normalize=True).float().cpu())
         if progress is not None:
             progress(len(batch_images))
         batch_images.clear()
