@@ -141,7 +141,8 @@ def main() -> None:
         second = meta_throughput(name, backbone_cfg, features, True, args.meta_steps, args.device)
         kind = "cached" if cached else "computed (prompted tower)"
         print(f"| {name} | {kind} | {first:.2f} | {second:.2f} |")
-    print(f"\nbatch {args.batch_size}:\n| learner | plain step (ms) | GRAM step, gate regulator (ms) | overhead ratio |")
+    print(f"\nbatch {args.batch_size}:")
+    print("| learner | plain step (ms) | GRAM step, gate regulator (ms) | overhead ratio |")
     print("|---|---|---|---|")
     for name in args.learners:
         plain, gram = regulator_overhead(name, backbone_cfg, args.train_steps, args.batch_size, args.device)
