@@ -121,6 +121,20 @@ def _same_partition(a, b) -> bool:
     return len({(int(i), int(j)) for i, j in zip(a, b, strict=True)}) == len(set(np.asarray(a).tolist()))
 
 
+def test_pseudo_classes_are_named_by_distinctive_phrases():
+    from vlprompt.meta.tasks import distinctive_phrases
+
+    groups = [["a photo of a red sea_lion.", "a red sea_lion on a dark background", "there is a red sea_lion"],
+              ["a photo of a blue star.", "a sketch of a blue star", "two blue stars"],
+              ["a photo of a blue star", "a photo of a blue star next to a circle"],
+              ["a photo of."]]
+    names = distinctive_phrases(groups, domains=[0, 0, 0, 1])
+    assert names[0] == "red sea_lion"  # in every caption of its group, in no other group
+    assert {names[1], names[2]} == {"blue", "blue star"}  # one domain: two names
+    assert names[3] == "photo"  # "a photo of": the function words are trimmed
+    assert distinctive_phrases([["of the"]]) == ["of the"]  # no phrase at all: the caption itself
+
+
 def test_faiss_and_torch_kmeans_find_the_planted_domains():
     from vlprompt.clustering import kmeanspp
 

@@ -74,7 +74,7 @@ class MetaSettings:
     meta_batch: int = 2
     inner_steps: int = 5
     inner_lr: float = 0.02
-    outer_lr: float = 1e-3
+    outer_lr: float = 1e-4
     regulator_lr: float = 1e-2
     second_order: bool = False
     outer_query: str = "cross_domain"

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -165,6 +167,9 @@ class ClusterSettings:
             (``[image, text] / sqrt(2)``, both modalities at once: the default for both levels).
         iterations: k-means iterations per level.
         init: k-means seeding, ``kmeans++`` or ``random`` (faiss's own).
+        naming: a pseudo-class's name in the prompts: ``phrase``, the most distinctive word n-gram of its
+            captions (:func:`distinctive_phrases`: short, like a class name), or ``caption``, the caption
+            of the pair nearest its centroid.
         seed: k-means seed (the hierarchy is a function of the features and this seed).
     """
 
@@ -174,12 +179,15 @@ class ClusterSettings:
     fine_on: str = "joint"
     iterations: int = 20
     init: str = "kmeans++"
+    naming: str = "phrase"
     seed: int = 1
 
     def __post_init__(self) -> None:
         for key in ("coarse_on", "fine_on"):
             if getattr(self, key) not in CLUSTER_FEATURES:
                 raise ValueError(f"clustering.{key} must be one of {CLUSTER_FEATURES}, got {getattr(self, key)!r}")
+        if self.naming not in NAMINGS:
+            raise ValueError(f"clustering.naming must be one of {NAMINGS}, got {self.naming!r}")
         if self.domains < 2:
             raise ValueError(f"clustering.domains must be >= 2 (queries come from another domain), got {self.domains}")
         if self.classes_per_domain < 2:
@@ -193,7 +201,7 @@ class Hierarchy:
     domain: np.ndarray  # (N,)
     pseudo_class: np.ndarray  # (N,) global pseudo-class ids
     class_domain: np.ndarray  # (C,)
-    class_names: list[str]  # (C,) the caption nearest each pseudo-class centroid
+    class_names: list[str]  # (C,) each pseudo-class's name (ClusterSettings.naming)
 
     def summary(self) -> dict[str, Any]:
         sizes = np.bincount(self.pseudo_class, minlength=len(self.class_names))
@@ -211,6 +219,50 @@ def _class_name(caption: str) -> str:
     return caption.strip().rstrip(".!?;:, ").strip() or caption.strip()
 
 
+# words a class name neither starts nor ends with
+_FUNCTION_WORDS = frozenset(
+    "a an the of in on at to for with and or by from into onto over under near next beside is are was were be "
+    "there this that these those it its his her their our my your as which who".split())
+NAMINGS = ("phrase", "caption")
+
+
+def _phrases(caption: str, longest: int = 3) -> set[tuple[str, ...]]:
+    words = [w.strip(".,;:!?\"'()[]").lower() for w in caption.split()]
+    words = [w for w in words if w]
+    return {tuple(words[i:i + n]) for n in range(1, longest + 1) for i in range(len(words) - n + 1)
+            if words[i] not in _FUNCTION_WORDS and words[i + n - 1] not in _FUNCTION_WORDS}
+
+
+def distinctive_phrases(groups: Sequence[Sequence[str]], longest: int = 3,
+                        domains: Sequence[int] | None = None) -> list[str]:
+    """A short name for each group of captions: its most distinctive word n-gram (n <= ``longest``).
+
+    A phrase scores its share of the group's captions times its inverse frequency over the groups
+    (``log(1 + G / groups containing it)``) times ``sqrt(n)``; phrases that start or end with a function
+    word are not names. Groups of one domain (``domains``) get distinct names: a group whose best phrase
+    is taken there gets its next best (groups named in the order of their best score). A group without
+    a free phrase keeps its first caption. Ties: the first in sorted order.
+    """
+    counts = [Counter(p for c in group for p in _phrases(c, longest)) for group in groups]
+    spread = Counter(p for count in counts for p in count)
+    ranked = []
+    for group, count in zip(groups, counts, strict=True):
+        score = {p: n / len(group) * math.log(1 + len(groups) / spread[p]) * math.sqrt(len(p))
+                 for p, n in count.items()}
+        ranked.append(sorted(score.items(), key=lambda item: (-item[1], item[0])))
+    domains = list(domains) if domains is not None else [0] * len(groups)
+    names: list[str] = [""] * len(groups)
+    taken: set[tuple[int, tuple[str, ...]]] = set()
+    for g in sorted(range(len(groups)), key=lambda g: -(ranked[g][0][1] if ranked[g] else 0.0)):
+        free = next((p for p, _ in ranked[g] if (domains[g], p) not in taken), None)
+        if free is None:
+            names[g] = _class_name(groups[g][0]) if groups[g] else f"group {g}"
+            continue
+        taken.add((domains[g], free))
+        names[g] = " ".join(free)
+    return names
+
+
 def cross_modal_hierarchy(features: PairFeatures, settings: ClusterSettings) -> Hierarchy:
     """Domains by k-means on ``coarse_on``, then pseudo-classes by k-means on ``fine_on`` in each domain."""
     coarse = _embedding(features, settings.coarse_on)
@@ -219,6 +271,7 @@ def cross_modal_hierarchy(features: PairFeatures, settings: ClusterSettings) -> 
     pseudo = np.full(len(features), -1, dtype=np.int64)
     class_domain: list[int] = []
     names: list[str] = []
+    groups: list[list[str]] = []
     for d in range(settings.domains):
         members = np.flatnonzero(domain == d)
         k = min(settings.classes_per_domain, len(members))
@@ -234,6 +287,9 @@ def cross_modal_hierarchy(features: PairFeatures, settings: ClusterSettings) -> 
             pseudo[inside] = len(names)
             class_domain.append(d)
             names.append(_class_name(features.captions[nearest]))
+            groups.append([features.captions[i] for i in inside])
+    if settings.naming == "phrase":
+        names = distinctive_phrases(groups, domains=class_domain)
     return Hierarchy(domain, pseudo, np.asarray(class_domain, dtype=np.int64), names)
 
 
