@@ -1,5 +1,6 @@
 """GRAM: pair readers, the cross-modal hierarchy, tasks, meta-steps, the regulator and the downstream model."""
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -399,6 +400,18 @@ def test_gram_learner_trains_through_the_engine_and_round_trips(tmp_path):
     _train(tmp_path, "run", f"model.gram.file={gram}", epochs=3, resume=True)
     resumed = _learned(tmp_path, "run")[0]
     assert not torch.equal(resumed["ctx"], state["ctx"])
+
+
+def test_sweeps_reuse_a_gram_run_only_while_its_file_is_the_same(tmp_path):
+    from vlprompt.evaluation.sweep import effective_config
+
+    gram = _gram_file(tmp_path / "gram.safetensors")
+    options = [f"model.gram.file={gram}"]
+    first = effective_config(GRAM_CONFIG, options)
+    assert first["input_files"] == {"model.gram.file": hashlib.sha256(gram.read_bytes()).hexdigest()}
+    assert effective_config(GRAM_CONFIG, options) == first
+    _gram_file(gram, regulator_scale=0.5)  # meta-trained again, same path
+    assert effective_config(GRAM_CONFIG, options)["input_files"] != first["input_files"]
 
 
 def test_mismatched_gram_file_stops_before_training(tmp_path):

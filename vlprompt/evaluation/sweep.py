@@ -123,7 +123,25 @@ def effective_config(config: str | Path, options: Sequence[str] = ()) -> dict[st
             node = node.get(part) if isinstance(node, dict) else None
         if isinstance(node, dict):
             node.pop(leaf, None)
+    files = input_file_digests(plain)
+    if files:
+        plain["input_files"] = files
     return json.loads(json.dumps(plain))  # exactly what a JSON round trip gives back
+
+
+def input_file_digests(plain: Mapping[str, Any]) -> dict[str, str]:
+    """``{dotted key: sha256}`` of the ``.safetensors`` files a config names (a GRAM file, a source prompt
+    in ``load_from``): a run is reused only while the files it started from are the same, not just their
+    paths (re-meta-training rewrites ``gram.safetensors`` in place)."""
+    digests = {}
+    for key, value in _flatten(dict(plain)).items():
+        if not isinstance(value, str) or not value.endswith(".safetensors"):
+            continue
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else REPO_ROOT / path
+        if path.is_file():
+            digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
