@@ -183,6 +183,7 @@ def test_regulators():
     ratio = out / g
     assert ratio.min() > 0 and ratio.max() < 2
     torch.testing.assert_close(gate("ctx", 1024.0 * g), 1024.0 * out)  # blind to the loss scale
+    torch.testing.assert_close(gate("ctx", -g), -out)  # odd: gradient noise does not drift the prompt
     scale_only = GateRegulator({"text_deep.1": (2, 3)}, from_gradient=False)
     assert list(scale_only.weight) == [] and "text_deep__1" in scale_only.bias
 
