@@ -2,13 +2,16 @@
 
 import os
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of `pytest -n 2`'s workers: one thread each, no oversubscription
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a pretrained tag must fail fast, never retry a download
 os.environ.setdefault("VLPROMPT_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "vlprompt"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
