@@ -44,18 +44,23 @@ def torch_load_plain(source: str | os.PathLike | Any, name: str | os.PathLike, m
         raise CheckpointError(f"{name}: not a readable checkpoint (truncated or corrupt?): {detail}") from None
 
 
+def read_vlprompt_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Any]:
+    """The tensors of a safetensors file vlprompt wrote, and its ``vlprompt`` metadata parsed from JSON
+    (``{}`` when absent; a :class:`CheckpointError` naming the file when it is not JSON)."""
+    state, raw = read_safetensors(path)
+    try:
+        return state, json.loads(raw.get("vlprompt", "{}"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: metadata key 'vlprompt' is not JSON ({err})") from None
+
+
 def read_learned(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The learner's state and the run metadata from ``learned.safetensors`` or an ``epoch_N.pth``."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        state, raw = read_safetensors(path)
-        try:
-            meta = json.loads(raw.get("vlprompt", "{}"))
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{path}: metadata key 'vlprompt' is not JSON ({err})") from None
-        return state, meta
+        return read_vlprompt_safetensors(path)
     ckpt = torch_load_plain(path, path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"{path}: not a vlprompt training checkpoint (no state_dict)")
@@ -259,7 +264,8 @@ def find_resume_checkpoint(work_dir: str | os.PathLike) -> str | None:
     raise CheckpointError(f"--resume: no checkpoint in {work_dir} loads: " + "; ".join(failures))
 
 
-def _describe_run(learner: dict, backbone: Any) -> str:
+def describe_run(learner: dict, backbone: Any) -> str:
+    """``learner 'coop' n_ctx=4 ... on backbone 'toy'``: a run's learner and backbone, for errors naming two runs."""
     settings = " ".join(f"{k}={v!r}" for k, v in learner.items() if k != "type")
     return f"learner {learner.get('type')!r}{' ' + settings if settings else ''} on backbone {backbone!r}"
 
@@ -284,15 +290,16 @@ def check_work_dir_run(work_dir: str | os.PathLike, checkpoint: str | os.PathLik
     wanted_backbone = (model_cfg.get("backbone") or {}).get("name")
     had, had_backbone = meta["learner"], (meta.get("backbone") or {}).get("name")
     differs = wanted.get("type") != had.get("type") or wanted_backbone != had_backbone or any(
-        key in had and _comparable(had[key]) != _comparable(value) for key, value in wanted.items())
+        key in had and comparable(had[key]) != comparable(value) for key, value in wanted.items())
     if differs:
         raise CheckpointError(
-            f"{work_dir} holds checkpoints of another run: {checkpoint} is {_describe_run(had, had_backbone)} "
+            f"{work_dir} holds checkpoints of another run: {checkpoint} is {describe_run(had, had_backbone)} "
             f"(config {meta.get('config') or 'unknown'}), but {config} asks for "
-            f"{_describe_run(wanted, wanted_backbone)}; use another --work-dir (the default is "
+            f"{describe_run(wanted, wanted_backbone)}; use another --work-dir (the default is "
             f"work_dirs/<method>/<config name>) or move those checkpoints away"
         )
 
 
-def _comparable(value: Any) -> Any:
+def comparable(value: Any) -> Any:
+    """A setting as a config and a JSON file both give it (tuples become lists)."""
     return list(value) if isinstance(value, tuple) else value

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import CheckpointError, build_clip, read_safetensors, save_safetensors
+from ..backbones import CheckpointError, build_clip, save_safetensors
+from ..engine.checkpoint import comparable, describe_run, read_vlprompt_safetensors
 from ..learners import PromptLearner, build_learner, list_learners
 from ..registry import LEARNERS
 from .regulator import REGULATORS, GradientRegulator, build_regulator
@@ -280,11 +281,7 @@ def read_gram_file(path: str | os.PathLike) -> GRAMFile:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"GRAM file not found: {path} (make it with tools/meta_train.py <config>)")
-    tensors, raw = read_safetensors(path)
-    try:
-        meta = json.loads(raw.get("vlprompt", "{}"))
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: metadata key 'vlprompt' is not JSON ({err})") from None
+    tensors, meta = read_vlprompt_safetensors(path)
     if not isinstance(meta, dict) or meta.get("kind") != "gram":
         raise CheckpointError(f"{path}: not a GRAM meta-trained file (metadata kind={meta.get('kind')!r}; "
                               "a learned.safetensors goes to load_from=, not gram.file=)")
@@ -304,30 +301,21 @@ def read_gram_file(path: str | os.PathLike) -> GRAMFile:
                     dict(meta.get("info") or {}))
 
 
-def _describe(learner: Mapping[str, Any], backbone: Any) -> str:
-    settings = " ".join(f"{k}={v!r}" for k, v in learner.items() if k != "type")
-    return f"learner {learner.get('type')!r}{' ' + settings if settings else ''} on backbone {backbone!r}"
-
-
 def check_gram_fits(gram: GRAMFile, learner_cfg: Mapping[str, Any], backbone_cfg: Mapping[str, Any],
                     path: str | os.PathLike) -> None:
     """Stop (naming both) when the file was meta-trained for another learner, prompt layout or backbone
     than the run's: every hyper-parameter the file records must be the run's."""
     wanted = dict(learner_cfg)
     differs = [k for k in sorted(set(gram.learner) | {"type"})
-               if k in wanted and _plain(wanted[k]) != _plain(gram.learner.get(k))]
+               if k in wanted and comparable(wanted[k]) != comparable(gram.learner.get(k))]
     if gram.learner.get("type") != wanted.get("type"):
         differs = ["type", *[k for k in differs if k != "type"]]
     if differs or gram.backbone.get("name") != backbone_cfg.get("name"):
         what = ", ".join(differs + ([] if gram.backbone.get("name") == backbone_cfg.get("name") else ["backbone"]))
         raise CheckpointError(
-            f"gram.file={path} was meta-trained for {_describe(gram.learner, gram.backbone.get('name'))}, but this "
-            f"run trains {_describe(wanted, backbone_cfg.get('name'))} (they differ in: {what}); meta-train one for "
+            f"gram.file={path} was meta-trained for {describe_run(gram.learner, gram.backbone.get('name'))}, but this "
+            f"run trains {describe_run(wanted, backbone_cfg.get('name'))} (they differ in: {what}); meta-train one for "
             f"this learner with tools/meta_train.py")
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def apply_init(learner: PromptLearner, gram: GRAMFile, path: str | os.PathLike) -> None:

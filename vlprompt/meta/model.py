@@ -105,5 +105,5 @@ class GRAMModel(PromptModel):
 
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
-        meta["gram"] = {k: v for k, v in self.gram_cfg.items()}
+        meta["gram"] = dict(self.gram_cfg)
         return meta

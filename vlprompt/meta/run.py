@@ -23,6 +23,7 @@ import torch
 from ..backbones import CheckpointError
 from ..datasets.pairs import build_pair_source
 from ..engine.checkpoint import torch_load_plain
+from ..engine.results import atomic_write_text
 from ..errors import ConfigError
 from .gram import (
     GRAM_FILE,
@@ -53,9 +54,7 @@ def _plain(cfg: Any) -> Any:
 def _settings(cls, section: str, cfg: Mapping[str, Any] | None):
     try:
         return cls(**dict(cfg or {}))
-    except TypeError as err:
-        raise ConfigError(f"config section {section!r}: {err}") from None
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"config section {section!r}: {err}") from None
 
 
@@ -157,9 +156,7 @@ def meta_train(
             "settings": {k: plain[k] for k in ("pairs", "clustering", "tasks", "meta")},
             "reimplemented_from_paper": True}
     save_gram_file(gram_path, learner, plain["backbone"], regulator, info)
-    tmp = work_dir / f".{LOG_FILE}.tmp"
-    tmp.write_text(json.dumps({"info": info, "history": meta.history}, indent=1, default=str))
-    tmp.replace(work_dir / LOG_FILE)
+    atomic_write_text(work_dir / LOG_FILE, json.dumps({"info": info, "history": meta.history}, indent=1, default=str))
     log(f"meta-training: {meta.iteration} iterations, {tasks_per_second:.2f} tasks/s; wrote {gram_path}")
     return gram_path
 

@@ -20,16 +20,17 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..backbones import PromptableCLIP, read_safetensors, save_safetensors
+from ..backbones import PromptableCLIP, save_safetensors
 from ..clustering import faiss_kmeans
 from ..datasets.pairs import PairSource
+from ..engine.checkpoint import read_vlprompt_safetensors
 from ..errors import UserError
 from ..learners.common import fit_to_context
 
@@ -61,13 +62,14 @@ class PairFeatures:
         return torch.cat([self.image, self.text], dim=1) / 2 ** 0.5
 
 
-def _to_uint8(image, size: int, interpolation: str = "bicubic") -> np.ndarray:
-    """Shorter side to ``size``, centre crop, ``(3, size, size)`` uint8 (the test transform, unnormalised)."""
-    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+def _uint8_transform(size: int, interpolation: str = "bicubic") -> Callable[[Any], np.ndarray]:
+    """PIL image -> shorter side to ``size``, centre crop, ``(3, size, size)`` uint8 (the test transform,
+    unnormalised), built once per pass."""
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Resize
 
     mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
-    image = CenterCrop(size)(Resize(size, interpolation=mode)(image))
-    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+    resize_crop = Compose([Resize(size, interpolation=mode), CenterCrop(size)])
+    return lambda image: np.asarray(resize_crop(image), dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def normalise_images(images: np.ndarray | torch.Tensor, backbone: PromptableCLIP) -> torch.Tensor:
@@ -104,8 +106,7 @@ def encode_pairs(
     feature_file, image_file = cache_dir / FEATURES_FILE, cache_dir / IMAGES_FILE
     size = backbone.info.preprocess.image_size
     if feature_file.is_file():
-        tensors, meta = read_safetensors(feature_file)
-        info = json.loads(meta.get("vlprompt", "{}"))
+        tensors, info = read_vlprompt_safetensors(feature_file)
         if info.get("fingerprint") == key and (not keep_images or image_file.is_file()):
             n = len(info["captions"])
             images = np.memmap(image_file, np.uint8, "r", shape=(n, 3, size, size)) if keep_images else None
@@ -133,9 +134,9 @@ def encode_pairs(
         batch_captions.clear()
 
     try:
-        interpolation = backbone.info.preprocess.interpolation
+        to_uint8 = _uint8_transform(size, backbone.info.preprocess.interpolation)
         for pair in source:
-            batch_images.append(_to_uint8(pair.image, size, interpolation))
+            batch_images.append(to_uint8(pair.image))
             batch_captions.append(pair.caption)
             captions.append(pair.caption)
             if len(batch_images) == batch_size:
@@ -364,8 +365,3 @@ class TaskSampler:
         first = self.domains[int(rng.integers(len(self.domains)))]
         others = [d for d in self.domains if d != first]
         return self.task(rng, first), self.task(rng, others[int(rng.integers(len(others)))])
-
-
-def settings_dict(*settings: Any) -> dict[str, Any]:
-    """The dataclass settings as one plain dict (for metadata)."""
-    return {type(s).__name__: asdict(s) for s in settings}
