@@ -451,21 +451,25 @@ def _comment(path: Path) -> str:
 
 
 def test_gram_configs_load_and_point_at_their_meta_configs():
-    from mmengine.config import Config
+    from vlprompt.engine import load_config
+    from vlprompt.engine.compose import list_methods
+    from vlprompt.meta.run import meta_config, resolve_downstream
 
-    downstream = sorted((ROOT / "configs/gram").glob("*/*.py"))
-    assert len(downstream) >= 7 * 14
-    for path in downstream:
-        cfg = Config.fromfile(path)
-        file = cfg.model.gram.file
-        meta_config = ROOT / "configs/gram" / f"{Path(file).parent.name}.py"
-        assert meta_config.is_file(), (path, file)
-        meta = Config.fromfile(meta_config)
-        assert meta.learner.to_dict() == cfg.model.learner.to_dict(), path  # the file fits its learner
-        assert meta.backbone.to_dict() == cfg.model.backbone.to_dict(), path
-        assert "reimplemented from the paper" in _comment(path)
-    from vlprompt.meta.run import meta_config
-
+    variants = [m for m in list_methods() if m.startswith("gram/")]
+    assert len(variants) == 7
+    datasets = ("toy_hues", "toy_shapes", "imagenet", "imagenet_xd", "caltech101", "oxford_pets", "stanford_cars",
+                "oxford_flowers", "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
+    for variant in variants:
+        assert "reimplemented from the paper" in _comment(ROOT / "configs" / variant / "_method.py")
+        for dataset in datasets:  # composed runs: configs/gram/<variant>/<dataset>.py need no file
+            path = ROOT / "configs" / variant / f"{dataset}.py"
+            cfg = load_config(path)
+            file = cfg.model.gram.file
+            meta_path = ROOT / "configs/gram" / f"{Path(file).parent.name}.py"
+            assert meta_path.is_file(), (path, file)
+            meta = resolve_downstream(load_config(meta_path))
+            assert meta.learner.to_dict() == cfg.model.learner.to_dict(), path  # the file fits its learner
+            assert meta.backbone.to_dict() == cfg.model.backbone.to_dict(), path
     for path in sorted((ROOT / "configs/gram").glob("meta_*.py")):
-        meta_config(Config.fromfile(path))  # every section is valid
+        meta_config(resolve_downstream(load_config(path)))  # every section is valid
         assert "reimplemented from the paper" in _comment(path)

@@ -186,12 +186,13 @@ def test_zero_shot_with_descriptions_averages_description_prompts(clip):
 def test_kapt_and_descriptions_configs_load():
     from pathlib import Path
 
-    from mmengine.config import Config
+    from vlprompt.engine import load_config
 
     root = Path(__file__).resolve().parent.parent / "configs"
     for rel in ("kapt/no_discrete/toy_hues.py", "kapt/no_head/toy_shapes.py", "zsclip/descriptions/toy_hues.py"):
-        cfg = Config.fromfile(str(root / rel))
+        cfg = load_config(root / rel)
         assert cfg.model.backbone.name == "toy"
-    assert Config.fromfile(str(root / "kapt/no_discrete/toy_hues.py")).model.learner.knowledge is None
-    assert Config.fromfile(str(root / "kapt/no_head/toy_shapes.py")).model.learner.visual_head is False
-    assert Config.fromfile(str(root / "kapt/dtd.py")).model.learner.knowledge.file == "dtd/knowledge.tsv"
+    assert load_config(root / "zsclip/descriptions/toy_hues.py").model.learner.descriptions == dict(dataset="toy-hues")
+    assert load_config(root / "kapt/no_discrete/toy_hues.py").model.learner.knowledge is None
+    assert load_config(root / "kapt/no_head/toy_shapes.py").model.learner.visual_head is False
+    assert load_config(root / "kapt/dtd.py").model.learner.knowledge.file == "dtd/knowledge.tsv"

@@ -81,7 +81,9 @@ def test_try_it_commands_name_existing_tools_configs_flags_and_values():
             assert re.search(rf"{re.escape(flag)}\b", helps[tool]), f"{argv[1]} --help has no {flag} (README: {argv})"
         for arg in argv[2:]:
             if arg.endswith(".py"):
-                assert (ROOT / arg).is_file(), f"README 'Try it': config {arg} does not exist"
+                from vlprompt.engine.compose import config_exists  # a file, or a run composed from method + dataset
+
+                assert config_exists(ROOT / arg), f"README 'Try it': config {arg} does not exist"
         for method in _values(argv, "--method") + _values(argv, "--methods"):
             assert (ROOT / "configs" / method).is_dir(), f"README 'Try it': no configs/{method}/ for {argv}"
         for method in _values(argv, "--method"):

@@ -79,10 +79,11 @@ def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
 
 def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float | None:
     """Zero-shot CLIP's top-1 on ``dataset``'s test split, all classes (``None``: no zsclip config for it)."""
+    from vlprompt.engine.compose import config_exists
     from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
 
     config = REPO_ROOT / "configs" / "zsclip" / f"{dataset.replace('-', '_')}.py"
-    if not config.is_file():
+    if not config_exists(config):
         print(f"no zero-shot reference for {dataset}: {config} does not exist", file=sys.stderr)
         return None
     opts = [*zero_shot_options(options), "test_dataloader.dataset.subsample=all"]

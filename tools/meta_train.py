@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> str:
 
     from vlprompt.engine import load_config
     from vlprompt.meta.gram import MetaSettings
-    from vlprompt.meta.run import meta_config, meta_train
+    from vlprompt.meta.run import meta_config, meta_train, resolve_downstream
 
-    cfg = load_config(args.config, None, cfg_options(args.cfg_options))
+    cfg = resolve_downstream(load_config(args.config, None, cfg_options(args.cfg_options)))
     plain = meta_config(cfg)  # every section checked before anything is read
     work_dir = Path(args.work_dir or Path("work_dirs/gram") / Path(args.config).stem)
     total = MetaSettings(**(plain["meta"] or {})).iterations

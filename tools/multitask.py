@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
+    from vlprompt.engine.compose import config_exists
     from vlprompt.evaluation.sweep import (
         REPO_ROOT,
         SweepRun,
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for family in args.families:
         source_cfg, target_cfg = (REPO_ROOT / t.format(family=family) for t in (source_tpl, target_tpl))
         for path in (source_cfg, target_cfg):
-            if not path.is_file():
+            if not config_exists(path):
                 raise SystemExit(f"no config {path}")
         for k in args.shots:
             for seed in args.seeds:

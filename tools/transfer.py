@@ -77,6 +77,7 @@ def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -
 
 def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) -> dict[str, float | None]:
     """Zero-shot CLIP's top-1 on each target (``configs/zsclip/<target>.py``, else the source's; ``None``: neither)."""
+    from vlprompt.engine.compose import config_exists
     from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
 
     row: dict[str, float | None] = {}
@@ -85,7 +86,7 @@ def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) 
             bar.set_postfix_str(f"zero-shot on {target.dataset}")
         configs = [REPO_ROOT / "configs" / "zsclip" / f"{d.replace('-', '_')}.py"
                    for d in (target.dataset, protocol.source.dataset)]
-        config = next((c for c in configs if c.is_file()), None)
+        config = next((c for c in configs if config_exists(c)), None)
         row[target.dataset] = None if config is None else zero_shot_reference(
             config, out_dir / "zero_shot" / target.dataset, [*zero_shot_options(options), *target_options(target)]
         )["top1"]
@@ -153,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise UsageError(f"--protocol {args.protocol}: {err}") from None
     source_cfg = args.source_config or (
         REPO_ROOT / "configs" / args.method / f"{protocol.source.dataset.replace('-', '_')}_xd.py")
-    if not Path(source_cfg).is_file():
+    from vlprompt.engine.compose import config_exists
+
+    if not config_exists(source_cfg):
         raise SystemExit(f"no source config for {args.method} under {protocol.name}: {source_cfg} does not exist")
     options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
     out_dir = args.work_root / args.method / protocol.name

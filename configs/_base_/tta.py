@@ -4,7 +4,7 @@
 from vlprompt.datasets import build_dataset
 
 data_root = None  # None: $VLPROMPT_DATA; or --cfg-options data_root=/path
-test_dataloader = dict(dataset=dict(type=build_dataset, name="", split="test"))
+test_dataloader = dict(dataset=dict(type=build_dataset, name="<dataset>", split="test"))
 # augmix None: TPT's rule, vlprompt.adapters.uses_augmix(dataset name); crop_scale: the random crops' area
 # range (torchvision's default, as TPT)
 views = dict(n_views=64, augmix=None, crop_scale=(0.08, 1.0))

@@ -8,6 +8,7 @@ from mmengine.config import read_base
 from vlprompt.engine import PromptModel
 
 with read_base():
+    from .._base_.datasets.active_pool import *
     from .._base_.default_runtime import *
     from .._base_.models.clip_vit_b16 import *
     from .._base_.schedules.sgd_warmup_cosine import *
@@ -20,3 +21,5 @@ train_batch_size = 32
 active = dict(sampler="random", pcb=False, rounds=8, budget=None, candidate_fraction=0.1,
               candidates_of="pool", exhausted="random")
 default_hooks.checkpoint.interval = 10**9  # one round is short: the last checkpoint and learned.safetensors only
+train_dataloader.batch_size = train_batch_size
+recipe = dict(toy=dict(train_cfg=dict(max_epochs=10)))  # the tiny CLIP on the toy world: a round in seconds

@@ -6,6 +6,7 @@ from mmengine.config import read_base
 from vlprompt.engine import PromptModel
 
 with read_base():
+    from .._base_.datasets.base2novel import *
     from .._base_.default_runtime import *
     from .._base_.models.clip_vit_b16 import *
     from .._base_.schedules.sgd_warmup_cosine import *
@@ -15,3 +16,8 @@ model = dict(type=PromptModel, backbone=backbone,
 optim_wrapper.optimizer.lr = 0.002
 train_cfg.max_epochs = 200
 train_batch_size = 32
+train_dataloader.batch_size = train_batch_size
+recipe = dict(
+    imagenet=dict(train_cfg=dict(max_epochs=50)),
+    toy=dict(train_cfg=dict(max_epochs=50)),  # the tiny CLIP on the toy world: minutes on a CPU
+)

@@ -7,8 +7,6 @@ from mmengine.config import read_base
 
 with read_base():
     from ._meta_toy import *
-    from ..coop.toy_hues import model
 
-backbone = model.backbone
-learner = model.learner
+downstream = "../coop/toy_hues.py"  # backbone and learner: those of this run (relative to this file)
 meta.iterations = 1000  # CoOp meta-trains on cached image features: ~4 tasks per second on one core

@@ -7,7 +7,5 @@ from mmengine.config import read_base
 
 with read_base():
     from ._meta_cc3m import *
-    from ..vpt.imagenet import model
 
-backbone = model.backbone
-learner = model.learner
+downstream = "../vpt/imagenet.py"  # backbone and learner: those of this run (relative to this file)

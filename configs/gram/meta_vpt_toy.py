@@ -7,7 +7,5 @@ from mmengine.config import read_base
 
 with read_base():
     from ._meta_toy import *
-    from ..vpt.toy_hues import model
 
-backbone = model.backbone
-learner = model.learner
+downstream = "../vpt/toy_hues.py"  # backbone and learner: those of this run (relative to this file)

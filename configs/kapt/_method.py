@@ -4,7 +4,7 @@
 # vit_b16_ctxv1: batch 32, SGD lr 0.002, 200 epochs; ImageNet 50), with CoOp's 4 context vectors from
 # "a photo of a".
 # Choices taken where the paper is silent, all learner settings:
-#   knowledge          the description source (set per dataset: `knowledge_file`, relative to the data root)
+#   knowledge          the description source: the dataset's `knowledge` fact (ELEVATER's file, relative to the root)
 #   extract/n_keywords the key information: the 8 words of highest TF-IDF across the task's classes
 #   knowledge_template "{class}, {knowledge}." after the learned context; overflow cut at a word boundary
 #   branches           "two": the continuous prompt "[V]x4 {class}." and the knowledge prompt "[V]x4 {class},
@@ -21,15 +21,21 @@ from mmengine.config import read_base
 from vlprompt.engine import PromptModel
 
 with read_base():
+    from .._base_.datasets.base2novel import *
     from .._base_.default_runtime import *
     from .._base_.models.clip_vit_b16 import *
     from .._base_.schedules.sgd_warmup_cosine import *
 
 model = dict(type=PromptModel, backbone=backbone,
-             learner=dict(type="kapt", knowledge=None, extract="tfidf", n_keywords=8,
+             learner=dict(type="kapt", knowledge="<dataset.knowledge>", extract="tfidf", n_keywords=8,
                           knowledge_template="{class}, {knowledge}.", n_ctx=4, ctx_init="a photo of a",
                           visual_head=True, head_query="cls", head_reduction=4, head_heads=1, ratio=0.2,
                           w_text=8.0, w_image=0.0, kc_target="both", branches="two", knowledge_weight=0.5))
 optim_wrapper.optimizer.lr = 0.002
 train_cfg.max_epochs = 200
 train_batch_size = 32
+train_dataloader.batch_size = train_batch_size
+recipe = dict(
+    imagenet=dict(train_cfg=dict(max_epochs=50)),  # CoOp's ImageNet schedule
+    toy=dict(train_cfg=dict(max_epochs=50)),  # the tiny CLIP on the toy world: minutes on a CPU
+)

@@ -12,3 +12,7 @@ with read_base():
 model = dict(backbone=backbone, learner=dict(type="coop", n_ctx=4, ctx_init="a photo of a"))
 adapter = dict(type="rlcf", variant="prompt", steps=3, lr=7e-3, weight_decay=5e-4, selection_p=0.1, sample_k=3,
                teacher=dict(name="ViT-L-14", pretrained="openai"), episodic=True)
+recipe = dict(
+    fine_grained=dict(adapter=dict(steps=5)),  # RLCF's fine-grained recipe (rlcf-prompt-fine.sh): 5 steps
+    toy=dict(views=dict(n_views=32), adapter=dict(teacher=dict(name="toy", pretrained="toy-teacher"))),
+)

@@ -12,7 +12,7 @@ from vlprompt.datasets import build_dataset
 from vlprompt.engine import AccuracyMetric, DarkeningHook, DayNightReportHook
 
 with read_base():
-    from ._method import *
+    from ._common import *
 
 data_root = None  # None: $VLPROMPT_DATA; or --cfg-options data_root=/path
 train_dataloader = dict(

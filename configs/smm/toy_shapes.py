@@ -11,7 +11,7 @@ from vlprompt.datasets import build_dataset
 from vlprompt.engine import AccuracyMetric, DarkeningHook, DayNightReportHook
 
 with read_base():
-    from ._method import *
+    from ._common import *
     from .._base_.models.clip_toy import *  # after _method: its backbone wins
 
 model.backbone = backbone

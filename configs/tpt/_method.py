@@ -10,3 +10,5 @@ with read_base():
 # the zero-shot prompt that is adapted (without --checkpoint): TPT's 4 context tokens from "a photo of a"
 model = dict(backbone=backbone, learner=dict(type="coop", n_ctx=4, ctx_init="a photo of a"))
 adapter = dict(type="tpt", variant="prompt", steps=1, lr=5e-3, weight_decay=0.01, selection_p=0.1, episodic=True)
+# AugMix views on the fine-grained sets, crops and flips only on the ImageNet family (TPT's rule, in the adapter).
+recipe = dict(toy=dict(views=dict(n_views=32, crop_scale=(0.25, 1.0))))  # the toy world: 32 views, larger crops

@@ -6,6 +6,7 @@ from mmengine.config import read_base
 from vlprompt.engine import PromptModel
 
 with read_base():
+    from .._base_.datasets.base2novel import *
     from .._base_.default_runtime import *
     from .._base_.models.clip_vit_b16 import *
     from .._base_.schedules.sgd_warmup_cosine import *
@@ -15,3 +16,5 @@ model = dict(type=PromptModel, backbone=backbone,
 optim_wrapper.optimizer.lr = 0.0025
 train_cfg.max_epochs = 5
 train_batch_size = 4
+train_dataloader.batch_size = train_batch_size
+recipe = dict(toy=dict(train_cfg=dict(max_epochs=5)))  # the tiny CLIP on the toy world: minutes on a CPU

@@ -37,6 +37,7 @@ from torchvision import transforms as T
 
 from ..backbones import PromptableCLIP
 from ..backbones.pretrained import OPENAI_MEAN, OPENAI_STD
+from ..datasets.protocol import IMAGENET_FAMILY  # TPT's crops-and-flips sets (its set ids I/A/V/R/K)
 from ..errors import ConfigError
 
 __all__ = ["IMAGENET_FAMILY", "TPT_AUGMIX_OPS", "TPT_CROP_SCALE", "TPTViews", "uses_augmix"]
@@ -50,8 +51,6 @@ TPT_AUGMIX_OPS = (
     "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
 )
 
-#: the datasets on which TPT uses crops and flips only (its single-letter set ids I/A/V/R/K)
-IMAGENET_FAMILY = frozenset({"imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-a", "imagenet-r"})
 
 
 def uses_augmix(dataset: str) -> bool:

@@ -32,7 +32,7 @@ from .benchmarks import (
                          OxfordPets,
                          StanfordCars,
 )
-from .builder import BENCHMARKS, build_dataset, canonical_name, get_dataset_class, list_datasets
+from .builder import BENCHMARKS, build_dataset, canonical_name, dataset_facts, get_dataset_class, list_datasets
 from .checks import check_images, check_loader_settings
 from .elevater import ELEVATER_NAMES, ELEVATER_TASKS, ElevaterDataset, ElevaterTask, register_elevater_task
 from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image
@@ -74,7 +74,8 @@ __all__ = [
     'SplitFolderDataset', 'StanfordCars', 'ToyDataset', 'UCF101', 'FewShotWarning', 'base_to_novel', 'build_dataset',
     'build_test_transform', 'build_train_transform', 'build_transform', 'canonical_name', 'check_images',
     'check_loader_settings', 'few_shot',
-    'get_dataset_class', 'get_protocol', 'get_template', 'list_datasets', 'load_image', 'register_dataset',
+    'dataset_facts', 'get_dataset_class', 'get_protocol', 'get_template', 'list_datasets', 'load_image',
+    'register_dataset',
     'register_toy_datasets', 'resolve_data_root', 'sample_few_shot', 'sample_few_shot_splits',
     'select_classes', 'subsample_classes',
 ]

@@ -186,6 +186,10 @@ class BenchmarkDataset(Dataset):
     extra_splits: ClassVar[tuple[str, ...]] = ()
     split_aliases: ClassVar[Mapping[str, str]] = {}
     aliases: ClassVar[tuple[str, ...]] = ()  # other names accepted by build_dataset (Dassl's, folder)
+    # The dataset's facts that runs are composed from (:func:`vlprompt.datasets.dataset_facts`).
+    template: ClassVar[str] = 'a photo of a {}.'  # the hand-written zero-shot template (CoOp's CUSTOM_TEMPLATES)
+    published: ClassVar[Mapping[str, int]] = {}  # class and split counts as published ('classes', 'train', ...)
+    knowledge: ClassVar[Mapping[str, str] | None] = None  # class descriptions (KAPT): file relative to the root
     # Required files and folders (relative to dataset_dir; a trailing '/' marks a folder) mapped
     # to where they come from.
     files: ClassVar[Mapping[str, str]] = {}

@@ -67,6 +67,9 @@ def _split_hint(drive_id: str) -> str:
 @register_dataset('caltech101')
 class Caltech101(SplitFileDataset):
     """Caltech101, 100 classes (BACKGROUND_Google and Faces_easy dropped by the split)."""
+    template = 'a photo of a {}.'
+    published = {'classes': 100, 'train': 4_128, 'val': 1_649, 'test': 2_465}
+    knowledge = dict(file='caltech-101/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'caltech-101'
     image_dir = '101_ObjectCategories'
@@ -83,6 +86,9 @@ class Caltech101(SplitFileDataset):
 @register_dataset('oxford-pets')
 class OxfordPets(SplitFileDataset):
     """Oxford-IIIT Pets, 37 breeds."""
+    template = 'a photo of a {}, a type of pet.'
+    published = {'classes': 37, 'train': 2_944, 'val': 736, 'test': 3_669}
+    knowledge = dict(file='oxford_pets/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'oxford_pets'
     image_dir = 'images'
@@ -98,6 +104,9 @@ class OxfordPets(SplitFileDataset):
 @register_dataset('stanford-cars')
 class StanfordCars(SplitFileDataset):
     """Stanford Cars, 196 models; split paths start with cars_train/ or cars_test/."""
+    template = 'a photo of a {}.'
+    published = {'classes': 196, 'train': 6_509, 'val': 1_635, 'test': 8_041}
+    knowledge = dict(file='stanford_cars/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'stanford_cars'
     split_file = 'split_zhou_StanfordCars.json'
@@ -114,6 +123,9 @@ class StanfordCars(SplitFileDataset):
 @register_dataset('oxford-flowers')
 class OxfordFlowers(SplitFileDataset):
     """Oxford Flowers-102."""
+    template = 'a photo of a {}, a type of flower.'
+    published = {'classes': 102, 'train': 4_093, 'val': 1_633, 'test': 2_463}
+    knowledge = dict(file='oxford_flowers/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'oxford_flowers'
     image_dir = 'jpg'
@@ -129,6 +141,9 @@ class OxfordFlowers(SplitFileDataset):
 @register_dataset('food101')
 class Food101(SplitFileDataset):
     """Food-101."""
+    template = 'a photo of {}, a type of food.'
+    published = {'classes': 101, 'train': 50_500, 'val': 20_200, 'test': 30_300}
+    knowledge = dict(file='food-101/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'food-101'
     image_dir = 'images'
@@ -145,6 +160,9 @@ class Food101(SplitFileDataset):
 @register_dataset('sun397')
 class SUN397(SplitFileDataset):
     """SUN397 scenes."""
+    template = 'a photo of a {}.'
+    published = {'classes': 397, 'train': 15_880, 'val': 3_970, 'test': 19_850}
+    knowledge = dict(file='sun397/knowledge.json')
 
     dataset_dir = 'sun397'
     image_dir = 'SUN397'
@@ -160,6 +178,9 @@ class SUN397(SplitFileDataset):
 @register_dataset('dtd')
 class DTD(SplitFileDataset):
     """Describable Textures, 47 classes."""
+    template = '{} texture.'
+    published = {'classes': 47, 'train': 2_820, 'val': 1_128, 'test': 1_692}
+    knowledge = dict(file='dtd/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'dtd'
     image_dir = 'images'
@@ -176,6 +197,9 @@ class DTD(SplitFileDataset):
 @register_dataset('eurosat')
 class EuroSAT(SplitFileDataset):
     """EuroSAT RGB, 10 land-use classes with CoOp's long names ("Annual Crop Land", ...)."""
+    template = 'a centered satellite photo of {}.'
+    published = {'classes': 10, 'train': 13_500, 'val': 5_400, 'test': 8_100}
+    knowledge = dict(file='eurosat/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'eurosat'
     image_dir = '2750'
@@ -192,6 +216,9 @@ class EuroSAT(SplitFileDataset):
 @register_dataset('ucf101')
 class UCF101(SplitFileDataset):
     """UCF101 actions, one middle frame per video."""
+    template = 'a photo of a person doing {}.'
+    published = {'classes': 101, 'train': 7_639, 'val': 1_898, 'test': 3_783}
+    knowledge = dict(file='ucf101/knowledge.json')
 
     dataset_dir = 'ucf101'
     image_dir = 'UCF-101-midframes'
@@ -214,6 +241,9 @@ _AIRCRAFT_HINT = ('extract fgvc-aircraft-2013b.tar.gz (https://www.robots.ox.ac.
 @register_dataset('fgvc-aircraft')
 class FGVCAircraft(BenchmarkDataset):
     """FGVC-Aircraft 2013b at the variant level (100 classes), from the official list files."""
+    template = 'a photo of a {}, a type of aircraft.'
+    published = {'classes': 100, 'train': 3_334, 'val': 3_333, 'test': 3_333}
+    knowledge = dict(file='fgvc_aircraft/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'fgvc_aircraft'
     image_dir = 'images'
@@ -313,6 +343,8 @@ class _WnidFolders(BenchmarkDataset):
 @register_dataset('imagenet')
 class ImageNet(_WnidFolders):
     """ImageNet-1k (ILSVRC-2012); the official val set is the test set (and the val set)."""
+    published = {'classes': 1000, 'train': 1_281_167, 'test': 50_000}
+    knowledge = dict(file='imagenet/knowledge.tsv', field='def_wiki')
 
     dataset_dir = 'imagenet'
     image_dir = 'images'
@@ -362,6 +394,7 @@ class _ImageNetVariant(_WnidFolders):
 @register_dataset('imagenet-sketch')
 class ImageNetSketch(_ImageNetVariant):
     """ImageNet-Sketch, 1000 classes, test only."""
+    published = {'classes': 1000, 'test': 50_889}
 
     dataset_dir = 'imagenet-sketch'
     image_dir = 'images'
@@ -377,6 +410,7 @@ class ImageNetSketch(_ImageNetVariant):
 @register_dataset('imagenet-a')
 class ImageNetA(_ImageNetVariant):
     """ImageNet-A (natural adversarial examples), scored over its 200 classes only."""
+    published = {'classes': 200, 'test': 7_500}
 
     dataset_dir = 'imagenet-adversarial'
     image_dir = 'imagenet-a'
@@ -392,6 +426,7 @@ class ImageNetA(_ImageNetVariant):
 @register_dataset('imagenet-r')
 class ImageNetR(_ImageNetVariant):
     """ImageNet-R (renditions), scored over its 200 classes only."""
+    published = {'classes': 200, 'test': 30_000}
 
     dataset_dir = 'imagenet-rendition'
     image_dir = 'imagenet-r'
@@ -406,6 +441,7 @@ class ImageNetR(_ImageNetVariant):
 @register_dataset('imagenet-v2')
 class ImageNetV2(_WnidFolders):
     """ImageNetV2 matched-frequency; folder ``k`` holds class k of ``classnames.txt``."""
+    published = {'classes': 1000, 'test': 10_000}
 
     dataset_dir = 'imagenetv2'
     image_dir = 'imagenetv2-matched-frequency-format-val'
@@ -437,6 +473,7 @@ class CODaN(BenchmarkDataset):
     ``split='test'`` (alias ``'test_day'``) is the daytime test set, ``split='test_night'`` the
     night one (items have ``domain=1``). Labels follow CODaN's own class order.
     """
+    published = {'classes': 10, 'train': 10_000, 'val': 500, 'test': 2_500, 'test_night': 2_500}
 
     dataset_dir = 'codan'
     image_dir = 'data'

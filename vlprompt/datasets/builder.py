@@ -23,10 +23,10 @@ from typing import Any
 
 from ..registry import DATASETS
 from .base import BenchmarkDataset
-from .protocol import BASE2NOVEL_DATASETS, DG_TARGETS
+from .protocol import BASE2NOVEL_DATASETS, DG_TARGETS, IMAGENET_FAMILY
 
-__all__ = ['BENCHMARKS', 'build_dataset', 'build_dataset_from_cfg', 'canonical_name', 'get_dataset_class',
-           'list_datasets']
+__all__ = ['BENCHMARKS', 'build_dataset', 'build_dataset_from_cfg', 'canonical_name', 'dataset_facts',
+           'get_dataset_class', 'list_datasets']
 
 # The published benchmarks in table order: base-to-novel, ImageNet variants, CODaN.
 BENCHMARKS: tuple[str, ...] = BASE2NOVEL_DATASETS + DG_TARGETS + ('codan',)
@@ -62,7 +62,35 @@ def canonical_name(name: str) -> str:
     for reg_name, cls in readers.items():
         if key == _key(reg_name) or key in {_key(a) for a in (*cls.aliases, cls.dataset_dir) if a}:
             return reg_name
-    raise KeyError(f'unknown dataset {name!r}; known: {", ".join(list_datasets())}')
+    import difflib
+
+    known = list_datasets()
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f' (did you mean {" or ".join(close)}?)' if close else ''
+    raise KeyError(f'unknown dataset {name!r}{hint}; known: {", ".join(known)}')
+
+
+def dataset_facts(name: str) -> dict[str, Any]:
+    """What a run needs to know of dataset ``name`` (any accepted spelling), read from its reader.
+
+    ``name`` (the one canonical name), ``aliases``, ``num_classes``, ``published`` (counts),
+    ``template`` (CoOp's hand-written one), ``knowledge`` (KAPT's description source),
+    ``family`` (``'imagenet'`` for ImageNet and its variants, ``'toy'`` for the generated world,
+    else ``None``), ``transfer_protocol`` (the protocol a run trained on all its classes feeds:
+    ``'cross-dataset'`` from ImageNet, ``'toy-domain-generalization'`` from a toy dataset) and
+    ``backbone`` (the CLIP a dataset is made for: the toy CLIP for the toy world, else ``None``).
+    """
+    from .splitfile import ToyDataset
+
+    cls = get_dataset_class(name)
+    toy = issubclass(cls, ToyDataset)
+    family = 'imagenet' if cls.name in IMAGENET_FAMILY else 'toy' if toy else None
+    return dict(
+        name=cls.name, aliases=tuple(cls.aliases), num_classes=cls.num_classes, published=dict(cls.published),
+        template=cls.template, knowledge=dict(dataset=cls.name) if toy else cls.knowledge, family=family,
+        transfer_protocol='toy-domain-generalization' if toy else 'cross-dataset',
+        backbone=dict(name='toy', pretrained='toy') if toy else None,
+    )
 
 
 def get_dataset_class(name: str) -> type[BenchmarkDataset]:

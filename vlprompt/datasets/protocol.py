@@ -49,7 +49,7 @@ from typing import Any, Protocol, TypeVar
 
 __all__ = [
     'BASE2NOVEL_DATASETS', 'CACHE_ENV', 'DataSpec', 'EvalProtocol', 'FewShotCache', 'PROTOCOLS',
-    'SUBSAMPLES', 'XD_TARGETS', 'DG_TARGETS', 'base_to_novel', 'cache_root', 'few_shot',
+    'SUBSAMPLES', 'XD_TARGETS', 'DG_TARGETS', 'IMAGENET_FAMILY', 'base_to_novel', 'cache_root', 'few_shot',
     'get_protocol', 'normalize_subsample', 'relabel', 'sample_few_shot', 'sample_few_shot_splits',
     'select_classes', 'subsample_classes', 'atomic_write_json', 'check_num_shots',
 ]
@@ -253,6 +253,8 @@ BASE2NOVEL_DATASETS: tuple[str, ...] = (
 # Column order of the published cross-dataset table.
 XD_TARGETS: tuple[str, ...] = BASE2NOVEL_DATASETS[1:]
 DG_TARGETS: tuple[str, ...] = ('imagenet-v2', 'imagenet-sketch', 'imagenet-a', 'imagenet-r')
+# ImageNet and its variants: the domain-generalization source and targets are one fact
+IMAGENET_FAMILY: frozenset[str] = frozenset(('imagenet', *DG_TARGETS))
 
 
 @dataclass(frozen=True)

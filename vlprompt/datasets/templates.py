@@ -19,34 +19,32 @@ trainer does; the datasets keep the names as their split files spell them.
 from __future__ import annotations
 
 __all__ = [
-    'CLIP_IMAGENET_TEMPLATES', 'COOP_TEMPLATES', 'DEFAULT_TEMPLATE', 'IMAGENET_TEMPLATES',
-    'IMAGENET_TEMPLATES_SELECT', 'KGCOOP_TEMPLATES', 'get_template',
+    'CLIP_IMAGENET_TEMPLATES', 'DEFAULT_TEMPLATE', 'IMAGENET_TEMPLATES', 'KGCOOP_DIFFERENCES',
+    'IMAGENET_TEMPLATES_SELECT', 'get_template',  # and COOP_TEMPLATES, KGCOOP_TEMPLATES (module __getattr__)
 ]
 
 DEFAULT_TEMPLATE = 'a photo of a {}.'
 
-COOP_TEMPLATES: dict[str, str] = {
-    'oxford-pets': 'a photo of a {}, a type of pet.',
-    'oxford-flowers': 'a photo of a {}, a type of flower.',
-    'fgvc-aircraft': 'a photo of a {}, a type of aircraft.',
-    'dtd': '{} texture.',
-    'eurosat': 'a centered satellite photo of {}.',
-    'stanford-cars': 'a photo of a {}.',
-    'food101': 'a photo of {}, a type of food.',
-    'sun397': 'a photo of a {}.',
-    'caltech101': 'a photo of a {}.',
-    'ucf101': 'a photo of a person doing {}.',
-    'imagenet': 'a photo of a {}.',
-    'imagenet-sketch': 'a photo of a {}.',
-    'imagenet-v2': 'a photo of a {}.',
-    'imagenet-a': 'a photo of a {}.',
-    'imagenet-r': 'a photo of a {}.',
-}
+# KgCoOp's copy of CoOp's table differs for DTD only (a fact of KgCoOp, not of the dataset).
+KGCOOP_DIFFERENCES: dict[str, str] = {'dtd': 'a photo of a {}, a type of texture.'}
 
-KGCOOP_TEMPLATES: dict[str, str] = {
-    **COOP_TEMPLATES,
-    'dtd': 'a photo of a {}, a type of texture.',
-}
+
+def _published_templates() -> dict[str, str]:
+    """CoOp's table, read from the readers' ``template`` (the benchmarks of the published tables)."""
+    from .builder import get_dataset_class
+    from .protocol import BASE2NOVEL_DATASETS, DG_TARGETS
+
+    return {name: get_dataset_class(name).template for name in BASE2NOVEL_DATASETS + DG_TARGETS}
+
+
+def __getattr__(name: str) -> dict[str, str]:
+    # COOP_TEMPLATES and KGCOOP_TEMPLATES are views of the readers' metadata, built on first use
+    if name == 'COOP_TEMPLATES':
+        return _published_templates()
+    if name == 'KGCOOP_TEMPLATES':
+        return {**_published_templates(), **KGCOOP_DIFFERENCES}
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 # The 80 ImageNet templates of CLIP's prompt-engineering notebook (CoOp's `IMAGENET_TEMPLATES`).
 CLIP_IMAGENET_TEMPLATES: tuple[str, ...] = (
@@ -151,15 +149,18 @@ IMAGENET_TEMPLATES_SELECT: tuple[str, ...] = (
 )
 
 
-_TABLES = {'coop': COOP_TEMPLATES, 'kgcoop': KGCOOP_TEMPLATES}
-
-
 def get_template(dataset: str, style: str = 'coop') -> str:
-    """The hand-crafted template of ``dataset`` (``style`` ``'coop'`` or ``'kgcoop'``).
-
-    Datasets outside the published tables (CODaN, the toy world, your own folders) get
-    ``'a photo of a {}.'``.
+    """The hand-crafted template of ``dataset`` (``style`` ``'coop'`` or ``'kgcoop'``): the reader's
+    ``template``, which is ``'a photo of a {}.'`` for datasets outside the published tables (CODaN,
+    the toy world, your own folders) and for names no reader has.
     """
-    if style not in _TABLES:
+    if style not in ('coop', 'kgcoop'):
         raise ValueError(f"style must be 'coop' or 'kgcoop', got {style!r}")
-    return _TABLES[style].get(dataset, DEFAULT_TEMPLATE)
+    if style == 'kgcoop' and dataset in KGCOOP_DIFFERENCES:
+        return KGCOOP_DIFFERENCES[dataset]
+    from .builder import canonical_name, get_dataset_class
+
+    try:
+        return get_dataset_class(canonical_name(dataset)).template
+    except KeyError:
+        return DEFAULT_TEMPLATE

@@ -37,26 +37,8 @@ from .builder import get_dataset_class
 from .knowledge import Coverage, KnowledgeError, find_knowledge_file, load_descriptions
 from .loading import image_exists, unreadable_images
 
-__all__ = ['PUBLISHED', 'DatasetReport', 'Problem', 'format_reports', 'printable', 'verify_dataset']
+__all__ = ['DatasetReport', 'Problem', 'format_reports', 'printable', 'verify_dataset']
 
-PUBLISHED: dict[str, dict[str, int]] = {
-    'imagenet': {'classes': 1000, 'train': 1_281_167, 'test': 50_000},
-    'caltech101': {'classes': 100, 'train': 4_128, 'val': 1_649, 'test': 2_465},
-    'oxford-pets': {'classes': 37, 'train': 2_944, 'val': 736, 'test': 3_669},
-    'stanford-cars': {'classes': 196, 'train': 6_509, 'val': 1_635, 'test': 8_041},
-    'oxford-flowers': {'classes': 102, 'train': 4_093, 'val': 1_633, 'test': 2_463},
-    'food101': {'classes': 101, 'train': 50_500, 'val': 20_200, 'test': 30_300},
-    'fgvc-aircraft': {'classes': 100, 'train': 3_334, 'val': 3_333, 'test': 3_333},
-    'sun397': {'classes': 397, 'train': 15_880, 'val': 3_970, 'test': 19_850},
-    'dtd': {'classes': 47, 'train': 2_820, 'val': 1_128, 'test': 1_692},
-    'eurosat': {'classes': 10, 'train': 13_500, 'val': 5_400, 'test': 8_100},
-    'ucf101': {'classes': 101, 'train': 7_639, 'val': 1_898, 'test': 3_783},
-    'imagenet-v2': {'classes': 1000, 'test': 10_000},
-    'imagenet-sketch': {'classes': 1000, 'test': 50_889},
-    'imagenet-a': {'classes': 200, 'test': 7_500},
-    'imagenet-r': {'classes': 200, 'test': 30_000},
-    'codan': {'classes': 10, 'train': 10_000, 'val': 500, 'test': 2_500, 'test_night': 2_500},
-}
 _EXAMPLES = 3
 
 
@@ -119,7 +101,7 @@ def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, c
     folder's ``knowledge.json`` / ``knowledge.tsv`` when there is one).
     """
     cls = get_dataset_class(name)
-    report = DatasetReport(cls.name, published=dict(PUBLISHED.get(cls.name) or getattr(cls, 'published', None) or {}))
+    report = DatasetReport(cls.name, published=dict(cls.published))
     try:
         reader = cls.inspect(data_root)
     except DatasetError as err:

@@ -18,7 +18,7 @@ from typing import Any
 
 from mmengine.config import Config
 
-from ..errors import ConfigError, ConfigNotFoundError
+from ..errors import ConfigError
 from .checkpoint import value_kind
 
 #: top-level keys a config need not have, that the tools and the runner read
@@ -128,9 +128,9 @@ def default_work_dir(path: str | os.PathLike) -> str:
 def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None) -> Config:
     """A config file with checked command-line overrides and its work dir
     (``work_dirs/<method>/<config name>`` unless given or set in the config)."""
-    if not Path(path).is_file():
-        raise ConfigNotFoundError(f"config not found: {path}")
-    cfg = Config.fromfile(str(path))
+    from .compose import resolve_config
+
+    cfg = resolve_config(path)  # a file, or configs/<method>/<dataset>.py composed (vlprompt.engine.compose)
     if options:
         check_options(cfg, options, path)
         cfg.merge_from_dict(options)

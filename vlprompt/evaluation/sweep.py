@@ -35,12 +35,20 @@ RESULT_FILE = "sweep_result.json"
 
 
 def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
-    """``configs/<method>/<dataset with underscores>.py``, or an error listing what exists."""
+    """``configs/<method>/<dataset with underscores>.py``: a file, or a run composed from the method's
+    recipe and the dataset's facts (:mod:`vlprompt.engine.compose`); an unknown method or dataset is
+    refused at once, naming the closest ones."""
+    from ..engine.compose import check_method, split_leaf
+    from ..errors import ConfigNotFoundError
+
     path = root / "configs" / method / f"{dataset.replace('-', '_')}.py"
-    if not path.is_file():
-        available = sorted(p.stem for p in (root / "configs" / method).glob("[!_]*.py"))
-        raise SystemExit(f"no config for {method} on {dataset}: {path} does not exist "
-                         f"(available for {method}: {', '.join(available) or 'none'})")
+    if path.is_file():
+        return path
+    try:
+        check_method(method, root / "configs")
+        split_leaf(path.stem)
+    except (ConfigNotFoundError, KeyError) as err:
+        raise SystemExit(f"no config for {method} on {dataset}: {err.args[0]}") from None
     return path
 
 

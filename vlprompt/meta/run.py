@@ -58,6 +58,18 @@ def _settings(cls, section: str, cfg: Mapping[str, Any] | None):
         raise ConfigError(f"config section {section!r}: {err}") from None
 
 
+def resolve_downstream(cfg: Any) -> Any:
+    """``cfg`` with ``backbone`` and ``learner`` taken from the run its ``downstream`` names (a config
+    path relative to ``cfg``'s file, composed like any run): a GRAM file only starts that learner."""
+    downstream = cfg.get("downstream")
+    if downstream:
+        from ..engine.config import load_config
+
+        run = load_config(Path(cfg.filename).parent / downstream)
+        cfg.backbone, cfg.learner = run.model.backbone, run.model.learner
+    return cfg
+
+
 def meta_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The sections that define a meta-training (what a resumed run must share), checked."""
     plain = {k: _plain(cfg.get(k)) for k in SECTIONS}

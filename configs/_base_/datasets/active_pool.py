@@ -11,12 +11,12 @@ train_dataloader = dict(
     batch_size=32, num_workers=2, drop_last=True,
     sampler=dict(type=DefaultSampler, shuffle=True), collate_fn=dict(type=default_collate),
     dataset=dict(type=LabelledSubset, indices=None,
-                 dataset=dict(type=build_dataset, name="", split="train", subsample="all")),
+                 dataset=dict(type=build_dataset, name="<dataset>", split="train", subsample="all")),
 )
 test_dataloader = dict(
     batch_size=100, num_workers=2,
     sampler=dict(type=DefaultSampler, shuffle=False), collate_fn=dict(type=default_collate),
-    dataset=dict(type=build_dataset, name="", split="test", subsample="all"),
+    dataset=dict(type=build_dataset, name="<dataset>", split="test", subsample="all"),
 )
 test_evaluator = dict(type=AccuracyMetric)
 protocol = dict(name="active")

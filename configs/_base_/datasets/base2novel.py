@@ -10,12 +10,12 @@ data_root = None  # None: $VLPROMPT_DATA; or --cfg-options data_root=/path
 train_dataloader = dict(
     batch_size=32, num_workers=2, drop_last=True,
     sampler=dict(type=DefaultSampler, shuffle=True), collate_fn=dict(type=default_collate),
-    dataset=dict(type=build_dataset, name="", split="train", num_shots=16, subsample="base"),
+    dataset=dict(type=build_dataset, name="<dataset>", split="train", num_shots=16, subsample="base"),
 )
 test_dataloader = dict(
     batch_size=100, num_workers=2,
     sampler=dict(type=DefaultSampler, shuffle=False), collate_fn=dict(type=default_collate),
-    dataset=dict(type=build_dataset, name="", split="test", subsample="base"),
+    dataset=dict(type=build_dataset, name="<dataset>", split="test", subsample="base"),
 )
 test_evaluator = dict(type=AccuracyMetric)
 protocol = dict(name="base2novel", num_shots=16)

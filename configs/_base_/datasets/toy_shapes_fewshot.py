@@ -2,8 +2,10 @@
 from mmengine.config import read_base
 
 with read_base():
-    from .toy_shapes import *
+    from .base2novel import *
 
+train_dataloader.dataset.name = "toy-shapes"
+test_dataloader.dataset.name = "toy-shapes"
 train_dataloader.num_workers = 0
 train_dataloader.dataset.subsample = "all"
 train_dataloader.dataset.num_shots = 4

@@ -4,7 +4,8 @@
 from mmengine.config import read_base
 
 with read_base():
-    from ..toy_hues import *
+    from .._method import *
 
-model.learner.descriptions = dict(dataset="toy-hues")
+dataset = "toy-hues"
+model.learner.descriptions = dict(dataset="<dataset>")
 model.learner.description_mode = "AE"

@@ -2,6 +2,6 @@
 from mmengine.config import read_base
 
 with read_base():
-    from .._method import *
+    from .._common import *
 
 model.learner = dict(type="mcoop", n_ctx=16, ctx_init="", class_token_position="middle")

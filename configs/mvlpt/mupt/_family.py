@@ -4,7 +4,7 @@
 from mmengine.config import read_base
 
 with read_base():
-    from .._method import *
+    from .._common import *
 
 model.learner = dict(type="mupt", n_ctx_text=4, n_ctx_vision=4, depth=12, project_dim=128, token_mixing=False,
                      class_token_position="middle")

@@ -3,6 +3,6 @@
 from mmengine.config import read_base
 
 with read_base():
-    from .._method import *
+    from .._common import *
 
 model.learner = dict(type="mvpt", n_ctx=16, depth=12)

@@ -1,7 +1,0 @@
-from mmengine.config import read_base
-
-with read_base():
-    from .base2novel import *
-
-train_dataloader.dataset.name = "imagenet"
-test_dataloader.dataset.name = "imagenet"

@@ -1,8 +1,0 @@
-# KAPT ablation: without the discrete knowledge prompt (learned context + visual head + consistency with the
-# plain "a photo of a {class}." prompt).
-from mmengine.config import read_base
-
-with read_base():
-    from ..toy_hues import *
-
-model.learner.knowledge = None

@@ -1,7 +1,0 @@
-# KAPT ablation: without the visual adaptation head (discrete + continuous prompts only).
-from mmengine.config import read_base
-
-with read_base():
-    from ..toy_hues import *
-
-model.learner.visual_head = False

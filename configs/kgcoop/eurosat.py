@@ -1,8 +1,0 @@
-from mmengine.config import read_base
-
-with read_base():
-    from .._base_.datasets.eurosat import *
-    from ._method import *
-
-train_dataloader.batch_size = train_batch_size
-model.learner.template = "a centered satellite photo of {}."

@@ -1,9 +1,0 @@
-# RLCF on eurosat: AugMix views (TPT's fine-grained recipe);
-# RLCF's fine-grained recipe (rlcf-prompt-fine.sh): 5 steps.
-from mmengine.config import read_base
-
-with read_base():
-    from ._method import *
-
-test_dataloader.dataset.name = "eurosat"
-adapter.steps = 5

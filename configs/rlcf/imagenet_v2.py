@@ -1,7 +1,0 @@
-# RLCF on imagenet-v2: crops and flips only (TPT's ImageNet-family views).
-from mmengine.config import read_base
-
-with read_base():
-    from ._method import *
-
-test_dataloader.dataset.name = "imagenet-v2"

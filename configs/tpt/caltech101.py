@@ -1,7 +1,0 @@
-# TPT on caltech101: AugMix views (TPT's fine-grained recipe).
-from mmengine.config import read_base
-
-with read_base():
-    from ._method import *
-
-test_dataloader.dataset.name = "caltech101"

@@ -1,8 +1,0 @@
-# TPT on imagenet: crops and flips only (TPT's ImageNet-family views).
-# crops and flips only (TPT's ImageNet-family views).
-from mmengine.config import read_base
-
-with read_base():
-    from ._method import *
-
-test_dataloader.dataset.name = "imagenet"

@@ -1,7 +1,0 @@
-# TPT on imagenet-sketch: crops and flips only (TPT's ImageNet-family views).
-from mmengine.config import read_base
-
-with read_base():
-    from ._method import *
-
-test_dataloader.dataset.name = "imagenet-sketch"

@@ -1,9 +1,0 @@
-# Zero-shot CLIP with class descriptions: each class's feature is the mean over "{class}, which is
-# {description}" prompts (Menon & Vondrick; a description that names its class is used as written, CuPL),
-# here the toy world's knowledge.json. Nothing is trained.
-from mmengine.config import read_base
-
-with read_base():
-    from ..toy_hues import *
-
-model.learner.descriptions = dict(dataset="toy-hues")
