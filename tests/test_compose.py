@@ -198,3 +198,23 @@ def test_every_config_file_loads():
             continue
         assert cfg.model.get("learner") is not None or cfg.model.get("type") is not None, rel
         assert "<dataset" not in cfg.pretty_text, rel  # every placeholder filled
+
+
+def test_method_and_dataset_arguments_name_the_composed_run():
+    import argparse
+
+    from vlprompt.cli import add_run_selection, run_selection
+    from vlprompt.engine import load_config
+
+    parser = argparse.ArgumentParser()
+    add_run_selection(parser)
+    path, overlays = run_selection(parser.parse_args(["--method", "maple", "--dataset", "imagenet",
+                                                      "--overlay", "cross_dataset"]), parser)
+    assert (path, overlays) == ("configs/maple/imagenet.py", ["cross_dataset"])
+    cfg = load_config(ROOT / path, None, None, overlays=overlays)
+    assert cfg.to_dict() | {"work_dir": None} == load_config(ROOT / "configs/maple/imagenet_xd.py").to_dict() | {
+        "work_dir": None}
+    for argv in (["--method", "maple"], ["configs/coop/dtd.py", "--method", "coop", "--dataset", "dtd"], [],
+                 ["configs/coop/dtd.py", "--overlay", "few_shot"]):
+        with pytest.raises(SystemExit):
+            run_selection(parser.parse_args(argv), parser)

@@ -1,6 +1,7 @@
 """Train a prompt learner from a config, then evaluate the last-epoch model on the test split.
 
     python tools/train.py configs/coop/toy_shapes.py
+    python tools/train.py --method maple --dataset dtd                  # = configs/maple/dtd.py, composed
     python tools/train.py configs/maple/imagenet.py --work-dir work_dirs/maple_in --cfg-options randomness.seed=2
     torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch
 
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
+from vlprompt.cli import add_cfg_options, add_debug_argument, add_run_selection, cfg_options, run_selection, run_tool
 
 if TYPE_CHECKING:  # torch, mmengine and vlprompt.engine are imported after the arguments are parsed
     from mmengine.config import Config
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # torch, mmengine and vlprompt.engine are imported after the 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="config file")
+    add_run_selection(parser)
     parser.add_argument("--work-dir", help="where logs and checkpoints go")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from CKPT, or from the work dir's last checkpoint when no path is given")
@@ -38,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    args.config, args.overlays = run_selection(args, parser)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     return args
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vlprompt.engine import build_runner, load_config
     from vlprompt.engine.workdir import work_dir_lock
 
-    cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options))
+    cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options), overlays=args.overlays)
     if args.amp:
         enable_amp(cfg)
     if args.tensorboard:

@@ -81,6 +81,33 @@ def add_cfg_options(parser: argparse.ArgumentParser, help: str = CFG_OPTIONS_HEL
                         metavar="KEY=VALUE", help=help)
 
 
+def add_run_selection(parser: argparse.ArgumentParser) -> None:
+    """A run named by its config path, or by ``--method`` and ``--dataset`` (composed: no file needed)."""
+    parser.add_argument("config", nargs="?", help="config file, or configs/<method>/<dataset>.py (composed when no "
+                                                  "such file exists); or give --method and --dataset")
+    parser.add_argument("--method", help="a method or variant (a folder of configs/ with _method.py: coop, "
+                                         "gram/maple, ...), with --dataset instead of a config path")
+    parser.add_argument("--dataset", help="any registered dataset name or alias (dtd, toy-shapes, imagenet, ...)")
+    parser.add_argument("--overlay", action="append", default=[], metavar="NAME",
+                        help="an overlay of configs/_overlays_/ on the composed run (cross_dataset, few_shot); "
+                             "repeatable")
+
+
+def run_selection(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[str, list[str]]:
+    """The config path and overlays that ``args`` name; a usage error when they name none or both."""
+    if (args.method is None) != (args.dataset is None):
+        parser.error("--method and --dataset go together")
+    if args.method and args.config:
+        parser.error("give a config path or --method/--dataset, not both")
+    if args.method:
+        return os.path.join("configs", args.method, f"{args.dataset.replace('-', '_')}.py"), list(args.overlay)
+    if not args.config:
+        parser.error("a config path or --method and --dataset are required")
+    if args.overlay:
+        parser.error("--overlay goes with --method and --dataset")
+    return args.config, []
+
+
 def cfg_options(options: Sequence[str] | None) -> dict[str, Any] | None:
     """``key=value`` strings as the dict mmengine's ``DictAction`` makes of them (``None`` for none).
 

@@ -186,7 +186,7 @@ def config_exists(path: str | os.PathLike) -> bool:
     return True
 
 
-def resolve_config(path: str | os.PathLike) -> Config:
+def resolve_config(path: str | os.PathLike, overlays: Sequence[str] = ()) -> Config:
     """``path`` loaded if it is a file, else composed from the method folder and the leaf name it
     names (``configs/maple/dtd.py``: MaPLe on DTD). A path that names neither is refused at once,
     naming the closest existing method or dataset."""
@@ -195,7 +195,9 @@ def resolve_config(path: str | os.PathLike) -> Config:
         cfg = Config.fromfile(str(path))
         if isinstance(cfg.get("dataset"), str):  # a leaf of pure composition: a method's file + a dataset name
             root = _configs_root(path.resolve()) or CONFIGS_ROOT
-            return _compose(cfg, path, cfg.dataset, (), root, path)
+            return _compose(cfg, path, cfg.dataset, overlays, root, path)
+        if overlays:
+            raise ConfigNotFoundError(f"{path} is a whole run: overlays ({', '.join(overlays)}) apply to composed runs")
         return cfg
     root = _configs_root(path.resolve())
     if root is None or path.suffix != ".py":
@@ -204,7 +206,7 @@ def resolve_config(path: str | os.PathLike) -> Config:
     method = path.resolve().parent.relative_to(root).as_posix()
     check_method(method, root)
     try:
-        dataset, overlays = split_leaf(path.stem)
+        dataset, leaf_overlays = split_leaf(path.stem)
     except KeyError as err:
         raise ConfigNotFoundError(f"config not found: {path}: {err.args[0]}") from None
-    return compose_config(method, dataset, overlays, root=root, filename=path)
+    return compose_config(method, dataset, [*leaf_overlays, *overlays], root=root, filename=path)

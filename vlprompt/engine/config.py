@@ -125,12 +125,13 @@ def default_work_dir(path: str | os.PathLike) -> str:
     return str(Path("work_dirs") / path.parent.name / path.stem)
 
 
-def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None) -> Config:
+def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None,
+                overlays: tuple[str, ...] | list[str] = ()) -> Config:
     """A config file with checked command-line overrides and its work dir
     (``work_dirs/<method>/<config name>`` unless given or set in the config)."""
     from .compose import resolve_config
 
-    cfg = resolve_config(path)  # a file, or configs/<method>/<dataset>.py composed (vlprompt.engine.compose)
+    cfg = resolve_config(path, overlays)  # a file, or configs/<method>/<dataset>.py composed (engine.compose)
     if options:
         check_options(cfg, options, path)
         cfg.merge_from_dict(options)
