@@ -6,7 +6,6 @@ compatibility fixes (:mod:`vlprompt.engine.compat`).
 
 from . import compat
 from .config import load_config
-from .daynight import DarkeningHook, DayNightModel, DayNightReportHook
 from .gpa import GaussianPromptAggregation, gpa_weights
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
@@ -18,7 +17,7 @@ from .schedulers import WarmupCosineLR, dassl_lr
 compat.apply()
 
 __all__ = [
-    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "DarkeningHook", "DayNightModel", "DayNightReportHook",
+    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook",
     "GaussianPromptAggregation", "MultitaskAccuracyMetric", "MultitaskDataPreprocessor", "MultitaskModel",
     "NaNGuardHook",
     "PromptCheckpointHook", "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat",
