@@ -5,7 +5,7 @@
 # targets with tools/test.py.
 from mmengine.config import read_base
 
-from vlprompt.engine import GaussianPromptAggregation
+from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation
 
 with read_base():
     from .._base_.datasets.imagenet import *

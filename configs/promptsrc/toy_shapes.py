@@ -2,7 +2,7 @@
 # the published recipe shortened to 8 epochs (GPA mean 6, std 1) to run in minutes on a CPU.
 from mmengine.config import read_base
 
-from vlprompt.engine import GaussianPromptAggregation
+from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation
 
 with read_base():
     from .._base_.datasets.toy_shapes import *

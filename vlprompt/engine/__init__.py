@@ -6,7 +6,6 @@ compatibility fixes (:mod:`vlprompt.engine.compat`).
 
 from . import compat
 from .config import load_config
-from .gpa import GaussianPromptAggregation, gpa_weights
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
 from .model import PromptDataPreprocessor, PromptModel
@@ -18,8 +17,8 @@ compat.apply()
 
 __all__ = [
     "LEARNED_FILE", "AccuracyMetric", "ClassSetHook",
-    "GaussianPromptAggregation", "MultitaskAccuracyMetric", "MultitaskDataPreprocessor", "MultitaskModel",
+    "MultitaskAccuracyMetric", "MultitaskDataPreprocessor", "MultitaskModel",
     "NaNGuardHook",
     "PromptCheckpointHook", "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat",
-    "dassl_lr", "evaluate", "expected_calibration_error", "gpa_weights", "load_config",
+    "dassl_lr", "evaluate", "expected_calibration_error", "load_config",
 ]

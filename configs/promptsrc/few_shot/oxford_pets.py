@@ -3,7 +3,7 @@
 # GPA mean 30, std 30 (ImageNet, Caltech101, OxfordPets, Food101, UCF101 and SUN397).
 from mmengine.config import read_base
 
-from vlprompt.engine import GaussianPromptAggregation
+from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation
 
 with read_base():
     from ..._base_.datasets.oxford_pets import *

@@ -3,7 +3,7 @@
 # GPA mean 45, std 5 (StanfordCars, Flowers102, FGVCAircraft, DTD and EuroSAT).
 from mmengine.config import read_base
 
-from vlprompt.engine import GaussianPromptAggregation
+from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation
 
 with read_base():
     from ..._base_.datasets.stanford_cars import *
