@@ -9,16 +9,13 @@ from .config import load_config
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
 from .model import PromptDataPreprocessor, PromptModel
-from .multitask import MultitaskAccuracyMetric, MultitaskDataPreprocessor, MultitaskModel
 from .runner import ClassSetHook, build_runner, evaluate
 from .schedulers import WarmupCosineLR, dassl_lr
 
 compat.apply()
 
 __all__ = [
-    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook",
-    "MultitaskAccuracyMetric", "MultitaskDataPreprocessor", "MultitaskModel",
-    "NaNGuardHook",
-    "PromptCheckpointHook", "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat",
-    "dassl_lr", "evaluate", "expected_calibration_error", "load_config",
+    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "NaNGuardHook", "PromptCheckpointHook", "PromptDataPreprocessor",
+    "PromptModel", "WarmupCosineLR", "build_runner", "compat", "dassl_lr", "evaluate", "expected_calibration_error",
+    "load_config",
 ]
