@@ -1,4 +1,4 @@
-"""Similarity Min-Max day-night adaptation (vlprompt.adapters.daynight, vlprompt.engine.daynight).
+"""Similarity Min-Max day-night adaptation (vlprompt.daynight).
 
 * Fidelity: the darkening module's forward, each stage-1 loss term, one stage-1 training step and the
   stage-2 BYOL heads and term equal what the official Red-Fairy/ZeroShotDayNightDA code computed
@@ -25,7 +25,7 @@ import pytest
 import torch
 from fake_data import make_fake_root
 
-from vlprompt.adapters.daynight import (
+from vlprompt.daynight import (
     DarkeningNet,
     ProjectionHead,
     SimilarityMax,
@@ -143,7 +143,7 @@ def test_darkening_forward_and_stage1_losses_match_official(official_inputs):
 
 def test_darkening_loss_class_uses_the_official_weights(official_inputs):
     """DarkeningLoss (what stage 1 optimises) is the official total for the same features."""
-    from vlprompt.adapters.daynight import DarkeningLoss
+    from vlprompt.daynight import DarkeningLoss
 
     d = GOLDEN["darkening"]
     net, image, exposure, _, matrix = official_inputs
@@ -217,7 +217,7 @@ def test_darkening_file_round_trip_and_darkens(tmp_path):
 def opened(monkeypatch):
     """Every path opened (``open``, ``PIL.Image.open``) while the fixture is active, as ``(path, reporting)``:
     ``reporting`` is True while the day/night report (which tests on night images) is running."""
-    from vlprompt.engine import DayNightReportHook
+    from vlprompt.daynight import DayNightReportHook
 
     paths: list[tuple[str, bool]] = []
     state = {"reporting": False}

@@ -21,8 +21,8 @@ import torch
 from seeded_models import seeded_vitb16
 
 from vlprompt.backbones import PromptableCLIP
-from vlprompt.engine.multitask import apply_task_mask
 from vlprompt.learners import MUPT, MVPT, MCoOp
+from vlprompt.learners.mvlpt.model import apply_task_mask
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_mvlpt.json").read_text())
 NAMES, LABELS, TASKS = GOLDEN["classnames"], GOLDEN["labels"], GOLDEN["tasks"]

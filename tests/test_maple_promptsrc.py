@@ -21,9 +21,9 @@ from mmengine.hooks import Hook
 
 from vlprompt.backbones import ImagePrompts, PromptableCLIP, build_clip
 from vlprompt.datasets import IMAGENET_TEMPLATES
-from vlprompt.engine import GaussianPromptAggregation, gpa_weights
 from vlprompt.engine.checkpoint import read_learned
 from vlprompt.learners import IVLP, VPT, MaPLe, PromptSRC
+from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation, gpa_weights
 from vlprompt.zeroshot import class_text_features
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -236,7 +236,7 @@ def test_promptsrc_targets_follow_the_class_set(clip, monkeypatch):
     first = learner.text_targets_raw.clone()
     assert first.shape == (3, clip.embed_dim)
     computed = []
-    from vlprompt.learners import promptsrc as module
+    from vlprompt.learners.promptsrc import learner as module
 
     ensemble = module.template_ensemble
     monkeypatch.setattr(module, "template_ensemble", lambda *a, **k: computed.append(a[1]) or ensemble(*a, **k))

@@ -33,9 +33,8 @@ from vlprompt.datasets import (
 from vlprompt.datasets.elevater import ELEVATER_TASKS
 from vlprompt.datasets.loading import image_exists, load_image, split_zip_path
 from vlprompt.datasets.verify import verify_dataset
-from vlprompt.engine import MultitaskAccuracyMetric, MultitaskModel
-from vlprompt.engine.multitask import apply_task_mask
 from vlprompt.errors import ConfigError
+from vlprompt.learners.mvlpt.model import MultitaskAccuracyMetric, MultitaskModel, apply_task_mask
 
 ROOT = Path(__file__).resolve().parent.parent
 AA = ['cat', 'dog', 'cow']    # task 0
@@ -473,8 +472,9 @@ def test_build_runner_fills_task_ranges_and_scores_per_task(root, tmp_path):
 
     # types as a pure-Python config file dumps them (dotted paths), so the config prints as one
     cfg = load_config(str(ROOT / 'configs/coop/toy_shapes.py'), str(tmp_path / 'work'))
-    cfg.model = dict(type='vlprompt.engine.multitask.MultitaskModel', backbone=dict(name='test-tiny', pretrained=None),
-                     learner=dict(type='coop', n_ctx=2), task_mask='zero')
+    cfg.model = dict(type='vlprompt.learners.mvlpt.model.MultitaskModel',
+                     backbone=dict(name='test-tiny', pretrained=None), learner=dict(type='coop', n_ctx=2),
+                     task_mask='zero')
     cfg.data_root = str(root)
     dataset = 'vlprompt.datasets.multitask.MultitaskDataset'
     cfg.train_dataloader.dataset = dict(type=dataset, tasks=_tasks(progress=False))
@@ -486,7 +486,7 @@ def test_build_runner_fills_task_ranges_and_scores_per_task(root, tmp_path):
     cfg.test_dataloader.sampler = dict(type='DefaultSampler', shuffle=False)
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
-    cfg.test_evaluator = dict(type='vlprompt.engine.multitask.MultitaskAccuracyMetric')
+    cfg.test_evaluator = dict(type='vlprompt.learners.mvlpt.model.MultitaskAccuracyMetric')
     cfg.train_cfg.max_epochs = 1
     with pytest.warns(ClassNameClashWarning):
         runner = build_runner(cfg)

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tool_loader import load_tool
 
+from vlprompt.adapters import run as tta_run
 from vlprompt.backbones import save_safetensors
 from vlprompt.errors import ConfigError, UserError
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import tta  # noqa: E402  (tools/tta.py)
+tta = load_tool("tta")  # tools/tta.py: the arguments and the table (the loop is vlprompt.adapters.run)
 
 TPT_CONFIG = "configs/tpt/toy_shapes_noise.py"
 RLCF_CONFIG = "configs/rlcf/toy_shapes_noise.py"
@@ -170,9 +171,9 @@ def test_a_checkpoint_learner_is_adapted_on_the_test_sets_classes(tmp_path):
 
     cfg = load_config(TPT_CONFIG, str(tmp_path / "run"), cfg_options(TINY))
     names = list(_dataset("toy-shapes-noise").classnames)
-    learner, model = tta.build_learner(cfg, path, names, torch.device("cpu"))
+    learner, model = tta_run.build_run_learner(cfg, path, names, torch.device("cpu"))
     assert torch.equal(learner.ctx.detach(), read_learned(path)[0]["ctx"]) and learner.class_names == names
-    adapter = tta.build_adapter_of(cfg, learner, torch.device("cpu"))
+    adapter = tta_run.build_adapter_of(cfg, learner, torch.device("cpu"))
     assert adapter.student.trainable[0] is learner.ctx
     assert model["checkpoint"] == str(path) and model["num_classes"] == 40
     tta.main([TPT_CONFIG, "--checkpoint", str(path), "--limit", "2", "--work-dir", str(tmp_path / "run"),

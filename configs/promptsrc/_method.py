@@ -4,7 +4,8 @@
 # x 1) and Gaussian prompt aggregation over epochs (mean 15, std 1); batch 4, SGD lr 0.0025, 20 epochs.
 from mmengine.config import read_base
 
-from vlprompt.engine import GaussianPromptAggregation, PromptModel
+from vlprompt.engine import PromptModel
+from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation
 
 with read_base():
     from .._base_.datasets.base2novel import *

@@ -11,7 +11,7 @@
 # model.learner. The ablation without the similarity term: --cfg-options model.similarity.weight=0.
 from mmengine.config import read_base
 
-from vlprompt.engine import DarkeningHook, DayNightModel
+from vlprompt.daynight import DarkeningHook, DayNightModel
 
 with read_base():
     from .._base_.default_runtime import *

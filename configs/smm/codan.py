@@ -9,7 +9,8 @@ from mmengine.config import read_base
 from mmengine.dataset import DefaultSampler, default_collate
 
 from vlprompt.datasets import build_dataset
-from vlprompt.engine import AccuracyMetric, DarkeningHook, DayNightReportHook
+from vlprompt.daynight import DarkeningHook, DayNightReportHook
+from vlprompt.engine import AccuracyMetric
 
 with read_base():
     from ._common import *

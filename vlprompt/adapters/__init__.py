@@ -1,6 +1,6 @@
-"""Test-time adapters, one file each, registered in :data:`vlprompt.registry.ADAPTERS`; and the zero-shot
-day-night adaptation of :mod:`vlprompt.adapters.daynight` (Similarity Min-Max), a training method rather
-than a test-time adapter (run by ``tools/train.py configs/smm/...``, not registered here).
+"""Test-time adapters, one file each, registered in :data:`vlprompt.registry.ADAPTERS`. (The zero-shot
+day-night adaptation, Similarity Min-Max, is a training method and has its own package,
+:mod:`vlprompt.daynight`.)
 
 >>> from vlprompt.adapters import TPTViews, build_adapter, default_prompt_learner
 >>> learner = default_prompt_learner(clip, class_names)          # or a trained CoOp / KgCoOp / MaPLe ...
@@ -17,7 +17,6 @@ from typing import Any
 
 from ..learners import PromptLearner
 from ..registry import ADAPTERS
-from . import daynight
 from .base import (
     ImageEncoderStudent,
     PromptStudent,
@@ -44,7 +43,7 @@ from .views import IMAGENET_FAMILY, TPT_AUGMIX_OPS, TPTViews, uses_augmix
 __all__ = [
     "ADAPTERS", "IMAGENET_FAMILY", "RLCF", "RLCF_S_CONFIDENCES", "TPT", "TPT_AUGMIX_OPS", "CLIPReward", "CLIPTeacher",
     "ImageEncoderStudent", "NonFiniteRewardError", "PromptStudent", "Student", "TPTViews", "TestTimeAdapter",
-    "build_adapter", "clip_scores", "confident_views", "daynight", "default_prompt_learner", "list_adapters",
+    "build_adapter", "clip_scores", "confident_views", "default_prompt_learner", "list_adapters",
     "marginal_entropy", "reinforce_loss", "sample_rewards", "uses_augmix", "view_entropy",
 ]
 

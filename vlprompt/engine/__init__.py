@@ -6,21 +6,16 @@ compatibility fixes (:mod:`vlprompt.engine.compat`).
 
 from . import compat
 from .config import load_config
-from .daynight import DarkeningHook, DayNightModel, DayNightReportHook
-from .gpa import GaussianPromptAggregation, gpa_weights
 from .hooks import LEARNED_FILE, NaNGuardHook, PromptCheckpointHook
 from .metrics import AccuracyMetric, expected_calibration_error
 from .model import PromptDataPreprocessor, PromptModel
-from .multitask import MultitaskAccuracyMetric, MultitaskDataPreprocessor, MultitaskModel
 from .runner import ClassSetHook, build_runner, evaluate
 from .schedulers import WarmupCosineLR, dassl_lr
 
 compat.apply()
 
 __all__ = [
-    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "DarkeningHook", "DayNightModel", "DayNightReportHook",
-    "GaussianPromptAggregation", "MultitaskAccuracyMetric", "MultitaskDataPreprocessor", "MultitaskModel",
-    "NaNGuardHook",
-    "PromptCheckpointHook", "PromptDataPreprocessor", "PromptModel", "WarmupCosineLR", "build_runner", "compat",
-    "dassl_lr", "evaluate", "expected_calibration_error", "gpa_weights", "load_config",
+    "LEARNED_FILE", "AccuracyMetric", "ClassSetHook", "NaNGuardHook", "PromptCheckpointHook", "PromptDataPreprocessor",
+    "PromptModel", "WarmupCosineLR", "build_runner", "compat", "dassl_lr", "evaluate", "expected_calibration_error",
+    "load_config",
 ]

@@ -4,7 +4,7 @@
 from mmengine.dataset import DefaultSampler, default_collate
 
 from vlprompt.datasets import MultitaskDataset
-from vlprompt.engine import MultitaskAccuracyMetric
+from vlprompt.learners.mvlpt.model import MultitaskAccuracyMetric
 
 COOP11 = ["imagenet", "caltech101", "food101", "stanford-cars", "oxford-pets", "oxford-flowers", "fgvc-aircraft",
           "sun397", "dtd", "eurosat", "ucf101"]

@@ -4,7 +4,7 @@
 from mmengine.dataset import DefaultSampler, default_collate
 
 from vlprompt.datasets import MultitaskDataset
-from vlprompt.engine import MultitaskAccuracyMetric
+from vlprompt.learners.mvlpt.model import MultitaskAccuracyMetric
 
 TOY_SOURCES = ["toy-colours", "toy-sizes", "toy-patterns"]
 data_root = None  # the toy world is generated into $VLPROMPT_CACHE/toyworld on first use

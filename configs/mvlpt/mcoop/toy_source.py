@@ -8,7 +8,7 @@
 # (source_coop11.py) keeps the official default, no mask. The shortened toy schedule: 50 epochs, the tiny CLIP.
 from mmengine.config import read_base
 
-from vlprompt.engine import MultitaskModel
+from vlprompt.learners.mvlpt.model import MultitaskModel
 
 with read_base():
     from ..._base_.datasets.multitask_toy import *

@@ -8,7 +8,7 @@
 # then start any target from work_dirs/mvlpt/mupt_source/learned.safetensors (configs/mvlpt/mupt/<target>.py).
 from mmengine.config import read_base
 
-from vlprompt.engine import MultitaskModel
+from vlprompt.learners.mvlpt.model import MultitaskModel
 
 with read_base():
     from ..._base_.datasets.multitask_coop11 import *

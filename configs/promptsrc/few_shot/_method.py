@@ -3,7 +3,7 @@
 # (ImageNet, Caltech101, OxfordPets, Food101, UCF101 and SUN397), mean 45, std 5 on the other five.
 from mmengine.config import read_base
 
-from vlprompt.engine import GaussianPromptAggregation
+from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation
 
 with read_base():
     from .._method import *

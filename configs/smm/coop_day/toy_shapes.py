@@ -3,7 +3,8 @@
 # report (daynight.json).
 from mmengine.config import read_base
 
-from vlprompt.engine import DayNightReportHook, PromptModel
+from vlprompt.daynight import DayNightReportHook
+from vlprompt.engine import PromptModel
 
 with read_base():
     from ..toy_shapes import *

@@ -20,7 +20,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from .hooks import runner_model
+from ...engine.hooks import runner_model
 
 
 def gpa_weights(epochs: int, mean: float, std: float) -> list[float]:

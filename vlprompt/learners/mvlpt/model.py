@@ -37,9 +37,9 @@ from mmengine.evaluator import BaseMetric
 from mmengine.model import BaseDataPreprocessor
 from mmengine.registry import METRICS, MODELS
 
-from ..errors import ConfigError
-from ..learners.base import PromptLearner
-from .model import PromptModel
+from ...engine.model import PromptModel
+from ...errors import ConfigError
+from ..base import PromptLearner
 
 __all__ = ["TASK_MASKS", "MultitaskAccuracyMetric", "MultitaskDataPreprocessor", "MultitaskModel", "apply_task_mask",
            "check_task_ranges"]

@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torch.func import functional_call
 
-from ...learners import PromptLearner
+from ..learners import PromptLearner
 from .darkening import DarkeningNet, check_exposure_range
 
 __all__ = [

@@ -17,8 +17,8 @@ The frozen image feature comes from the same backbone run without prompts (the p
 keeps a second copy of the image tower for it). The text targets are computed when first needed
 in training for the current class set, and again whenever the class set changes.
 
-Gaussian prompt aggregation over epochs is :class:`vlprompt.engine.GaussianPromptAggregation`, a
-training hook (see ``configs/promptsrc``).
+Gaussian prompt aggregation over epochs is :class:`vlprompt.learners.promptsrc.gpa.GaussianPromptAggregation`,
+a training hook (see ``configs/promptsrc``).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..backbones import PromptableCLIP
-from ..datasets.templates import IMAGENET_TEMPLATES
-from ..registry import LEARNERS
-from .common import prompt_class_name
-from .ivlp import IVLP
+from ...backbones import PromptableCLIP
+from ...datasets.templates import IMAGENET_TEMPLATES
+from ...registry import LEARNERS
+from ..common import prompt_class_name
+from ..ivlp import IVLP
 
 
 @torch.no_grad()

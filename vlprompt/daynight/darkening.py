@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ...backbones import CheckpointError, read_safetensors, save_safetensors
+from ..backbones import CheckpointError, read_safetensors, save_safetensors
 
 __all__ = [
     "DARKENING_ARCH", "DarkeningLoss", "DarkeningNet", "DarkeningSettings", "colour_constancy_loss",

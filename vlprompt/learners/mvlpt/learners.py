@@ -2,7 +2,7 @@
 
 Shen et al., "Multitask Vision-Language Prompt Tuning", WACV 2024 (official code sIncerass/MVLPT).
 MVLPT learns one prompt on the union of many source tasks (:class:`vlprompt.datasets.MultitaskDataset`,
-:class:`vlprompt.engine.MultitaskModel`) and starts a target task's prompt from it (``load_from`` of the
+:class:`vlprompt.learners.mvlpt.model.MultitaskModel`) and starts a target task's prompt from it (``load_from`` of the
 source's ``learned.safetensors``). The learners themselves are single-task prompt learners, as in the
 official trainer, which picks the family by which context lengths are non-zero:
 
@@ -32,11 +32,11 @@ import torch
 from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
-from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts
-from ..registry import LEARNERS
-from .base import PromptLearner, TemplateClassLearner
-from .common import CLASS_TOKEN_POSITIONS, DEFAULT_TEMPLATE, context_insertions, prompt_depth
-from .coop import CoOp
+from ...backbones import ImagePrompts, PromptableCLIP, TextPrompts
+from ...registry import LEARNERS
+from ..base import PromptLearner, TemplateClassLearner
+from ..common import CLASS_TOKEN_POSITIONS, DEFAULT_TEMPLATE, context_insertions, prompt_depth
+from ..coop import CoOp
 
 __all__ = ["MCoOp", "MUPT", "MVPT", "vpt_uniform_init"]
 

@@ -1,4 +1,4 @@
-"""Runner glue of Similarity Min-Max day-night adaptation (:mod:`vlprompt.adapters.daynight`).
+"""Runner glue of Similarity Min-Max day-night adaptation (:mod:`vlprompt.daynight`).
 
 * :class:`DayNightModel`: the stage-2 model. It wraps any prompt learner like :class:`PromptModel`
   and trains it on day images and their darkened versions with the similarity term; what it saves
@@ -32,26 +32,28 @@ from mmengine.dist import barrier
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, MODELS
 
-from ..adapters.daynight import (
+from ..datasets import CLIP_MEAN, CLIP_STD, build_dataset
+from ..engine.hooks import durable_write_text, runner_model
+from ..engine.model import PromptModel
+from ..errors import ConfigError
+from .darkening import (
     DarkeningNet,
     DarkeningSettings,
+    check_exposure_range,
+    load_darkening,
+    save_darkening,
+    train_darkening,
+)
+from .smm import (
     NightViewSettings,
     SimilarityMax,
-    check_exposure_range,
     colour_jitter,
     darkening_grid,
-    load_darkening,
     mean_pair_cosine,
     mmd_rbf,
     night_view,
-    save_darkening,
     save_png,
-    train_darkening,
 )
-from ..datasets import CLIP_MEAN, CLIP_STD, build_dataset
-from ..errors import ConfigError
-from .hooks import durable_write_text, runner_model
-from .model import PromptModel
 
 __all__ = ["DARKENING_FILE", "DEFAULT_DARKENING", "DarkeningHook", "DayNightModel", "DayNightReportHook",
            "is_night_split"]
@@ -97,7 +99,7 @@ class DayNightModel(PromptModel):
     Args:
         backbone, learner, class_names, data_preprocessor: as :class:`PromptModel`.
         darkening: stage-1 settings (:data:`DEFAULT_DARKENING`); ``path`` gives a trained module.
-        night_view: how night views are made (:class:`~vlprompt.adapters.daynight.NightViewSettings`).
+        night_view: how night views are made (:class:`~vlprompt.daynight.NightViewSettings`).
         similarity: ``weight`` (0.1; 0 trains with the darkened views alone), ``momentum`` (0.99),
             ``dim`` (128), ``representation`` (``"auto"``, ``"image"``, ``"scores"``).
     """

@@ -4,7 +4,8 @@ No night image is seen. Stage 1 (:mod:`.darkening`) trains a darkening module th
 images as unlike the frozen CLIP's day features as it can; stage 2 (:mod:`.smm`) trains any prompt
 learner with the cross-entropy of day images and their darkened versions plus a BYOL-style term
 that makes the two alike. ``python tools/train.py configs/smm/toy_shapes.py`` runs both
-(:mod:`vlprompt.engine.daynight` is the Runner glue); the checkpoint holds only the learner's
+(:mod:`vlprompt.daynight.hooks` is the Runner glue: :class:`DayNightModel`, :class:`DarkeningHook`,
+:class:`DayNightReportHook`, which configs import from here); the checkpoint holds only the learner's
 parameters, so ``tools/test.py`` and :func:`vlprompt.load_prompted_clip` serve it unchanged.
 """
 
@@ -24,6 +25,14 @@ from .darkening import (
     save_darkening,
     train_darkening,
 )
+from .hooks import (
+    DARKENING_FILE,
+    DEFAULT_DARKENING,
+    DarkeningHook,
+    DayNightModel,
+    DayNightReportHook,
+    is_night_split,
+)
 from .smm import (
     REPRESENTATIONS,
     NightViewSettings,
@@ -41,7 +50,8 @@ from .smm import (
 )
 
 __all__ = [
-    "DARKENING_ARCH", "REPRESENTATIONS", "DarkeningLoss", "DarkeningNet", "DarkeningSettings", "NightViewSettings",
+    "DARKENING_ARCH", "DARKENING_FILE", "DEFAULT_DARKENING", "DarkeningHook", "DayNightModel", "DayNightReportHook",
+    "is_night_split", "REPRESENTATIONS", "DarkeningLoss", "DarkeningNet", "DarkeningSettings", "NightViewSettings",
     "ProjectionHead", "SimilarityMax", "byol_pair_loss", "check_exposure_range", "colour_constancy_loss",
     "colour_jitter", "darkening_grid", "exposure_loss", "feature_similarity", "flexibility_loss",
     "learner_prompts_images", "load_darkening", "loose_tv_loss", "mean_pair_cosine", "mmd_rbf", "night_exposure",
