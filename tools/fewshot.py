@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import statistics
 import sys
 from functools import partial
@@ -93,7 +92,7 @@ def write_report(runs: list[dict], out_dir: Path, method: str,
                  zero_shot: dict[str, float | None] | None = None) -> None:
     """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir`` and print the table;
     ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot."""
-    from vlprompt.engine.results import atomic_write_text
+    from vlprompt.io import atomic_write, atomic_write_text
 
     zero_shot = {d: a for d, a in (zero_shot or {}).items() if a is not None}
     summary = summarize(runs)
@@ -131,10 +130,8 @@ def write_report(runs: list[dict], out_dir: Path, method: str,
            ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning", ylim=(0, 100))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out_dir / f".fewshot.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
+    atomic_write(out_dir / "fewshot.png", lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
     plt.close(fig)
-    os.replace(tmp, out_dir / "fewshot.png")
     print("\n".join(md))
 
 

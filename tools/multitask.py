@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         zero_shot_options,
         zero_shot_reference,
     )
+    from vlprompt.io import atomic_write_text
 
     source_tpl = args.source_config or "configs/mvlpt/{family}/toy_source.py"
     target_tpl = args.target_config or "configs/mvlpt/{family}/toy_target.py"
@@ -150,13 +151,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{r['row']} {r['top1']:.2f}" for r in results[-3:]))
     summary = summarise(results)
     text = markdown(summary, zs["top1"], args.target)
-    args.work_root.mkdir(parents=True, exist_ok=True)
-    (args.work_root / "multitask.md").write_text(text)
+    atomic_write_text(args.work_root / "multitask.md", text)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["family", "shots", "row", "seeds", "mean", "std"])
     writer.writeheader()
     writer.writerows(summary)
-    (args.work_root / "multitask.csv").write_text(buf.getvalue())
+    atomic_write_text(args.work_root / "multitask.csv", buf.getvalue())
     print(text)
     print(f"tables: {args.work_root / 'multitask.md'}, {args.work_root / 'multitask.csv'}")
     return results

@@ -98,7 +98,7 @@ def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path,
                  zero_shot: dict[str, float | None] | None = None) -> str:
     """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table (with a zero-shot
     CLIP row when ``zero_shot`` gives its top-1 per target)."""
-    from vlprompt.engine.results import atomic_write_text
+    from vlprompt.io import atomic_write_text
 
     targets = [t.dataset for t in protocol.targets]
     mean = {t: statistics.fmean(acc[t] for acc in per_seed.values()) for t in targets}

@@ -13,8 +13,6 @@ the dataset that has the same classes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
@@ -56,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from vlprompt.datasets import build_dataset, build_test_transform, canonical_name
     from vlprompt.datasets.toyworld import TOY_DATASETS
     from vlprompt.evaluation import extract_features, linear_probe_accuracy
+    from vlprompt.io import atomic_write_json
     from vlprompt.zeroshot import class_text_features
 
     if args.datasets is None:
@@ -127,9 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         print(line)
     print(f"\n{time.perf_counter() - start:.1f} s")
     if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps({"backbone": args.backbone, "pretrained": pretrained, "rows": rows}, indent=2))
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, {"backbone": args.backbone, "pretrained": pretrained, "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import atomic_write
 from .loop import STATE_FILE
 
 
@@ -107,18 +108,15 @@ def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=Path(path).suffix)
+    finally:
+        plt.close(fig)
 
 
 def write_report(root: str | Path, order: Sequence[str] | None = None, title: str = "") -> dict[str, Path]:
     """``active.md`` (accuracy and balance tables), ``active.csv`` and ``active.png`` in ``root``."""
-    from ..engine.results import atomic_write_text
+    from ..io import atomic_write_text
 
     root = Path(root)
     rows = summarise(collect(root), order)

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..engine.results import atomic_write_text
+from ..io import atomic_write, atomic_write_text
 
 
 def harmonic_mean(base: float, novel: float) -> float:
@@ -117,12 +117,10 @@ def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.Path
            title="Base-to-novel generalisation")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike, method: str,

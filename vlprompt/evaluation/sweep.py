@@ -26,8 +26,8 @@ from typing import Any
 from mmengine.config import DictAction
 
 from ..engine.config import load_config
-from ..engine.results import atomic_write_text
 from ..engine.workdir import work_dir_lock
+from ..io import atomic_write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_FILE = "sweep_result.json"

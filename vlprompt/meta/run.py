@@ -23,8 +23,8 @@ import torch
 from ..backbones import CheckpointError
 from ..datasets.pairs import build_pair_source
 from ..engine.checkpoint import torch_load_plain
-from ..engine.results import atomic_write_text
 from ..errors import ConfigError
+from ..io import atomic_write, atomic_write_text
 from .gram import (
     GRAM_FILE,
     STATE_FILE,
@@ -85,9 +85,7 @@ def config_hash(plain: Mapping[str, Any]) -> str:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def meta_train(

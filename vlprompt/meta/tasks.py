@@ -14,6 +14,7 @@ is a setting (see :class:`ClusterSettings` and :class:`TaskSettings`) and is lis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -32,6 +33,7 @@ from ..clustering import faiss_kmeans
 from ..datasets.pairs import PairSource
 from ..engine.checkpoint import read_vlprompt_safetensors
 from ..errors import UserError
+from ..io import atomic_output
 from ..learners.common import fit_to_context
 
 FEATURES_FILE = "pair_features.safetensors"
@@ -114,8 +116,7 @@ def encode_pairs(
     cache_dir.mkdir(parents=True, exist_ok=True)
     captions: list[str] = []
     image_feats, text_feats = [], []
-    tmp_images = image_file.with_name(f".{image_file.name}.tmp")
-    out = open(tmp_images, "wb") if keep_images else None  # noqa: SIM115 - closed below
+    out = None
     batch_images: list[np.ndarray] = []
     batch_captions: list[str] = []
 
@@ -133,7 +134,9 @@ def encode_pairs(
         batch_images.clear()
         batch_captions.clear()
 
-    try:
+    with contextlib.ExitStack() as stack:  # the pixels stream into a temporary file, moved into place at the end
+        if keep_images:
+            out = stack.enter_context(open(stack.enter_context(atomic_output(image_file)), "wb"))
         to_uint8 = _uint8_transform(size, backbone.info.preprocess.interpolation)
         for pair in source:
             batch_images.append(to_uint8(pair.image))
@@ -142,13 +145,8 @@ def encode_pairs(
             if len(batch_images) == batch_size:
                 flush()
         flush()
-    finally:
-        if out is not None:
-            out.close()
     stats = source.stats.to_dict()
     image, text = torch.cat(image_feats), torch.cat(text_feats)
-    if keep_images:
-        tmp_images.replace(image_file)
     save_safetensors({"image": image, "text": text}, feature_file,
                      {"vlprompt": {"fingerprint": key, "captions": captions, "stats": stats,
                                    "source": source.describe()}})

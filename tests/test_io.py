@@ -1,0 +1,33 @@
+"""vlprompt.io: the one atomic, durable write."""
+
+import json
+
+import pytest
+
+from vlprompt.io import atomic_write, atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_text_json_bytes_and_callable(tmp_path):
+    out = tmp_path / "sub" / "a.txt"
+    assert atomic_write_text(out, "héllo\n") == out and out.read_text(encoding="utf-8") == "héllo\n"
+    atomic_write_json(tmp_path / "b.json", {"x": 1}, indent=2)
+    assert json.loads((tmp_path / "b.json").read_text()) == {"x": 1}
+    atomic_write(tmp_path / "c.bin", b"\x00\x01")
+    assert (tmp_path / "c.bin").read_bytes() == b"\x00\x01"
+    seen = []
+    atomic_write(tmp_path / "d.png", lambda tmp: (seen.append(tmp.suffix), tmp.write_text("img")), suffix=".png")
+    assert seen == [".png"] and (tmp_path / "d.png").read_text() == "img"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "c.bin", "d.png", "sub"]
+
+
+def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    out = tmp_path / "state.json"
+    out.write_text("old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(out, broken)
+    assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
