@@ -1,4 +1,4 @@
-"""One atomic, durable file write for every results, state and report writer.
+"""One atomic, durable file write for every results, state and report writer, and one config hash.
 
 A file written here is never seen half-written, and once the call returns it survives a crash:
 the content goes to a temporary file in the same folder, which is flushed and synced, renamed over
@@ -10,6 +10,7 @@ content (the temporary names differ); the last rename wins.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
@@ -17,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_output", "atomic_write", "atomic_write_json", "atomic_write_text", "durable_replace",
-           "fsync_path"]
+__all__ = ["atomic_output", "atomic_write", "atomic_write_json", "atomic_write_text", "config_hash",
+           "durable_replace", "fsync_path"]
 
 
 def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
@@ -89,3 +90,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
     """Write ``json.dumps(obj, **dumps_kwargs)`` to ``path`` atomically and durably; return ``path``."""
     return atomic_write(path, json.dumps(obj, **dumps_kwargs))
+
+
+def config_hash(config: Any, *, length: int = 64, compact: bool = True) -> str:
+    """SHA-256 (the first ``length`` hex digits) of ``config`` as canonical JSON: sorted keys, no
+    spaces (``compact=False``: ``json.dumps``'s default ``", "`` and ``": "``), values JSON cannot hold
+    written as ``str``.
+
+    Sweeps name a run's config by its full compact hash; meta-training states and the pair-feature
+    cache use 16 digits of the spaced form (kept so that their existing files still match).
+    """
+    separators = (",", ":") if compact else None
+    text = json.dumps(config, sort_keys=True, separators=separators, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

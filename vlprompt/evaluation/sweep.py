@@ -27,7 +27,7 @@ from mmengine.config import DictAction
 
 from ..engine.config import load_config
 from ..engine.workdir import work_dir_lock
-from ..io import atomic_write_text
+from ..io import atomic_write_text, config_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_FILE = "sweep_result.json"
@@ -142,11 +142,6 @@ def input_file_digests(plain: Mapping[str, Any]) -> dict[str, str]:
         if path.is_file():
             digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """SHA-256 of ``config`` as canonical JSON (sorted keys, no spaces)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 _UNSET = object()

@@ -15,8 +15,6 @@ is a setting (see :class:`ClusterSettings` and :class:`TaskSettings`) and is lis
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 from collections import Counter
@@ -33,7 +31,7 @@ from ..clustering import faiss_kmeans
 from ..datasets.pairs import PairSource
 from ..engine.checkpoint import read_vlprompt_safetensors
 from ..errors import UserError
-from ..io import atomic_output
+from ..io import atomic_output, config_hash
 from ..learners.common import fit_to_context
 
 FEATURES_FILE = "pair_features.safetensors"
@@ -85,7 +83,7 @@ def normalise_images(images: np.ndarray | torch.Tensor, backbone: PromptableCLIP
 
 def _fingerprint(source: PairSource, backbone: PromptableCLIP, keep_images: bool) -> str:
     info = {"source": source.describe(), "backbone": backbone.info.to_dict(), "keep_images": keep_images}
-    return hashlib.sha256(json.dumps(info, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_hash(info, length=16, compact=False)
 
 
 def caption_token_ids(backbone: PromptableCLIP, captions: Sequence[str]) -> torch.Tensor:
