@@ -1,9 +1,11 @@
-"""vlprompt.io: the one atomic, durable write."""
+"""The shared helpers: vlprompt.io (atomic write, config hash), init_distributed."""
 
 import json
 
 import pytest
 
+from vlprompt.cli import UsageError
+from vlprompt.engine.compat import init_distributed
 from vlprompt.io import atomic_write, atomic_write_json, atomic_write_text
 
 
@@ -31,3 +33,12 @@ def test_atomic_write_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_pat
     with pytest.raises(RuntimeError, match="disk full"):
         atomic_write(out, broken)
     assert out.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_init_distributed_without_a_launcher_or_rank(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    assert init_distributed("none") == (0, 1)
+    assert init_distributed("pytorch") == (0, 1)  # left to the Runner
+    with pytest.raises(UsageError, match=r"--launcher pytorch: start the tool with torchrun \(torchrun "
+                       r"--nproc_per_node N tools/tta.py CONFIG --launcher pytorch\); RANK is not set"):
+        init_distributed("pytorch", start_on_gpu=True, tool="tools/tta.py")
