@@ -42,3 +42,12 @@ def test_init_distributed_without_a_launcher_or_rank(monkeypatch):
     with pytest.raises(UsageError, match=r"--launcher pytorch: start the tool with torchrun \(torchrun "
                        r"--nproc_per_node N tools/tta.py CONFIG --launcher pytorch\); RANK is not set"):
         init_distributed("pytorch", start_on_gpu=True, tool="tools/tta.py")
+
+
+def test_markdown_table_and_csv(tmp_path):
+    from vlprompt.tables import markdown_table, write_tables
+
+    md = markdown_table(["a", "b"], [[1, "x"], ["", 2.5]], "T")
+    assert md == "### T\n\n| a | b |\n|---|---|\n| 1 | x |\n|  | 2.5 |\n"
+    files = write_tables(tmp_path, "t", md, ["a", "b"], [[1, "x"], {"b": 2}])
+    assert files["md"].read_text() == md and files["csv"].read_bytes() == b"a,b\r\n1,x\r\n,2\r\n"

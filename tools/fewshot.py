@@ -17,8 +17,6 @@ and an accuracy-vs-shots ``fewshot.png`` with the zero-shot accuracy as a dashed
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import statistics
 import sys
 from functools import partial
@@ -92,25 +90,20 @@ def write_report(runs: list[dict], out_dir: Path, method: str,
                  zero_shot: dict[str, float | None] | None = None) -> None:
     """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir`` and print the table;
     ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot."""
-    from vlprompt.io import atomic_write, atomic_write_text
+    from vlprompt.io import atomic_write
+    from vlprompt.tables import markdown_table, write_tables
 
     zero_shot = {d: a for d, a in (zero_shot or {}).items() if a is not None}
     summary = summarize(runs)
     shots = sorted({r["shots"] for r in runs})
-    md = [f"### {method}: few-shot top-1 (all classes, mean ± std over seeds)\n",
-          "| dataset | zero-shot | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
-          "|---|---|" + "---|" * len(shots)]
-    for dataset, row in summary.items():
-        zs = f"{zero_shot[dataset]:.2f}" if dataset in zero_shot else "-"
-        md.append(f"| {dataset} | {zs} | " + " | ".join(
-            f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots) + " |")
-    atomic_write_text(out_dir / "fewshot.md", "\n".join(md) + "\n")
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["dataset", "shots", "seed", "top1"])
-    for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"])):
-        writer.writerow([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"])
-    atomic_write_text(out_dir / "fewshot.csv", buf.getvalue())
+    header = ["dataset", "zero-shot"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
+    md = markdown_table(header, ([dataset, f"{zero_shot[dataset]:.2f}" if dataset in zero_shot else "-",
+                                  *(f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots)]
+                                 for dataset, row in summary.items()),
+                        f"{method}: few-shot top-1 (all classes, mean ± std over seeds)")
+    write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1"],
+                 ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"]
+                  for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"]))))
 
     import matplotlib
 
@@ -132,7 +125,7 @@ def write_report(runs: list[dict], out_dir: Path, method: str,
     fig.tight_layout()
     atomic_write(out_dir / "fewshot.png", lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
     plt.close(fig)
-    print("\n".join(md))
+    print(md, end="")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

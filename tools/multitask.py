@@ -22,14 +22,13 @@ population standard deviation over seeds) to the work root.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import statistics
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.tables import markdown_table, write_tables
 
 if TYPE_CHECKING:
     from vlprompt.evaluation.sweep import SweepRun
@@ -70,16 +69,13 @@ def markdown(summary: list[dict], zero_shot: float, target: str) -> str:
     """One table: a row per (family, start), a column per shot count; zero-shot CLIP first."""
     shots = sorted({s["shots"] for s in summary})
     cell = {(s["family"], s["row"], s["shots"]): s for s in summary}
-    lines = [f"### MVLPT on {target}: target top-1 (mean ± std over seeds)", "",
-             "| family | start | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
-             "|---|---|" + "---|" * len(shots),
-             "| zero-shot CLIP | - | " + " | ".join(f"{zero_shot:.2f}" for _ in shots) + " |"]
+    rows = [["zero-shot CLIP", "-"] + [f"{zero_shot:.2f}" for _ in shots]]
     for family in dict.fromkeys(s["family"] for s in summary):
         for row in ROWS:
             cells = [cell.get((family, row, k)) for k in shots]
-            lines.append(f"| {family} | {row} | " + " | ".join(
-                f"{c['mean']:.2f} ± {c['std']:.2f}" if c else "-" for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+            rows.append([family, row] + [f"{c['mean']:.2f} ± {c['std']:.2f}" if c else "-" for c in cells])
+    header = ["family", "start"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
+    return markdown_table(header, rows, f"MVLPT on {target}: target top-1 (mean ± std over seeds)")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -110,7 +106,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         zero_shot_options,
         zero_shot_reference,
     )
-    from vlprompt.io import atomic_write_text
 
     source_tpl = args.source_config or "configs/mvlpt/{family}/toy_source.py"
     target_tpl = args.target_config or "configs/mvlpt/{family}/toy_target.py"
@@ -151,12 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{r['row']} {r['top1']:.2f}" for r in results[-3:]))
     summary = summarise(results)
     text = markdown(summary, zs["top1"], args.target)
-    atomic_write_text(args.work_root / "multitask.md", text)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["family", "shots", "row", "seeds", "mean", "std"])
-    writer.writeheader()
-    writer.writerows(summary)
-    atomic_write_text(args.work_root / "multitask.csv", buf.getvalue())
+    write_tables(args.work_root, "multitask", text, ["family", "shots", "row", "seeds", "mean", "std"], summary)
     print(text)
     print(f"tables: {args.work_root / 'multitask.md'}, {args.work_root / 'multitask.csv'}")
     return results

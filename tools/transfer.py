@@ -18,8 +18,6 @@ progress bar counts the steps (training, then one test per target) and each seed
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import statistics
 import sys
 import time
@@ -98,31 +96,25 @@ def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path,
                  zero_shot: dict[str, float | None] | None = None) -> str:
     """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table (with a zero-shot
     CLIP row when ``zero_shot`` gives its top-1 per target)."""
-    from vlprompt.io import atomic_write_text
+    from vlprompt.tables import markdown_table, write_tables
 
     targets = [t.dataset for t in protocol.targets]
     mean = {t: statistics.fmean(acc[t] for acc in per_seed.values()) for t in targets}
     average = statistics.fmean(mean[t] for t in protocol.average) if protocol.average else None
-    header = "| method | " + " | ".join(targets) + (" | average |" if average is not None else " |")
-    md = [f"### {protocol.name} ({protocol.description})\n", header, "|---|" + "---|" * (len(targets) + 1)]
+    rows = []
     if zero_shot:
-        cells = [f"{zero_shot[t]:.2f}" if zero_shot.get(t) is not None else "-" for t in targets]
+        cells = ["zero-shot CLIP"] + [f"{zero_shot[t]:.2f}" if zero_shot.get(t) is not None else "-" for t in targets]
         if average is not None:
             known = [zero_shot.get(t) for t in protocol.average]
             cells.append(f"{statistics.fmean(known):.2f}" if None not in known else "-")
-        md.append("| zero-shot CLIP | " + " | ".join(cells) + " |")
-    md.append(f"| {method} | " + " | ".join(f"{mean[t]:.2f}" for t in targets)
-              + (f" | **{average:.2f}** |" if average is not None else " |"))
-    md.append(f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}")
-    text = "\n".join(md) + "\n"
-    atomic_write_text(out_dir / f"{protocol.name}.md", text)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["target", "seed", "top1"])
-    for seed, acc in sorted(per_seed.items()):
-        for t in targets:
-            writer.writerow([t, seed, f"{acc[t]:.4f}"])
-    atomic_write_text(out_dir / f"{protocol.name}.csv", buf.getvalue())
+        rows.append(cells)
+    ours = [method, *(f"{mean[t]:.2f}" for t in targets)]
+    rows.append(ours + ([f"**{average:.2f}**"] if average is not None else []))
+    header = ["method", *targets] + (["average"] if average is not None else [])
+    text = (markdown_table(header, rows, f"{protocol.name} ({protocol.description})")
+            + f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}\n")
+    write_tables(out_dir, protocol.name, text, ["target", "seed", "top1"],
+                 ([t, seed, f"{acc[t]:.4f}"] for seed, acc in sorted(per_seed.items()) for t in targets))
     return text
 
 
