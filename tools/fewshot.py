@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.evaluation.sweep import SweepRun
@@ -135,34 +135,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=None, help="override the per-shot schedule")
-    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/fewshot"))
-    parser.add_argument("--data-root", default=None)
-    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="retrain finished runs whose recorded config differs from this sweep's (matching "
-                             "ones are still reused)")
-    add_debug_argument(parser)
+    add_sweep_arguments(parser, "work_dirs/fewshot")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
-    from vlprompt.evaluation.sweep import config_path, plan_runs, run_or_reuse, took
+    from vlprompt.evaluation.sweep import config_path, run_sweep
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:
         config_path(args.method, dataset)
-    options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    options = sweep_options(args)
     out_dir = args.work_root / args.method
     jobs = [(d, k, s, sweep_run(args.method, d, k, s, out_dir / d / f"shots{k}" / f"seed{s}", options, args.epochs))
             for d in datasets for k in args.shots for s in args.seeds]
-    plan_runs([run for *_, run in jobs], args.overwrite)  # every run checked before the first one trains
-    runs = []
-    with tqdm(jobs, desc=f"{args.method} few-shot", unit="run") as bar:
-        for dataset, shots, seed, run in bar:
-            bar.set_postfix_str(f"{dataset} {shots}-shot seed {seed}")
-            r, reused = run_or_reuse(run, partial(run_one, args.method, dataset, shots, seed, run), args.overwrite)
-            runs.append(r)
-            tqdm.write(f"{dataset} {shots}-shot seed {seed}: top-1 {r['top1']:.2f} ({took(r, reused)})")
+    done = run_sweep(jobs, partial(run_one, args.method), args.overwrite, f"{args.method} few-shot",
+                     lambda dataset, shots, seed, _: f"{dataset} {shots}-shot seed {seed}",
+                     lambda r: f"top-1 {r['top1']:.2f}")
+    runs = [result for result, _ in done]
     out_dir.mkdir(parents=True, exist_ok=True)
     zero_shot = {d: zero_shot_accuracy(d, out_dir, options) for d in tqdm(datasets, desc="zero-shot reference")}
     write_report(runs, out_dir, args.method, zero_shot)

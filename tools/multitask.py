@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 from vlprompt.tables import markdown_table, write_tables
 
 if TYPE_CHECKING:
@@ -89,11 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="source config, {family} filled in (default configs/mvlpt/{family}/toy_source.py)")
     parser.add_argument("--target-config", default=None,
                         help="target config, {family} filled in (default configs/mvlpt/{family}/toy_target.py)")
-    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/multitask"))
-    parser.add_argument("--data-root", default=None)
-    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
-    parser.add_argument("--overwrite", action="store_true", help="retrain finished runs whose config differs")
-    add_debug_argument(parser)
+    add_sweep_arguments(parser, "work_dirs/multitask", overwrite_help="retrain finished runs whose config differs")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
@@ -109,7 +105,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     source_tpl = args.source_config or "configs/mvlpt/{family}/toy_source.py"
     target_tpl = args.target_config or "configs/mvlpt/{family}/toy_target.py"
-    common = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    common = sweep_options(args)
     jobs = []
     for family in args.families:
         source_cfg, target_cfg = (REPO_ROOT / t.format(family=family) for t in (source_tpl, target_tpl))

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, UsageError, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.cli import OVERWRITE_HELP, UsageError, add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.evaluation.sweep import SweepRun
@@ -126,13 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--source-config", type=Path, default=None,
                         help="default: configs/<method>/<source dataset>_xd.py")
-    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/transfer"))
-    parser.add_argument("--data-root", default=None)
-    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="retrain finished seeds whose recorded config differs from this sweep's (matching "
-                             "ones are still reused)")
-    add_debug_argument(parser)
+    add_sweep_arguments(parser, "work_dirs/transfer", overwrite_help=OVERWRITE_HELP.replace("runs", "seeds", 1))
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
@@ -147,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         REPO_ROOT / "configs" / args.method / f"{protocol.source.dataset.replace('-', '_')}_xd.py")
     if not Path(source_cfg).is_file():
         raise SystemExit(f"no source config for {args.method} under {protocol.name}: {source_cfg} does not exist")
-    options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    options = sweep_options(args)
     out_dir = args.work_root / args.method / protocol.name
     runs = {seed: sweep_run(protocol, seed, out_dir / f"seed{seed}", Path(source_cfg), options) for seed in args.seeds}
     plan_runs(list(runs.values()), args.overwrite)  # every seed checked before the first one trains

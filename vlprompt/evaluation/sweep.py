@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,28 @@ def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = Fals
 def took(result: Mapping, reused: bool) -> str:
     """``reused`` for a run taken from an earlier sweep, else the time it took (``12 s``)."""
     return "reused" if reused else f"{result.get('seconds', 0):.0f} s"
+
+
+def run_sweep(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, desc: str,
+              label: Callable[..., str], summary: Callable[[dict], str]) -> list[tuple[dict, bool]]:
+    """A sweep's run loop: every job's run checked first (:func:`plan_runs`), then each run or reused
+    (:func:`run_or_reuse`) in turn under a progress bar, writing ``<label>: <summary> (<took>)`` after it.
+
+    A job is a tuple whose last item is its :class:`SweepRun`; ``work(*job)`` trains and tests it and
+    ``label(*job)`` names it. Returns ``(result, reused)`` per job, in order.
+    """
+    from tqdm import tqdm
+
+    plan_runs([job[-1] for job in jobs], overwrite)  # every run checked before the first one trains
+    done = []
+    with tqdm(jobs, desc=desc, unit="run") as bar:
+        for job in bar:
+            name = label(*job)
+            bar.set_postfix_str(name)
+            result, reused = run_or_reuse(job[-1], partial(work, *job), overwrite)
+            done.append((result, reused))
+            tqdm.write(f"{name}: {summary(result)} ({took(result, reused)})")
+    return done
 
 
 ZERO_SHOT_KEYS = ("model.backbone.", "test_dataloader.", "data_root", "randomness.", "env_cfg.")
