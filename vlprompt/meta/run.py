@@ -24,6 +24,7 @@ from ..datasets.pairs import build_pair_source
 from ..engine.checkpoint import torch_load_plain
 from ..errors import ConfigError
 from ..io import atomic_write, atomic_write_text, config_hash
+from .features import encode_pairs
 from .gram import (
     GRAM_FILE,
     STATE_FILE,
@@ -33,7 +34,7 @@ from .gram import (
     save_gram_file,
     uses_frozen_image_features,
 )
-from .tasks import ClusterSettings, TaskSampler, TaskSettings, cross_modal_hierarchy, encode_pairs
+from .tasks import ClusterSettings, TaskSampler, TaskSettings, cross_modal_hierarchy
 
 LOG_FILE = "meta_log.json"
 SECTIONS = ("backbone", "learner", "pairs", "clustering", "tasks", "meta", "regulator")
