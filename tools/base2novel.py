@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING
 from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 
 def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> SweepRun:
     """The run of ``method`` on ``dataset`` with ``seed``, in ``run_dir``."""
-    from vlprompt.evaluation.sweep import SweepRun, config_path
+    from vlprompt.engine.sweep import SweepRun, config_path
 
     return SweepRun(run_dir, config_path(method, dataset), [f"randomness.seed={seed}", *options])
 
 
 def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
     """Train (unless zero-shot), test base and novel; returns the run's result."""
+    from vlprompt.engine.sweep import read_top1, run_logged
     from vlprompt.evaluation.report import harmonic_mean
-    from vlprompt.evaluation.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
     config = str(run.config_file)
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
+    from vlprompt.engine.sweep import config_path, run_sweep
     from vlprompt.evaluation.report import base2novel_table, markdown_table, write_base2novel_report
-    from vlprompt.evaluation.sweep import config_path, run_sweep
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:  # every config must exist before the first run starts

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from vlprompt.engine.sweep import read_base2novel_results
     from vlprompt.evaluation.report import comparison_table
-    from vlprompt.evaluation.sweep import read_base2novel_results
     from vlprompt.io import atomic_write_text
 
     def finished(method: str) -> list[dict]:

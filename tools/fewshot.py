@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 
@@ -44,7 +44,7 @@ def epochs_for(dataset: str, shots: int) -> int | None:
 def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
               epochs: int | None) -> SweepRun:
     """The run of ``method`` on K = ``shots`` shots of every class of ``dataset`` with ``seed``."""
-    from vlprompt.evaluation.sweep import SweepRun, config_path
+    from vlprompt.engine.sweep import SweepRun, config_path
 
     epochs = epochs or epochs_for(dataset, shots)
     opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
@@ -56,7 +56,7 @@ def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, o
 
 def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> dict:
     """Train on K shots of every class and test on every class; returns the run's result."""
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()  # the command runs in the repository root
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
@@ -76,7 +76,7 @@ def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
 
 def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float | None:
     """Zero-shot CLIP's top-1 on ``dataset``'s test split, all classes (``None``: no zsclip config for it)."""
-    from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
 
     config = REPO_ROOT / "configs" / "zsclip" / f"{dataset.replace('-', '_')}.py"
     if not config.is_file():
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from tqdm import tqdm
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
-    from vlprompt.evaluation.sweep import config_path, run_sweep
+    from vlprompt.engine.sweep import config_path, run_sweep
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:

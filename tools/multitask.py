@@ -31,14 +31,14 @@ from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 from vlprompt.tables import markdown_table, write_tables
 
 if TYPE_CHECKING:
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 FAMILIES = ("mcoop", "mvpt", "mupt")
 ROWS = ("source only", "random init", "MVLPT init")
 
 
 def _train(run: SweepRun, log_name: str = "sweep.log") -> dict:
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
@@ -47,7 +47,7 @@ def _train(run: SweepRun, log_name: str = "sweep.log") -> dict:
 
 
 def _test(run: SweepRun, checkpoint: Path) -> dict:
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()
     out = run_dir / "test.json"
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
-    from vlprompt.evaluation.sweep import (
+    from vlprompt.engine.sweep import (
         REPO_ROOT,
         SweepRun,
         config_path,

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from vlprompt.cli import OVERWRITE_HELP, UsageError, add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 
 def sweep_run(protocol, seed: int, run_dir: Path, source_cfg: Path, options: list[str]) -> SweepRun:
     """The source training with ``seed`` in ``run_dir`` (its outputs without a result file: an older sweep's)."""
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
     legacy = ("learned.safetensors", *(f"test_{t.dataset}.json" for t in protocol.targets))
     return SweepRun(run_dir, source_cfg, [f"randomness.seed={seed}", *options], legacy_outputs=legacy)
@@ -48,7 +48,7 @@ def target_options(target) -> list[str]:
 def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -> dict:
     """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``.
     ``bar`` (a tqdm) shows the current step and advances after each one."""
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     def step(label: str, cmd: list[str]) -> None:
         if bar is not None:
@@ -75,7 +75,7 @@ def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -
 
 def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) -> dict[str, float | None]:
     """Zero-shot CLIP's top-1 on each target (``configs/zsclip/<target>.py``, else the source's; ``None``: neither)."""
-    from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
 
     row: dict[str, float | None] = {}
     for target in protocol.targets:
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     from tqdm import tqdm
 
     from vlprompt.datasets import get_protocol
-    from vlprompt.evaluation.sweep import REPO_ROOT, plan_runs, run_or_reuse, took
+    from vlprompt.engine.sweep import REPO_ROOT, plan_runs, run_or_reuse, took
 
     try:
         protocol = get_protocol(args.protocol)

@@ -129,7 +129,7 @@ def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike,
     replacing it. ``runs`` are this sweep's results (they win over the files); ``reused`` names the
     (dataset, seed) pairs of them that were taken from an earlier sweep, and runs found only on disk
     are marked as from an earlier sweep."""
-    from .sweep import read_base2novel_results
+    from ..engine.sweep import read_base2novel_results
 
     reused = set(reused)
     merged = {(r["dataset"], r["seed"]): {**r, "origin": "earlier sweep"} for r in read_base2novel_results(out_dir)}

@@ -26,9 +26,9 @@ from typing import Any
 
 from mmengine.config import DictAction
 
-from ..engine.config import load_config
-from ..engine.workdir import work_dir_lock
 from ..io import atomic_write_text, config_hash
+from .config import load_config
+from .workdir import work_dir_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_FILE = "sweep_result.json"
