@@ -50,7 +50,7 @@ def synthetic_pairs(backbone, n: int, seed: int = 0) -> PairFeatures:
     shapes = ["circle", "sea_lion", "square", "five-pointed star", "hexagon"]
     images = rng.integers(0, 255, (n, 3, size, size), dtype=np.uint8)
     captions = [f"a photo of a {colours[i % 7]} {shapes[(i // 7) % 5]}" for i in range(n)]
-    from vlprompt.meta.tasks import caption_token_ids, normalise_images
+    from vlprompt.meta.features import caption_token_ids, normalise_images
 
     with torch.no_grad():
         image = torch.cat([backbone.encode_image(normalise_images(images[i:i + 64], backbone), normalize=True)

@@ -404,7 +404,7 @@ def test_gram_learner_trains_through_the_engine_and_round_trips(tmp_path):
 
 
 def test_sweeps_reuse_a_gram_run_only_while_its_file_is_the_same(tmp_path):
-    from vlprompt.evaluation.sweep import effective_config
+    from vlprompt.engine.sweep import effective_config
 
     gram = _gram_file(tmp_path / "gram.safetensors")
     options = [f"model.gram.file={gram}"]

@@ -63,7 +63,7 @@ def _env() -> dict[str, str]:
 
 def test_try_it_commands_name_existing_tools_configs_flags_and_values():
     from vlprompt.datasets import get_protocol
-    from vlprompt.evaluation.sweep import config_path
+    from vlprompt.engine.sweep import config_path
 
     commands = try_it_commands()
     assert len(commands) >= 7 and {"compare_methods.py", "fewshot.py", "transfer.py"} <= {_tool(c) for c in commands}
@@ -99,8 +99,8 @@ def test_each_try_it_command_needs_only_what_the_earlier_ones_made(tmp_path, cap
     sys.path.insert(0, str(ROOT / "tools"))
     import compare_methods
 
+    from vlprompt.engine.sweep import save_result
     from vlprompt.evaluation.report import harmonic_mean
-    from vlprompt.evaluation.sweep import save_result
 
     commands = try_it_commands()
     compare = next(c for c in commands if _tool(c) == "compare_methods.py")

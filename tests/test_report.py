@@ -57,8 +57,8 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
     import sys
     from pathlib import Path
 
+    from vlprompt.engine.sweep import read_base2novel_results
     from vlprompt.evaluation.report import comparison_table
-    from vlprompt.evaluation.sweep import read_base2novel_results
 
     runs = {
         "zsclip": [{"dataset": "a", "seed": 1, "base": 50.0, "novel": 40.0},
@@ -93,8 +93,8 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
 
 
 def test_a_partial_sweep_adds_to_the_report_instead_of_replacing_it(tmp_path):
+    from vlprompt.engine.sweep import save_result
     from vlprompt.evaluation.report import STD_NOTE, write_base2novel_report
-    from vlprompt.evaluation.sweep import save_result
 
     for dataset in ("toy-shapes", "toy-hues"):
         for seed in (1, 2):
@@ -125,7 +125,7 @@ def test_fewshot_keeps_the_toy_schedule_and_draws_zero_shot(tmp_path, capsys):
     root = _tools()
     import fewshot
 
-    from vlprompt.evaluation.sweep import effective_config
+    from vlprompt.engine.sweep import effective_config
 
     assert fewshot.epochs_for("toy-shapes", 16) is None and fewshot.epochs_for("dtd", 16) == 200
     run = fewshot.sweep_run("coop", "toy-shapes", 16, 1, tmp_path / "run", [], None)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from vlprompt.engine import workdir
+from vlprompt.engine import sweep, workdir
+from vlprompt.engine.sweep import RESULT_FILE
 from vlprompt.engine.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
-from vlprompt.evaluation import sweep
-from vlprompt.evaluation.sweep import RESULT_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))

@@ -21,23 +21,23 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 
 def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> SweepRun:
     """The run of ``method`` on ``dataset`` with ``seed``, in ``run_dir``."""
-    from vlprompt.evaluation.sweep import SweepRun, config_path
+    from vlprompt.engine.sweep import SweepRun, config_path
 
     return SweepRun(run_dir, config_path(method, dataset), [f"randomness.seed={seed}", *options])
 
 
 def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
     """Train (unless zero-shot), test base and novel; returns the run's result."""
+    from vlprompt.engine.sweep import read_top1, run_logged
     from vlprompt.evaluation.report import harmonic_mean
-    from vlprompt.evaluation.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
     config = str(run.config_file)
@@ -62,40 +62,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--method", required=True, help="a folder of configs/ (coop, cocoop, maple, zsclip, ...)")
     parser.add_argument("--datasets", nargs="+", default=["all"], help="'all' for the 11 benchmarks, or names")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/base2novel"))
-    parser.add_argument("--data-root", default=None, help="benchmarks' root (default: $VLPROMPT_DATA)")
-    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="retrain finished runs whose recorded config differs from this sweep's (matching "
-                             "ones are still reused)")
-    add_debug_argument(parser)
+    add_sweep_arguments(parser, "work_dirs/base2novel", data_root_help="benchmarks' root (default: $VLPROMPT_DATA)")
     args = parser.parse_args(argv)
-    from tqdm import tqdm
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
+    from vlprompt.engine.sweep import config_path, run_sweep
     from vlprompt.evaluation.report import base2novel_table, markdown_table, write_base2novel_report
-    from vlprompt.evaluation.sweep import config_path, plan_runs, run_or_reuse, took
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:  # every config must exist before the first run starts
         config_path(args.method, dataset)
-    options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    options = sweep_options(args)
     out_dir = args.work_root / args.method
-    runs = []
     jobs = [(d, s, sweep_run(args.method, d, s, out_dir / d / f"seed{s}", options))
             for d in datasets for s in args.seeds]
-    plan_runs([run for *_, run in jobs], args.overwrite)  # every run checked before the first one trains
     start = time.perf_counter()
-    reused = []
-    with tqdm(jobs, desc=f"{args.method} base-to-novel", unit="run") as bar:
-        for dataset, seed, run in bar:
-            bar.set_postfix_str(f"{dataset} seed {seed}")
-            result, was_reused = run_or_reuse(run, partial(run_one, args.method, dataset, seed, run), args.overwrite)
-            if was_reused:
-                reused.append((dataset, seed))
-            runs.append(result)
-            tqdm.write(f"{dataset} seed {seed}: base {result['base']:.2f}  novel {result['novel']:.2f}  "
-                       f"HM {result['hm']:.2f}  ({took(result, was_reused)})")
+    done = run_sweep(jobs, partial(run_one, args.method), args.overwrite, f"{args.method} base-to-novel",
+                     lambda dataset, seed, _: f"{dataset} seed {seed}",
+                     lambda r: f"base {r['base']:.2f}  novel {r['novel']:.2f}  HM {r['hm']:.2f} ")
+    runs = [result for result, _ in done]
+    reused = [(dataset, seed) for (dataset, seed, _), (_, was_reused) in zip(jobs, done, strict=True) if was_reused]
     files = write_base2novel_report(runs, out_dir, args.method, reused)
     print(markdown_table(base2novel_table(runs), f"{args.method}: base-to-novel", per_seed=False))
     print(f"{len(runs)} runs ({len(reused)} reused) in {time.perf_counter() - start:.0f} s; tables: {files['md']}, "

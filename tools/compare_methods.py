@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
-    from vlprompt.engine.results import atomic_write_text
+    from vlprompt.engine.sweep import read_base2novel_results
     from vlprompt.evaluation.report import comparison_table
-    from vlprompt.evaluation.sweep import read_base2novel_results
+    from vlprompt.io import atomic_write_text
 
     def finished(method: str) -> list[dict]:
         return [r for r in read_base2novel_results(args.work_root / method)

@@ -17,19 +17,16 @@ and an accuracy-vs-shots ``fewshot.png`` with the zero-shot accuracy as a dashed
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import os
 import statistics
 import sys
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 
@@ -47,7 +44,7 @@ def epochs_for(dataset: str, shots: int) -> int | None:
 def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
               epochs: int | None) -> SweepRun:
     """The run of ``method`` on K = ``shots`` shots of every class of ``dataset`` with ``seed``."""
-    from vlprompt.evaluation.sweep import SweepRun, config_path
+    from vlprompt.engine.sweep import SweepRun, config_path
 
     epochs = epochs or epochs_for(dataset, shots)
     opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
@@ -59,7 +56,7 @@ def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, o
 
 def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> dict:
     """Train on K shots of every class and test on every class; returns the run's result."""
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()  # the command runs in the repository root
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
@@ -80,7 +77,7 @@ def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
 def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float | None:
     """Zero-shot CLIP's top-1 on ``dataset``'s test split, all classes (``None``: no zsclip config for it)."""
     from vlprompt.engine.compose import config_exists
-    from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
 
     config = REPO_ROOT / "configs" / "zsclip" / f"{dataset.replace('-', '_')}.py"
     if not config_exists(config):
@@ -94,25 +91,20 @@ def write_report(runs: list[dict], out_dir: Path, method: str,
                  zero_shot: dict[str, float | None] | None = None) -> None:
     """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir`` and print the table;
     ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot."""
-    from vlprompt.engine.results import atomic_write_text
+    from vlprompt.io import atomic_write
+    from vlprompt.tables import markdown_table, write_tables
 
     zero_shot = {d: a for d, a in (zero_shot or {}).items() if a is not None}
     summary = summarize(runs)
     shots = sorted({r["shots"] for r in runs})
-    md = [f"### {method}: few-shot top-1 (all classes, mean ± std over seeds)\n",
-          "| dataset | zero-shot | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
-          "|---|---|" + "---|" * len(shots)]
-    for dataset, row in summary.items():
-        zs = f"{zero_shot[dataset]:.2f}" if dataset in zero_shot else "-"
-        md.append(f"| {dataset} | {zs} | " + " | ".join(
-            f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots) + " |")
-    atomic_write_text(out_dir / "fewshot.md", "\n".join(md) + "\n")
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["dataset", "shots", "seed", "top1"])
-    for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"])):
-        writer.writerow([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"])
-    atomic_write_text(out_dir / "fewshot.csv", buf.getvalue())
+    header = ["dataset", "zero-shot"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
+    md = markdown_table(header, ([dataset, f"{zero_shot[dataset]:.2f}" if dataset in zero_shot else "-",
+                                  *(f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots)]
+                                 for dataset, row in summary.items()),
+                        f"{method}: few-shot top-1 (all classes, mean ± std over seeds)")
+    write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1"],
+                 ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"]
+                  for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"]))))
 
     import matplotlib
 
@@ -132,11 +124,9 @@ def write_report(runs: list[dict], out_dir: Path, method: str,
            ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning", ylim=(0, 100))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = out_dir / f".fewshot.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=120)
+    atomic_write(out_dir / "fewshot.png", lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
     plt.close(fig)
-    os.replace(tmp, out_dir / "fewshot.png")
-    print("\n".join(md))
+    print(md, end="")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -146,34 +136,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=None, help="override the per-shot schedule")
-    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/fewshot"))
-    parser.add_argument("--data-root", default=None)
-    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="retrain finished runs whose recorded config differs from this sweep's (matching "
-                             "ones are still reused)")
-    add_debug_argument(parser)
+    add_sweep_arguments(parser, "work_dirs/fewshot")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
-    from vlprompt.evaluation.sweep import config_path, plan_runs, run_or_reuse, took
+    from vlprompt.engine.sweep import config_path, run_sweep
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:
         config_path(args.method, dataset)
-    options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    options = sweep_options(args)
     out_dir = args.work_root / args.method
     jobs = [(d, k, s, sweep_run(args.method, d, k, s, out_dir / d / f"shots{k}" / f"seed{s}", options, args.epochs))
             for d in datasets for k in args.shots for s in args.seeds]
-    plan_runs([run for *_, run in jobs], args.overwrite)  # every run checked before the first one trains
-    runs = []
-    with tqdm(jobs, desc=f"{args.method} few-shot", unit="run") as bar:
-        for dataset, shots, seed, run in bar:
-            bar.set_postfix_str(f"{dataset} {shots}-shot seed {seed}")
-            r, reused = run_or_reuse(run, partial(run_one, args.method, dataset, shots, seed, run), args.overwrite)
-            runs.append(r)
-            tqdm.write(f"{dataset} {shots}-shot seed {seed}: top-1 {r['top1']:.2f} ({took(r, reused)})")
+    done = run_sweep(jobs, partial(run_one, args.method), args.overwrite, f"{args.method} few-shot",
+                     lambda dataset, shots, seed, _: f"{dataset} {shots}-shot seed {seed}",
+                     lambda r: f"top-1 {r['top1']:.2f}")
+    runs = [result for result, _ in done]
     out_dir.mkdir(parents=True, exist_ok=True)
     zero_shot = {d: zero_shot_accuracy(d, out_dir, options) for d in tqdm(datasets, desc="zero-shot reference")}
     write_report(runs, out_dir, args.method, zero_shot)

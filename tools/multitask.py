@@ -22,24 +22,23 @@ population standard deviation over seeds) to the work root.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import statistics
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
+from vlprompt.tables import markdown_table, write_tables
 
 if TYPE_CHECKING:
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 FAMILIES = ("mcoop", "mvpt", "mupt")
 ROWS = ("source only", "random init", "MVLPT init")
 
 
 def _train(run: SweepRun, log_name: str = "sweep.log") -> dict:
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
@@ -48,7 +47,7 @@ def _train(run: SweepRun, log_name: str = "sweep.log") -> dict:
 
 
 def _test(run: SweepRun, checkpoint: Path) -> dict:
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()
     out = run_dir / "test.json"
@@ -70,16 +69,13 @@ def markdown(summary: list[dict], zero_shot: float, target: str) -> str:
     """One table: a row per (family, start), a column per shot count; zero-shot CLIP first."""
     shots = sorted({s["shots"] for s in summary})
     cell = {(s["family"], s["row"], s["shots"]): s for s in summary}
-    lines = [f"### MVLPT on {target}: target top-1 (mean ± std over seeds)", "",
-             "| family | start | " + " | ".join(f"{k} shot{'s' if k > 1 else ''}" for k in shots) + " |",
-             "|---|---|" + "---|" * len(shots),
-             "| zero-shot CLIP | - | " + " | ".join(f"{zero_shot:.2f}" for _ in shots) + " |"]
+    rows = [["zero-shot CLIP", "-"] + [f"{zero_shot:.2f}" for _ in shots]]
     for family in dict.fromkeys(s["family"] for s in summary):
         for row in ROWS:
             cells = [cell.get((family, row, k)) for k in shots]
-            lines.append(f"| {family} | {row} | " + " | ".join(
-                f"{c['mean']:.2f} ± {c['std']:.2f}" if c else "-" for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+            rows.append([family, row] + [f"{c['mean']:.2f} ± {c['std']:.2f}" if c else "-" for c in cells])
+    header = ["family", "start"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
+    return markdown_table(header, rows, f"MVLPT on {target}: target top-1 (mean ± std over seeds)")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -93,16 +89,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="source config, {family} filled in (default configs/mvlpt/{family}/toy_source.py)")
     parser.add_argument("--target-config", default=None,
                         help="target config, {family} filled in (default configs/mvlpt/{family}/toy_target.py)")
-    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/multitask"))
-    parser.add_argument("--data-root", default=None)
-    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
-    parser.add_argument("--overwrite", action="store_true", help="retrain finished runs whose config differs")
-    add_debug_argument(parser)
+    add_sweep_arguments(parser, "work_dirs/multitask", overwrite_help="retrain finished runs whose config differs")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     from vlprompt.engine.compose import config_exists
-    from vlprompt.evaluation.sweep import (
+    from vlprompt.engine.sweep import (
         REPO_ROOT,
         SweepRun,
         config_path,
@@ -114,7 +106,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     source_tpl = args.source_config or "configs/mvlpt/{family}/toy_source.py"
     target_tpl = args.target_config or "configs/mvlpt/{family}/toy_target.py"
-    common = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    common = sweep_options(args)
     jobs = []
     for family in args.families:
         source_cfg, target_cfg = (REPO_ROOT / t.format(family=family) for t in (source_tpl, target_tpl))
@@ -151,13 +143,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{r['row']} {r['top1']:.2f}" for r in results[-3:]))
     summary = summarise(results)
     text = markdown(summary, zs["top1"], args.target)
-    args.work_root.mkdir(parents=True, exist_ok=True)
-    (args.work_root / "multitask.md").write_text(text)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["family", "shots", "row", "seeds", "mean", "std"])
-    writer.writeheader()
-    writer.writerows(summary)
-    (args.work_root / "multitask.csv").write_text(buf.getvalue())
+    write_tables(args.work_root, "multitask", text, ["family", "shots", "row", "seeds", "mean", "std"], summary)
     print(text)
     print(f"tables: {args.work_root / 'multitask.md'}, {args.work_root / 'multitask.csv'}")
     return results

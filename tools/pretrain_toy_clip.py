@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from tqdm import tqdm
 
     from vlprompt.backbones.archs import WEIGHTS_DIR, get_arch
+    from vlprompt.io import atomic_write_text
     from vlprompt.toyworld.pretrain import RECIPES, pretrain_clip, save_pretrained
 
     cfg = replace(RECIPES[args.recipe], **{k: getattr(args, k) for k in RECIPE_FIELDS if getattr(args, k) is not None})
@@ -73,9 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     minutes = (time.perf_counter() - start) / 60
     log.append({"total_minutes": round(minutes, 2), "pairs_seen": cfg.batch_size * cfg.steps})
     path = save_pretrained(clip, args.out, cfg, log)
-    tmp = log_path.with_name(log_path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in log))
-    tmp.replace(log_path)
+    atomic_write_text(log_path, "".join(json.dumps(row) + "\n" for row in log))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) after {minutes:.1f} min; loss log: {log_path}")
 
 

@@ -18,8 +18,6 @@ progress bar counts the steps (training, then one test per target) and each seed
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import statistics
 import sys
 import time
@@ -27,15 +25,15 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlprompt.cli import SWEEP_CFG_OPTIONS_HELP, UsageError, add_cfg_options, add_debug_argument, run_tool
+from vlprompt.cli import OVERWRITE_HELP, UsageError, add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
 
 def sweep_run(protocol, seed: int, run_dir: Path, source_cfg: Path, options: list[str]) -> SweepRun:
     """The source training with ``seed`` in ``run_dir`` (its outputs without a result file: an older sweep's)."""
-    from vlprompt.evaluation.sweep import SweepRun
+    from vlprompt.engine.sweep import SweepRun
 
     legacy = ("learned.safetensors", *(f"test_{t.dataset}.json" for t in protocol.targets))
     return SweepRun(run_dir, source_cfg, [f"randomness.seed={seed}", *options], legacy_outputs=legacy)
@@ -50,7 +48,7 @@ def target_options(target) -> list[str]:
 def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -> dict:
     """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``.
     ``bar`` (a tqdm) shows the current step and advances after each one."""
-    from vlprompt.evaluation.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import read_top1, run_logged
 
     def step(label: str, cmd: list[str]) -> None:
         if bar is not None:
@@ -78,7 +76,7 @@ def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -
 def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) -> dict[str, float | None]:
     """Zero-shot CLIP's top-1 on each target (``configs/zsclip/<target>.py``, else the source's; ``None``: neither)."""
     from vlprompt.engine.compose import config_exists
-    from vlprompt.evaluation.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
 
     row: dict[str, float | None] = {}
     for target in protocol.targets:
@@ -99,31 +97,25 @@ def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path,
                  zero_shot: dict[str, float | None] | None = None) -> str:
     """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table (with a zero-shot
     CLIP row when ``zero_shot`` gives its top-1 per target)."""
-    from vlprompt.engine.results import atomic_write_text
+    from vlprompt.tables import markdown_table, write_tables
 
     targets = [t.dataset for t in protocol.targets]
     mean = {t: statistics.fmean(acc[t] for acc in per_seed.values()) for t in targets}
     average = statistics.fmean(mean[t] for t in protocol.average) if protocol.average else None
-    header = "| method | " + " | ".join(targets) + (" | average |" if average is not None else " |")
-    md = [f"### {protocol.name} ({protocol.description})\n", header, "|---|" + "---|" * (len(targets) + 1)]
+    rows = []
     if zero_shot:
-        cells = [f"{zero_shot[t]:.2f}" if zero_shot.get(t) is not None else "-" for t in targets]
+        cells = ["zero-shot CLIP"] + [f"{zero_shot[t]:.2f}" if zero_shot.get(t) is not None else "-" for t in targets]
         if average is not None:
             known = [zero_shot.get(t) for t in protocol.average]
             cells.append(f"{statistics.fmean(known):.2f}" if None not in known else "-")
-        md.append("| zero-shot CLIP | " + " | ".join(cells) + " |")
-    md.append(f"| {method} | " + " | ".join(f"{mean[t]:.2f}" for t in targets)
-              + (f" | **{average:.2f}** |" if average is not None else " |"))
-    md.append(f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}")
-    text = "\n".join(md) + "\n"
-    atomic_write_text(out_dir / f"{protocol.name}.md", text)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["target", "seed", "top1"])
-    for seed, acc in sorted(per_seed.items()):
-        for t in targets:
-            writer.writerow([t, seed, f"{acc[t]:.4f}"])
-    atomic_write_text(out_dir / f"{protocol.name}.csv", buf.getvalue())
+        rows.append(cells)
+    ours = [method, *(f"{mean[t]:.2f}" for t in targets)]
+    rows.append(ours + ([f"**{average:.2f}**"] if average is not None else []))
+    header = ["method", *targets] + (["average"] if average is not None else [])
+    text = (markdown_table(header, rows, f"{protocol.name} ({protocol.description})")
+            + f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}\n")
+    write_tables(out_dir, protocol.name, text, ["target", "seed", "top1"],
+                 ([t, seed, f"{acc[t]:.4f}"] for seed, acc in sorted(per_seed.items()) for t in targets))
     return text
 
 
@@ -135,18 +127,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--source-config", type=Path, default=None,
                         help="default: configs/<method>/<source dataset>_xd.py")
-    parser.add_argument("--work-root", type=Path, default=Path("work_dirs/transfer"))
-    parser.add_argument("--data-root", default=None)
-    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="retrain finished seeds whose recorded config differs from this sweep's (matching "
-                             "ones are still reused)")
-    add_debug_argument(parser)
+    add_sweep_arguments(parser, "work_dirs/transfer", overwrite_help=OVERWRITE_HELP.replace("runs", "seeds", 1))
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
     from vlprompt.datasets import get_protocol
-    from vlprompt.evaluation.sweep import REPO_ROOT, plan_runs, run_or_reuse, took
+    from vlprompt.engine.sweep import REPO_ROOT, plan_runs, run_or_reuse, took
 
     try:
         protocol = get_protocol(args.protocol)
@@ -158,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not config_exists(source_cfg):
         raise SystemExit(f"no source config for {args.method} under {protocol.name}: {source_cfg} does not exist")
-    options = list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
+    options = sweep_options(args)
     out_dir = args.work_root / args.method / protocol.name
     runs = {seed: sweep_run(protocol, seed, out_dir / f"seed{seed}", Path(source_cfg), options) for seed in args.seeds}
     plan_runs(list(runs.values()), args.overwrite)  # every seed checked before the first one trains

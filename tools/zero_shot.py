@@ -13,8 +13,6 @@ the dataset that has the same classes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
@@ -56,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     from vlprompt.datasets import build_dataset, build_test_transform, canonical_name
     from vlprompt.datasets.toyworld import TOY_DATASETS
     from vlprompt.evaluation import extract_features, linear_probe_accuracy
+    from vlprompt.io import atomic_write_json
+    from vlprompt.tables import markdown_table
     from vlprompt.zeroshot import class_text_features
 
     if args.datasets is None:
@@ -110,26 +110,22 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     bar.close()
 
-    header = "| dataset | classes | test images | zero-shot top-1 |"
-    rule = "|---|---|---|---|"
+    header = ["dataset", "classes", "test images", "zero-shot top-1"]
     if args.linear_probe:
-        header += f" {args.shots}-shot linear probe | gap |"
-        rule += "---|---|"
-    print(f"\n{args.backbone} ({pretrained or 'random weights'}), templates: {args.templates}\n")
-    print(header)
-    print(rule)
+        header += [f"{args.shots}-shot linear probe", "gap"]
+    cells = []
     for r in rows:
-        line = f"| {r['dataset']} | {r['classes']} | {r['test_images']} | {r['zero_shot']:.2f} |"
+        line = [r["dataset"], r["classes"], r["test_images"], f"{r['zero_shot']:.2f}"]
         if args.linear_probe:
             lp = r.get("linear_probe")
             note = "" if r.get("probe_trained_on") in (None, r["dataset"]) else f" (probe from {r['probe_trained_on']})"
-            line += f" {lp:.2f}{note} | {lp - r['zero_shot']:+.2f} |" if lp is not None else " - | - |"
-        print(line)
+            line += [f"{lp:.2f}{note}", f"{lp - r['zero_shot']:+.2f}"] if lp is not None else ["-", "-"]
+        cells.append(line)
+    print(f"\n{args.backbone} ({pretrained or 'random weights'}), templates: {args.templates}\n")
+    print(markdown_table(header, cells), end="")
     print(f"\n{time.perf_counter() - start:.1f} s")
     if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps({"backbone": args.backbone, "pretrained": pretrained, "rows": rows}, indent=2))
-        os.replace(tmp, args.out)
+        atomic_write_json(args.out, {"backbone": args.backbone, "pretrained": pretrained, "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from .errors import UserError
@@ -47,6 +48,8 @@ CFG_OPTIONS_HELP = (
     "config's, is refused before anything runs, naming the closest keys"
 )
 SWEEP_CFG_OPTIONS_HELP = "key=value ... passed on to every run (tools/train.py --help: what may be changed or added)"
+OVERWRITE_HELP = ("retrain finished runs whose recorded config differs from this sweep's (matching ones are still "
+                  "reused)")
 
 T = TypeVar("T")
 
@@ -106,6 +109,23 @@ def run_selection(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.overlay:
         parser.error("--overlay goes with --method and --dataset")
     return args.config, []
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser, work_root: str, data_root_help: str | None = None,
+                        overwrite_help: str = OVERWRITE_HELP) -> None:
+    """The arguments every sweep tool ends with: ``--work-root`` (default ``work_root``), ``--data-root``,
+    ``--cfg-options`` passed on to every run, ``--overwrite`` and ``--debug``; see :func:`sweep_options`."""
+    parser.add_argument("--work-root", type=Path, default=Path(work_root))
+    parser.add_argument("--data-root", default=None, help=data_root_help)
+    add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    add_debug_argument(parser)
+
+
+def sweep_options(args: argparse.Namespace) -> list[str]:
+    """The ``key=value`` options a sweep passes to every run: its ``--cfg-options``, then ``data_root``
+    from ``--data-root`` when given."""
+    return list(args.cfg_options) + ([f"data_root={args.data_root}"] if args.data_root else [])
 
 
 def cfg_options(options: Sequence[str] | None) -> dict[str, Any] | None:

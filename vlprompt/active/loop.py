@@ -49,8 +49,8 @@ import torch
 from ..datasets.builder import build_dataset_from_cfg
 from ..datasets.subset import LabelledSubset
 from ..datasets.transforms import build_transform
-from ..engine.results import atomic_write_text
 from ..errors import ConfigError
+from ..io import atomic_write_text
 from ..learners import PromptLearner
 from .pcb import EXHAUSTED, balance_entropy, class_histogram, pcb_select
 from .samplers import SAMPLERS, Pool, sampler

@@ -6,14 +6,14 @@ writes); nothing is scraped from logs.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from .. import tables
 from ..errors import UserError
+from ..io import atomic_write
 from .loop import STATE_FILE
 
 
@@ -59,10 +59,9 @@ def markdown_table(rows: list[dict], key: str = "top1", digits: int = 2) -> str:
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     rounds = sorted({r["round"] for r in rows})
     labelled = {r["round"]: r["labelled"] for r in rows}
-    head = "| strategy | " + " | ".join(f"r{r} ({labelled[r]})" for r in rounds) + " |"
-    lines = [head, "|---" * (len(rounds) + 1) + "|"]
+    lines = []
     for s in strategies:
-        cells = []
+        cells = [s]
         for r in rounds:
             row = next((x for x in rows if x["strategy"] == s and x["round"] == r), None)
             if row is None:
@@ -71,8 +70,9 @@ def markdown_table(rows: list[dict], key: str = "top1", digits: int = 2) -> str:
                 cells.append(f"{row['top1']:.{digits}f} ± {row['top1_std']:.{digits}f}")
             else:
                 cells.append(f"{row[key]:.{digits + 1}f}")
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        lines.append(cells)
+    header = ["strategy"] + [f"r{r} ({labelled[r]})" for r in rounds]
+    return tables.markdown_table(header, lines).removesuffix("\n")
 
 
 def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
@@ -107,19 +107,14 @@ def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=Path(path).suffix)
+    finally:
+        plt.close(fig)
 
 
 def write_report(root: str | Path, order: Sequence[str] | None = None, title: str = "") -> dict[str, Path]:
     """``active.md`` (accuracy and balance tables), ``active.csv`` and ``active.png`` in ``root``."""
-    from ..engine.results import atomic_write_text
-
     root = Path(root)
     rows = summarise(collect(root), order)
     if not rows:
@@ -129,10 +124,5 @@ def write_report(root: str | Path, order: Sequence[str] | None = None, title: st
           "(r<k> (n): round k, n labelled images):\n\n" + markdown_table(rows) +
           "\n\nClass balance of the labelled set (entropy of its label histogram / log C; 1 = balanced):\n\n" +
           markdown_table(rows, key="balance") + "\n")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return {"table": atomic_write_text(root / "active.md", md),
-            "csv": atomic_write_text(root / "active.csv", buf.getvalue()),
-            "plot": plot(rows, root / "active.png", title or root.name)}
+    files = tables.write_tables(root, "active", md, list(rows[0]), rows)
+    return {"table": files["md"], "csv": files["csv"], "plot": plot(rows, root / "active.png", title or root.name)}

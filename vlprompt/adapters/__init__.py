@@ -17,16 +17,7 @@ from typing import Any
 
 from ..learners import PromptLearner
 from ..registry import ADAPTERS
-from .base import (
-    ImageEncoderStudent,
-    PromptStudent,
-    Student,
-    TestTimeAdapter,
-    confident_views,
-    default_prompt_learner,
-    marginal_entropy,
-    view_entropy,
-)
+from .base import TestTimeAdapter, confident_views, marginal_entropy, view_entropy
 from .rlcf import (
     RLCF,
     RLCF_S_CONFIDENCES,
@@ -37,6 +28,7 @@ from .rlcf import (
     reinforce_loss,
     sample_rewards,
 )
+from .students import ImageEncoderStudent, PromptStudent, Student, default_prompt_learner
 from .tpt import TPT
 from .views import IMAGENET_FAMILY, TPT_AUGMIX_OPS, TPTViews, uses_augmix
 

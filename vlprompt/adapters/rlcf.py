@@ -43,7 +43,8 @@ from ..errors import ConfigError, UserError
 from ..learners import PromptLearner
 from ..learners.common import class_text_features
 from ..registry import ADAPTERS
-from .base import TestTimeAdapter, make_student
+from .base import TestTimeAdapter
+from .students import make_student
 
 __all__ = [
     "RLCF", "RLCF_S_CONFIDENCES", "CLIPReward", "CLIPTeacher", "NonFiniteRewardError", "clip_scores",

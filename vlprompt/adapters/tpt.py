@@ -17,7 +17,8 @@ import torch
 
 from ..learners import PromptLearner
 from ..registry import ADAPTERS
-from .base import TestTimeAdapter, make_student, marginal_entropy
+from .base import TestTimeAdapter, marginal_entropy
+from .students import make_student
 
 _DEFAULTS = {"prompt": dict(steps=1, lr=5e-3, weight_decay=0.01), "image": dict(steps=3, lr=1e-5, weight_decay=5e-4)}
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..io import atomic_write
 
 # Non-tensor entries that OpenAI's state dicts carry beside the weights.
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -364,10 +365,11 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata:
     """Write tensors and string metadata atomically (temporary file, then rename)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o644)  # an ordinary, shareable file (the temporary one may be created private)
-    tmp.replace(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # an ordinary, shareable file (the temporary one may be created private)
+
+    atomic_write(path, write)

@@ -32,7 +32,6 @@ Named protocols
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -40,18 +39,19 @@ import math
 import numbers
 import os
 import random
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from ..io import atomic_write_json
+
 __all__ = [
     'BASE2NOVEL_DATASETS', 'CACHE_ENV', 'DataSpec', 'EvalProtocol', 'FewShotCache', 'PROTOCOLS',
     'SUBSAMPLES', 'XD_TARGETS', 'DG_TARGETS', 'IMAGENET_FAMILY', 'base_to_novel', 'cache_root', 'few_shot',
     'get_protocol', 'normalize_subsample', 'relabel', 'sample_few_shot', 'sample_few_shot_splits',
-    'select_classes', 'subsample_classes', 'atomic_write_json', 'check_num_shots',
+    'select_classes', 'subsample_classes', 'check_num_shots',
 ]
 
 CACHE_ENV = 'VLPROMPT_CACHE'
@@ -119,26 +119,6 @@ def sample_few_shot_splits(train: Sequence[T], val: Sequence[T] | None, num_shot
 def cache_root() -> Path:
     """Root of vlprompt's own cache: ``$VLPROMPT_CACHE`` or ``~/.cache/vlprompt``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / '.cache' / 'vlprompt').expanduser()
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON through a temporary file in the same folder and ``os.replace`` it into place.
-
-    Readers never see a half-written file, and two runs writing the same picks at once are safe.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class FewShotCache:

@@ -66,12 +66,28 @@ def apply() -> None:
     _APPLIED = True
 
 
-def init_distributed(launcher: str) -> None:
-    """Start the process group before mmengine does, where mmengine's own start fails (CPU)."""
-    if launcher == "none" or dist.is_initialized() or "RANK" not in os.environ:
-        return
-    if not torch.cuda.is_available():
-        dist.init_process_group(backend="gloo")
+def init_distributed(launcher: str, *, start_on_gpu: bool = False, tool: str | None = None) -> tuple[int, int]:
+    """(rank, world size) of this process, ``(0, 1)`` without a launcher; joins the launcher's group.
+
+    Without a GPU the process group is started here with gloo (mmengine's own start fails on CPU);
+    with one, only when ``start_on_gpu`` (nccl; a Runner otherwise starts its own). ``tool`` names
+    the script for the message when a launcher is asked for but ``RANK`` is not set (a
+    :class:`~vlprompt.cli.UsageError`); without it that case is left to the Runner.
+    """
+    if launcher == "none":
+        return 0, 1
+    if "RANK" not in os.environ:
+        if tool is None:
+            return 0, 1
+        from ..cli import UsageError
+
+        raise UsageError(f"--launcher {launcher}: start the tool with torchrun (torchrun --nproc_per_node N "
+                         f"{tool} CONFIG --launcher {launcher}); RANK is not set")
+    if not dist.is_initialized() and (start_on_gpu or not torch.cuda.is_available()):
+        dist.init_process_group(backend=dist_backend())
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ["RANK"]), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def dist_backend(requested: str | None = None) -> str:

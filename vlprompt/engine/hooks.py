@@ -20,6 +20,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 
 from ..backbones import save_safetensors
+from ..io import atomic_write_text, durable_replace
 
 LEARNED_FILE = "learned.safetensors"
 _BUFFER_TAG = "__history_buffer__"
@@ -150,24 +151,7 @@ def check_finite_parameters(runner, epoch: int, consequence: str) -> None:
             )
 
 
-def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def durable_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` through a synced temporary file and a rename: ``path`` is always whole."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync(path.parent, directory=True)
+durable_write_text = atomic_write_text  # the name engine/daynight.py imports
 
 
 @HOOKS.register_module(force=True)
@@ -204,14 +188,12 @@ class DurableCheckpointHook(CheckpointHook):
                                    meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
             if not is_main_process():
                 return
-            _fsync(partial)
-            os.replace(partial, final)
-            _fsync(self.out_dir, directory=True)
+            durable_replace(partial, final)
         except BaseException:
             if is_main_process() and os.path.exists(partial):
                 os.remove(partial)
             raise
-        durable_write_text(os.path.join(runner.work_dir, "last_checkpoint"), final)
+        atomic_write_text(os.path.join(runner.work_dir, "last_checkpoint"), final)
         for old in retired:
             path = os.path.join(self.out_dir, self.filename_tmpl.format(old))
             if os.path.isfile(path) and path != final:

@@ -8,15 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+from ..io import atomic_write_text
 
 
 def run_description(cfg, model: dict | None = None) -> dict[str, Any]:

@@ -7,14 +7,13 @@ datasets and takes the HM of the two averages; it is not the mean of the per-dat
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..engine.results import atomic_write_text
+from .. import tables
+from ..io import atomic_write
 
 
 def harmonic_mean(base: float, novel: float) -> float:
@@ -53,41 +52,41 @@ def base2novel_table(runs: Iterable[Mapping]) -> list[dict]:
     return rows
 
 
+CSV_HEADER = ("dataset", "seed", "base", "novel", "hm")
 STD_NOTE = "± is the population standard deviation over seeds (statistics.pstdev), as CoOp's parse_test_res.py."
 
 
 def markdown_table(rows: Sequence[Mapping], title: str | None = None, per_seed: bool = True) -> str:
     """Base / novel / HM per dataset (mean over seeds, with per-seed values in a second table; a run
     dict with ``origin`` says whether it ran in this sweep, was reused, or comes from an earlier one)."""
-    out = [f"### {title}\n"] if title else []
-    out += ["| dataset | seeds | base | novel | HM |", "|---|---|---|---|---|"]
+    means = []
     for r in rows:
         seeds = ",".join(str(s) for s in r["seeds"])
         name = f"**{r['dataset']}**" if r["dataset"] == "Average" else r["dataset"]
         base = f"{r['base']:.2f}" + (f" ± {r['base_std']:.2f}" if r["base_std"] else "")
         novel = f"{r['novel']:.2f}" + (f" ± {r['novel_std']:.2f}" if r["novel_std"] else "")
-        out.append(f"| {name} | {seeds} | {base} | {novel} | {r['hm']:.2f} |")
+        means.append([name, seeds, base, novel, f"{r['hm']:.2f}"])
+    text = tables.markdown_table(["dataset", "seeds", "base", "novel", "HM"], means, title)
     if any(r["base_std"] or r["novel_std"] for r in rows):
-        out += ["", STD_NOTE]
+        text += f"\n{STD_NOTE}\n"
     if per_seed and any(r["per_seed"] for r in rows):
-        out += ["", "| dataset | seed | base | novel | HM | run |", "|---|---|---|---|---|---|"]
-        for r in rows:
-            for s in r["per_seed"]:
-                out.append(f"| {r['dataset']} | {s['seed']} | {s['base']:.2f} | {s['novel']:.2f} | {s['hm']:.2f} "
-                           f"| {s.get('origin', '')} |")
-    return "\n".join(out) + "\n"
+        text += "\n" + tables.markdown_table(
+            ["dataset", "seed", "base", "novel", "HM", "run"],
+            ([r["dataset"], s["seed"], f"{s['base']:.2f}", f"{s['novel']:.2f}", f"{s['hm']:.2f}", s.get("origin", "")]
+             for r in rows for s in r["per_seed"]))
+    return text
 
 
 def csv_table(rows: Sequence[Mapping]) -> str:
     """One line per (dataset, seed) and one per dataset mean (seed ``mean``)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["dataset", "seed", "base", "novel", "hm"])
+    return tables.csv_text(CSV_HEADER, _csv_rows(rows))
+
+
+def _csv_rows(rows: Sequence[Mapping]) -> Iterable[list]:
     for r in rows:
         for s in r["per_seed"]:
-            writer.writerow([r["dataset"], s["seed"], f"{s['base']:.4f}", f"{s['novel']:.4f}", f"{s['hm']:.4f}"])
-        writer.writerow([r["dataset"], "mean", f"{r['base']:.4f}", f"{r['novel']:.4f}", f"{r['hm']:.4f}"])
-    return buf.getvalue()
+            yield [r["dataset"], s["seed"], f"{s['base']:.4f}", f"{s['novel']:.4f}", f"{s['hm']:.4f}"]
+        yield [r["dataset"], "mean", f"{r['base']:.4f}", f"{r['novel']:.4f}", f"{r['hm']:.4f}"]
 
 
 def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.PathLike) -> Path:
@@ -117,12 +116,10 @@ def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.Path
            title="Base-to-novel generalisation")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
+    finally:
+        plt.close(fig)
 
 
 def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike, method: str,
@@ -132,7 +129,7 @@ def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike,
     replacing it. ``runs`` are this sweep's results (they win over the files); ``reused`` names the
     (dataset, seed) pairs of them that were taken from an earlier sweep, and runs found only on disk
     are marked as from an earlier sweep."""
-    from .sweep import read_base2novel_results
+    from ..engine.sweep import read_base2novel_results
 
     reused = set(reused)
     merged = {(r["dataset"], r["seed"]): {**r, "origin": "earlier sweep"} for r in read_base2novel_results(out_dir)}
@@ -141,11 +138,9 @@ def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike,
         merged[key] = {**r, "origin": "reused" if key in reused else "this sweep"}
     rows = base2novel_table(merged.values())
     out = Path(out_dir)
-    return {
-        "md": atomic_write_text(out / "base2novel.md", markdown_table(rows, f"{method}: base-to-novel")),
-        "csv": atomic_write_text(out / "base2novel.csv", csv_table(rows)),
-        "png": plot_base_novel({method: rows}, out / "base2novel.png"),
-    }
+    files = tables.write_tables(out, "base2novel", markdown_table(rows, f"{method}: base-to-novel"), CSV_HEADER,
+                                _csv_rows(rows))
+    return {**files, "png": plot_base_novel({method: rows}, out / "base2novel.png")}
 
 
 def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str | None = None) -> str:
@@ -154,21 +149,19 @@ def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str
     Each method's rows follow :func:`base2novel_table`; a dataset a method has no runs for shows
     ``-``, and so does the Average of a method that ran fewer than two datasets.
     """
-    tables = {m: {r["dataset"]: r for r in base2novel_table(list(runs))} for m, runs in runs_by_method.items()}
+    by_method = {m: {r["dataset"]: r for r in base2novel_table(list(runs))} for m, runs in runs_by_method.items()}
     datasets: list[str] = []
-    for rows in tables.values():
+    for rows in by_method.values():
         datasets += [d for d in rows if d not in datasets and d != "Average"]
     if len(datasets) > 1:
         datasets.append("Average")
-    methods = list(tables)
-    out = [f"### {title}\n"] if title else []
-    out.append("| dataset | " + " | ".join(f"{m} base | {m} novel | {m} HM" for m in methods) + " |")
-    out.append("|---|" + "---|---|---|" * len(methods))
+    methods = list(by_method)
+    rows = []
     for d in datasets:
-        cells = []
+        cells = [f"**{d}**" if d == "Average" else d]
         for m in methods:
-            r = tables[m].get(d)
+            r = by_method[m].get(d)
             cells += [f"{r['base']:.2f}", f"{r['novel']:.2f}", f"{r['hm']:.2f}"] if r else ["-", "-", "-"]
-        name = f"**{d}**" if d == "Average" else d
-        out.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(out) + "\n"
+        rows.append(cells)
+    header = ["dataset"] + [f"{m} {col}" for m in methods for col in ("base", "novel", "HM")]
+    return tables.markdown_table(header, rows, title)

@@ -6,6 +6,7 @@
 * :mod:`.model`: ``GRAMModel``, any learner trained downstream from a GRAM file (``tools/train.py``).
 """
 
+from .features import PairFeatures, encode_pairs
 from .gram import (
     GRAM_FILE,
     GRAMFile,
@@ -18,7 +19,7 @@ from .gram import (
 )
 from .model import GRAMModel
 from .regulator import REGULATORS, GateRegulator, GradientRegulator, IdentityRegulator, build_regulator
-from .tasks import ClusterSettings, PairFeatures, TaskSampler, TaskSettings, cross_modal_hierarchy, encode_pairs
+from .tasks import ClusterSettings, TaskSampler, TaskSettings, cross_modal_hierarchy
 
 __all__ = [
     "GRAM_FILE", "REGULATORS", "ClusterSettings", "GRAMFile", "GRAMModel", "GateRegulator", "GradientRegulator",

@@ -45,8 +45,9 @@ from ..backbones import CheckpointError, build_clip, save_safetensors
 from ..engine.checkpoint import comparable, describe_run, read_vlprompt_safetensors
 from ..learners import PromptLearner, build_learner, list_learners
 from ..registry import LEARNERS
+from .features import PairFeatures, normalise_images
 from .regulator import REGULATORS, GradientRegulator, build_regulator
-from .tasks import PairFeatures, Task, TaskSampler, normalise_images
+from .tasks import Task, TaskSampler
 
 GRAM_FILE = "gram.safetensors"
 STATE_FILE = "meta_state.pth"

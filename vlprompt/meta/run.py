@@ -10,7 +10,6 @@ written atomically) and finally ``gram.safetensors`` + ``meta_log.json``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -23,8 +22,9 @@ import torch
 from ..backbones import CheckpointError
 from ..datasets.pairs import build_pair_source
 from ..engine.checkpoint import torch_load_plain
-from ..engine.results import atomic_write_text
 from ..errors import ConfigError
+from ..io import atomic_write, atomic_write_text, config_hash
+from .features import encode_pairs
 from .gram import (
     GRAM_FILE,
     STATE_FILE,
@@ -34,7 +34,7 @@ from .gram import (
     save_gram_file,
     uses_frozen_image_features,
 )
-from .tasks import ClusterSettings, TaskSampler, TaskSettings, cross_modal_hierarchy, encode_pairs
+from .tasks import ClusterSettings, TaskSampler, TaskSettings, cross_modal_hierarchy
 
 LOG_FILE = "meta_log.json"
 SECTIONS = ("backbone", "learner", "pairs", "clustering", "tasks", "meta", "regulator")
@@ -89,17 +89,14 @@ RESUME_FREE = ("iterations", "checkpoint_interval")
 """``meta`` settings a resumed run may change (train longer, save more often)."""
 
 
-def config_hash(plain: Mapping[str, Any]) -> str:
+def resume_hash(plain: Mapping[str, Any]) -> str:
     """What a resumed run must share with the state it continues (all but :data:`RESUME_FREE`)."""
     meta = {k: v for k, v in (plain.get("meta") or {}).items() if k not in RESUME_FREE}
-    fixed = {**plain, "meta": meta}
-    return hashlib.sha256(json.dumps(fixed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_hash({**plain, "meta": meta}, length=16, compact=False)
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def meta_train(
@@ -117,7 +114,7 @@ def meta_train(
     one from another config stops the run, naming both hashes, before anything is computed.
     """
     plain = meta_config(cfg)
-    key = config_hash(plain)
+    key = resume_hash(plain)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path, gram_path = work_dir / STATE_FILE, work_dir / GRAM_FILE
@@ -173,4 +170,4 @@ def meta_train(
     return gram_path
 
 
-__all__ = ["LOG_FILE", "config_hash", "meta_config", "meta_train"]
+__all__ = ["LOG_FILE", "meta_config", "meta_train", "resume_hash"]

@@ -20,14 +20,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from mmengine.config import DictAction
 
-from ..engine.config import load_config
-from ..engine.results import atomic_write_text
-from ..engine.workdir import work_dir_lock
+from ..io import atomic_write_text, config_hash
+from .config import load_config
+from .workdir import work_dir_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULT_FILE = "sweep_result.json"
@@ -38,8 +39,8 @@ def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
     """``configs/<method>/<dataset with underscores>.py``: a file, or a run composed from the method's
     recipe and the dataset's facts (:mod:`vlprompt.engine.compose`); an unknown method or dataset is
     refused at once, naming the closest ones."""
-    from ..engine.compose import check_method, split_leaf
     from ..errors import ConfigNotFoundError
+    from .compose import check_method, split_leaf
 
     path = root / "configs" / method / f"{dataset.replace('-', '_')}.py"
     if path.is_file():
@@ -150,11 +151,6 @@ def input_file_digests(plain: Mapping[str, Any]) -> dict[str, str]:
         if path.is_file():
             digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """SHA-256 of ``config`` as canonical JSON (sorted keys, no spaces)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 _UNSET = object()
@@ -292,6 +288,28 @@ def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = Fals
 def took(result: Mapping, reused: bool) -> str:
     """``reused`` for a run taken from an earlier sweep, else the time it took (``12 s``)."""
     return "reused" if reused else f"{result.get('seconds', 0):.0f} s"
+
+
+def run_sweep(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, desc: str,
+              label: Callable[..., str], summary: Callable[[dict], str]) -> list[tuple[dict, bool]]:
+    """A sweep's run loop: every job's run checked first (:func:`plan_runs`), then each run or reused
+    (:func:`run_or_reuse`) in turn under a progress bar, writing ``<label>: <summary> (<took>)`` after it.
+
+    A job is a tuple whose last item is its :class:`SweepRun`; ``work(*job)`` trains and tests it and
+    ``label(*job)`` names it. Returns ``(result, reused)`` per job, in order.
+    """
+    from tqdm import tqdm
+
+    plan_runs([job[-1] for job in jobs], overwrite)  # every run checked before the first one trains
+    done = []
+    with tqdm(jobs, desc=desc, unit="run") as bar:
+        for job in bar:
+            name = label(*job)
+            bar.set_postfix_str(name)
+            result, reused = run_or_reuse(job[-1], partial(work, *job), overwrite)
+            done.append((result, reused))
+            tqdm.write(f"{name}: {summary(result)} ({took(result, reused)})")
+    return done
 
 
 ZERO_SHOT_KEYS = ("model.backbone.", "test_dataloader.", "data_root", "randomness.", "env_cfg.")
