@@ -2,22 +2,19 @@
 pre-transformer LayerNorm, text activation checkpointing) and source-to-target loading.
 
 The registry-wide contracts (only prompts learn, state round-trips, classes switch) run for the three
-learners in tests/test_learners.py; the official numbers are checked in tests/test_fidelity_mvlpt.py.
+learners in tests/learners/test_learners.py; the official numbers are checked in tests/learners/test_fidelity_mvlpt.py.
 """
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from vlprompt.backbones import ImagePrompts, TextPrompts, TokenInsertion, build_clip
 from vlprompt.backbones.checkpoint import CheckpointError
 from vlprompt.learners import MUPT, MVPT, CoOp, MCoOp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 NAMES = ["red_circle", "blue square", "Green_Triangle", "pink star", "brown hexagon"]  # odd count, underscores
 
 

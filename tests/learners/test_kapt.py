@@ -4,6 +4,7 @@ and the description-averaged zero-shot baseline."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 
 from vlprompt.backbones import build_clip
 from vlprompt.datasets.knowledge import KnowledgeError, KnowledgeWarning
@@ -184,11 +185,10 @@ def test_zero_shot_with_descriptions_averages_description_prompts(clip):
 
 
 def test_kapt_and_descriptions_configs_load():
-    from pathlib import Path
 
     from mmengine.config import Config
 
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = ROOT / "configs"
     for rel in ("kapt/no_discrete/toy_hues.py", "kapt/no_head/toy_shapes.py", "zsclip/descriptions/toy_hues.py"):
         cfg = Config.fromfile(str(root / rel))
         assert cfg.model.backbone.name == "toy"

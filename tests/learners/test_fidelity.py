@@ -18,19 +18,19 @@ passes for the training comparison).
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import GOLDEN_DIR
 from seeded_models import seeded_vitb16
 
 from vlprompt.backbones import PromptableCLIP
 from vlprompt.datasets.templates import get_template
 from vlprompt.learners import CoCoOp, CoOp, KgCoOp, MaPLe, PromptSRC, ZeroShotCLIP
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_maple_promptsrc.json").read_text())
-UNDERSCORE = json.loads((Path(__file__).parent / "golden" / "official_underscore_names.json").read_text())
+GOLDEN = json.loads((GOLDEN_DIR / "official_maple_promptsrc.json").read_text())
+UNDERSCORE = json.loads((GOLDEN_DIR / "official_underscore_names.json").read_text())
 LEARNERS = {"maple": MaPLe, "promptsrc": PromptSRC}
 TOL = 1e-4  # logits and losses, max abs difference (observed: ~2e-6)
 

@@ -1,14 +1,13 @@
 """Every shipped config loads, names its dataset after its file, and toy configs use the toy CLIP."""
 
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 from mmengine.config import Config
 
-ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(
     p for p in (ROOT / "configs").glob("*/*.py") if not p.name.startswith("_") and p.parent.name != "_base_"
-    and not (p.parent.name == "gram" and p.name.startswith("meta_"))  # GRAM meta-training: tests/test_gram.py
+    and not (p.parent.name == "gram" and p.name.startswith("meta_"))  # GRAM meta-training: tests/meta/test_gram.py
 )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 from mmengine.dataset import default_collate
 from mmengine.optim import OptimWrapper
 from PIL import Image
@@ -37,7 +38,6 @@ from vlprompt.engine import MultitaskAccuracyMetric, MultitaskModel
 from vlprompt.engine.multitask import apply_task_mask
 from vlprompt.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
 AA = ['cat', 'dog', 'cow']    # task 0
 BB = ['car', 'Dog']           # task 1: 'Dog' clashes with AA's 'dog' (compared case-insensitively)
 

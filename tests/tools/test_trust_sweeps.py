@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from vlprompt.engine import workdir
 from vlprompt.engine.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
 from vlprompt.evaluation import sweep
 from vlprompt.evaluation.sweep import RESULT_FILE
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import base2novel  # noqa: E402

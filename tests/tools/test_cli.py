@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from vlprompt import cli
 from vlprompt.errors import ConfigError, UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 TOOLS = sorted(p.name for p in (ROOT / "tools").glob("*.py"))
 HEAVY = ("torch", "open_clip", "mmengine", "vlprompt.engine")
 

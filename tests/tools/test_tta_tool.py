@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 from mmengine.config import Config
 
 from vlprompt.backbones import save_safetensors
 from vlprompt.errors import ConfigError, UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import tta  # noqa: E402  (tools/tta.py)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 from safetensors import safe_open
 
 import vlprompt
@@ -17,7 +18,6 @@ from vlprompt.engine import NaNGuardHook, WarmupCosineLR, dassl_lr
 from vlprompt.engine.checkpoint import load_learner, read_learned
 from vlprompt.evaluation.report import harmonic_mean
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import test as test_tool  # noqa: E402  (tools/test.py)
 from toy_run import CONFIG, FAST  # noqa: E402

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SHORT_TRAINING = ["train_cfg.max_epochs=1", "train_dataloader.dataset.num_shots=1"]
 SHORTEN = {  # flags appended to each README command (a later flag of the same name wins)
     "zero_shot.py": ["--datasets", "toy-shapes", "--shots", "1"],

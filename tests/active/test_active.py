@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from vlprompt.active import SAMPLERS, ActiveSettings, Pool, labelled_indices, pcb_select, read_state, run_active
 from vlprompt.active import loop as active_loop
@@ -22,8 +23,6 @@ from vlprompt.active.samplers import (
     prediction_entropy,
 )
 from vlprompt.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pool(n=60, d=8, c=5, labelled=(), seed=0):

@@ -24,6 +24,7 @@ import PIL.Image
 import pytest
 import torch
 from fake_data import make_fake_root
+from helpers import GOLDEN_DIR, ROOT
 
 from vlprompt.adapters.daynight import (
     DarkeningNet,
@@ -40,11 +41,10 @@ from vlprompt.adapters.daynight import (
 )
 from vlprompt.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import train as train_tool  # noqa: E402  (tools/train.py)
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_smm.json").read_text())
+GOLDEN = json.loads((GOLDEN_DIR / "official_smm.json").read_text())
 TOL = 1e-5
 TOY = str(ROOT / "configs/smm/toy_shapes.py")
 CODAN = str(ROOT / "configs/smm/codan.py")
