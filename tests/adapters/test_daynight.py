@@ -175,13 +175,13 @@ def test_byol_heads_and_term_match_official():
 
 
 # ------------------------------------------------------------------------------------------ units
-def test_similarity_term_trains_a_text_only_learner_and_follows_by_ema(tiny_clip):
+def test_similarity_term_trains_a_text_only_learner_and_follows_by_ema(clip):
     """With CoOp the image embedding cannot move: the term compares class scores, so it reaches the
     context; the target follows the online parameters with momentum 0.99."""
     from vlprompt.learners import build_learner
 
     torch.manual_seed(0)
-    learner = build_learner("coop", tiny_clip, ["cat", "dog", "car"], n_ctx=4, ctx_init="")
+    learner = build_learner("coop", clip, ["cat", "dog", "car"], n_ctx=4, ctx_init="")
     sim = SimilarityMax(learner, 3, dim=16, momentum=0.99)
     assert sim.representation == "scores"
     day, night = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)

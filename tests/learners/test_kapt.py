@@ -6,7 +6,6 @@ import torch
 import torch.nn.functional as F
 from helpers import ROOT
 
-from vlprompt.backbones import build_clip
 from vlprompt.datasets.knowledge import KnowledgeError, KnowledgeWarning
 from vlprompt.learners import KAPT, ZeroShotCLIP, build_learner
 from vlprompt.learners.kapt import AttentionPoolingHead
@@ -17,12 +16,6 @@ DESCRIPTIONS = {
     "red fox": "A red fox is a small wild canine with a bushy tail and orange fur.",
 }
 NAMES = list(DESCRIPTIONS)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    torch.manual_seed(0)
-    return build_clip("test-tiny")
 
 
 def _kapt(clip, names=NAMES, **kw):

@@ -31,13 +31,6 @@ NOVEL = ["cat", "red fox", "snow mountain", "pizza"]
 
 
 @pytest.fixture(scope="module")
-def clip():
-    """2-layer towers (test-tiny): a frozen backbone shared by the tests (none modifies it)."""
-    torch.manual_seed(0)
-    return build_clip("test-tiny")
-
-
-@pytest.fixture(scope="module")
 def clip4():
     """4-layer towers, random weights (the toy architecture), for depth semantics."""
     torch.manual_seed(0)

@@ -18,12 +18,6 @@ from vlprompt.learners import MUPT, MVPT, CoOp, MCoOp
 NAMES = ["red_circle", "blue square", "Green_Triangle", "pink star", "brown hexagon"]  # odd count, underscores
 
 
-@pytest.fixture(scope="module")
-def clip():
-    torch.manual_seed(0)
-    return build_clip("test-tiny")
-
-
 def images(clip, n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, clip.image_size, clip.image_size, generator=g)
