@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, write_learned
 
 from vlprompt.backbones import ImagePrompts, TextPrompts, TokenInsertion, build_clip
 from vlprompt.backbones.checkpoint import CheckpointError
@@ -173,13 +173,15 @@ def _runner(tmp_path, options, name):
     return build_runner(cfg)
 
 
-def test_source_prompt_starts_the_target(tmp_path):
-    from toy_run import train
+def _mcoop_source(path):
+    """What a toy MCoOp source run (the coop toy config, model.learner.type=mcoop, no ctx_init) leaves."""
+    return write_learned(path, "mcoop", n_ctx=4, ctx_init="", class_token_position="end")
 
+
+def test_source_prompt_starts_the_target(tmp_path):
     from vlprompt.engine.checkpoint import read_learned
 
-    train(tmp_path / "source", "model.learner.type=mcoop", "model.learner.ctx_init=", epochs=1, test=False)
-    source = tmp_path / "source/learned.safetensors"
+    source = _mcoop_source(tmp_path / "source/learned.safetensors")
     state, meta = read_learned(source)
     assert meta["learner"]["type"] == "mcoop"
     target = ["train_dataloader.dataset.name=toy-patterns", "test_dataloader.dataset.name=toy-patterns"]
@@ -196,10 +198,7 @@ def test_source_prompt_starts_the_target(tmp_path):
 
 
 def test_source_of_another_family_or_backbone_stops_before_training(tmp_path):
-    from toy_run import train
-
-    train(tmp_path / "src", "model.learner.type=mcoop", "model.learner.ctx_init=", epochs=1, test=False)
-    source = tmp_path / "src/learned.safetensors"
+    source = _mcoop_source(tmp_path / "src/learned.safetensors")
     with pytest.raises(CheckpointError, match=r"'mcoop' on backbone 'test-tiny'.*trains 'coop' on 'test-tiny'"):
         _runner(tmp_path, [f"load_from={source}"], "other_family")
     with pytest.raises(CheckpointError, match=r"'mcoop' on backbone 'test-tiny'.*'mcoop' on 'toy'"):
