@@ -13,6 +13,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository
 GOLDEN_DIR = ROOT / "tests" / "golden"  # what the official code computed (each file's NOTE says how)
+#: every shipped config and overlay, at any depth (configs/kapt/no_head/dtd.py...): the one glob that the
+#: config tests filter; configs/_base_/ and the _partial.py files that configs import are not configs
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.py") if "_base_" not in p.parts and not p.name.startswith("_"))
+
+
+def configs_under(folder: str) -> list[Path]:
+    """The configs of :data:`CONFIGS` under ``configs/<folder>`` (sub-folders included)."""
+    top = ROOT / "configs" / folder
+    return [p for p in CONFIGS if top in p.parents]
+
+
+def config_id(path: Path) -> str:
+    """``coop/dtd``, ``kapt/no_head/dtd``: a config's test id."""
+    return path.relative_to(ROOT / "configs").with_suffix("").as_posix()
 
 
 def write_learned(path: str | Path, learner: str = "coop", class_names: Sequence[str] = ("red circle", "blue star",

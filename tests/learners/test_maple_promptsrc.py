@@ -16,7 +16,7 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import ROOT
+from helpers import ROOT, configs_under
 from mmengine.hooks import Hook
 
 from vlprompt.backbones import ImagePrompts, PromptableCLIP, build_clip
@@ -466,7 +466,7 @@ def _cfg(rel):
     return Config.fromfile(str(ROOT / "configs" / rel))
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs/promptsrc/few_shot").glob("*.py")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", configs_under("promptsrc/few_shot"), ids=lambda p: p.stem)
 def test_promptsrc_few_shot_configs_use_the_published_per_dataset_gpa(path):
     cfg = _cfg(f"promptsrc/few_shot/{path.name}")
     group_45_5 = {"stanford_cars", "oxford_flowers", "fgvc_aircraft", "dtd", "eurosat"}

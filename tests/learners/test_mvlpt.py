@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from helpers import ROOT, write_learned
+from helpers import ROOT, configs_under, write_learned
 
 from vlprompt.backbones import ImagePrompts, TextPrompts, TokenInsertion, build_clip
 from vlprompt.backbones.checkpoint import CheckpointError
@@ -207,8 +207,7 @@ def test_source_of_another_family_or_backbone_stops_before_training(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ configs
-MVLPT_TARGETS = sorted(p for p in (ROOT / "configs/mvlpt").glob("*/*.py")
-                       if not p.name.startswith("_") and not p.stem.startswith(("toy_", "source_")))
+MVLPT_TARGETS = [p for p in configs_under("mvlpt") if not p.stem.startswith(("toy_", "source_"))]
 
 
 def test_mvlpt_target_configs():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, write_learned
+from helpers import ROOT, config_id, configs_under, write_learned
 from mmengine.config import Config
 
 from vlprompt.errors import ConfigError, UserError
@@ -29,7 +29,7 @@ RLCF_CONFIG = "configs/rlcf/toy_shapes_noise.py"
 TINY = ["model.backbone.name=test-tiny", "model.backbone.pretrained=None"]
 TINY_TEACHER = ["adapter.teacher.name=test-tiny", "adapter.teacher.pretrained=None"]
 FOUR_VIEWS = ["views.n_views=4", "adapter.selection_p=0.5"]  # int(4 x 0.5) = 2 views selected
-TTA_CONFIGS = sorted(p for m in ("tpt", "rlcf") for p in (ROOT / "configs" / m).glob("[!_]*.py"))
+TTA_CONFIGS = configs_under("tpt") + configs_under("rlcf")
 
 
 def _env() -> dict[str, str]:
@@ -47,7 +47,7 @@ def _results(work_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ configs
-@pytest.mark.parametrize("path", TTA_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("path", TTA_CONFIGS, ids=config_id)
 def test_tta_configs_follow_the_published_recipes(path):
     cfg = Config.fromfile(str(path))
     method, name = path.parent.name, cfg.test_dataloader.dataset.name
