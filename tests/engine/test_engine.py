@@ -132,6 +132,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three torchrun launches (45 s)
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     """gloo on CPU: 2 ranks x 4 images equal 1 rank x 8 images (deterministic inputs)."""
     common = [*FAST, "train_dataloader.dataset.transform=test", "train_cfg.max_epochs=3", "test_dataloader=None"]

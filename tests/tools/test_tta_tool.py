@@ -77,6 +77,7 @@ def test_every_dataset_of_the_protocol_has_a_tta_config():
 
 
 # ------------------------------------------------------------------------------------------ runs
+@pytest.mark.slow  # torch.distributed launches of tools/tta.py (25 s)
 def test_two_gloo_processes_give_the_predictions_of_one(tmp_path):
     """torchrun with 2 CPU ranks: each adapts its share (r::2) and rank 0 gathers; the predictions and
     the accuracy equal a 1-process run's (each sample's views depend on its index and the seed only)."""
