@@ -15,8 +15,9 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.
 
 
 @pytest.fixture(scope="session")
-def tiny_clip():
-    """A random-init 2-layer CLIP (32 px) shared by the tests that do not modify it."""
+def clip():
+    """The random-init 2-layer CLIP (``test-tiny``, 32 px, seed 0) that every test not modifying it shares;
+    tests that change a backbone build their own (learners/test_learners.py: a fresh one per test)."""
     from vlprompt.backbones import build_clip
 
     torch.manual_seed(0)

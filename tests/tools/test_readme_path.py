@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SHORT_TRAINING = ["train_cfg.max_epochs=1", "train_dataloader.dataset.num_shots=1"]
 SHORTEN = {  # flags appended to each README command (a later flag of the same name wins)
     "zero_shot.py": ["--datasets", "toy-shapes", "--shots", "1"],
@@ -93,6 +93,7 @@ def test_try_it_commands_name_existing_tools_configs_flags_and_values():
             get_protocol(protocol)
 
 
+@pytest.mark.slow  # a zero-shot base-to-novel sweep (35 s)
 def test_each_try_it_command_needs_only_what_the_earlier_ones_made(tmp_path, capsys):
     """compare_methods after the README's base2novel sweep, with nothing else made: it must make the
     zero-shot runs itself (today's runs of the sweep are stood in for by the result files it writes)."""

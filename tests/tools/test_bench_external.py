@@ -1,9 +1,10 @@
 """bench_train_step's --official-cmd: an outside timing program's RESULT line joins the table."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from helpers import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_train_step  # noqa: E402
 
 FAKE = """import json, sys

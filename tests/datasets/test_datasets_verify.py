@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from fake_data import break_dataset, make_fake_root, shared_tree
+from helpers import ROOT
 
 from vlprompt.datasets.verify import verify_dataset
 
-TOOL = Path(__file__).resolve().parents[1] / 'tools' / 'prepare_data.py'
+TOOL = ROOT / 'tools' / 'prepare_data.py'
 
 
 @pytest.fixture(scope='session')

@@ -18,19 +18,19 @@ passes for the training comparison).
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import GOLDEN_DIR
 from seeded_models import seeded_vitb16
 
 from vlprompt.backbones import PromptableCLIP
 from vlprompt.datasets.templates import get_template
 from vlprompt.learners import CoCoOp, CoOp, KgCoOp, MaPLe, PromptSRC, ZeroShotCLIP
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_maple_promptsrc.json").read_text())
-UNDERSCORE = json.loads((Path(__file__).parent / "golden" / "official_underscore_names.json").read_text())
+GOLDEN = json.loads((GOLDEN_DIR / "official_maple_promptsrc.json").read_text())
+UNDERSCORE = json.loads((GOLDEN_DIR / "official_underscore_names.json").read_text())
 LEARNERS = {"maple": MaPLe, "promptsrc": PromptSRC}
 TOL = 1e-4  # logits and losses, max abs difference (observed: ~2e-6)
 
@@ -156,6 +156,7 @@ def test_maple_logits_and_loss(vitb16, inputs, monkeypatch):
     assert "frozen_image" not in seen  # MaPLe has no frozen-feature term
 
 
+@pytest.mark.slow  # PromptSRC's 60-template frozen features on a ViT-B/16 (45 s)
 def test_promptsrc_logits_and_every_loss_term(vitb16, inputs, monkeypatch):
     golden = GOLDEN["promptsrc"]
     train = golden["train"]
@@ -179,6 +180,7 @@ def test_promptsrc_logits_and_every_loss_term(vitb16, inputs, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ training
+@pytest.mark.slow  # three official training steps on a ViT-B/16 (40-60 s each)
 @pytest.mark.parametrize("method", ["maple", "promptsrc"])
 def test_three_sgd_steps_match_the_official_trainer(method, vitb16, inputs):
     golden = GOLDEN[method]
@@ -316,6 +318,7 @@ def test_maple_matches_the_official_trainer_for_underscore_names(vitb16, inputs,
     assert abs(losses["loss_ce"].item() - golden["train"]["loss_ce"]) < UNDERSCORE_TOL
 
 
+@pytest.mark.slow  # as test_promptsrc_logits_and_every_loss_term (35 s)
 def test_promptsrc_matches_the_official_trainer_for_underscore_names(vitb16, inputs, monkeypatch):
     golden = UNDERSCORE["promptsrc"]
     train = golden["train"]

@@ -14,17 +14,17 @@ on 4 images, twice per family, 10-60 s each on 2 CPU cores) are ``slow``.
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import GOLDEN_DIR
 from seeded_models import seeded_vitb16
 
 from vlprompt.backbones import PromptableCLIP
 from vlprompt.learners import MUPT, MVPT, MCoOp
 from vlprompt.learners.mvlpt.model import apply_task_mask
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_mvlpt.json").read_text())
+GOLDEN = json.loads((GOLDEN_DIR / "official_mvlpt.json").read_text())
 NAMES, LABELS, TASKS = GOLDEN["classnames"], GOLDEN["labels"], GOLDEN["tasks"]
 TOL = 1e-4  # logits, losses: max abs difference
 #: the published families: MVLPT's scripts (main_mt_coopdata_cut.sh) for each

@@ -17,10 +17,10 @@ image tower), hence ``slow``.
 """
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import GOLDEN_DIR
 from seeded_models import seeded_vitb16
 
 from vlprompt.adapters import RLCF, TPT, default_prompt_learner
@@ -28,7 +28,7 @@ from vlprompt.learners import ZeroShotCLIP
 
 pytestmark = pytest.mark.slow
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_tpt_rlcf.json").read_text())
+GOLDEN = json.loads((GOLDEN_DIR / "official_tpt_rlcf.json").read_text())
 NAMES = GOLDEN["inputs"]["classnames"]
 TOL = 1e-4  # logits and losses, max abs difference
 

@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, config_id, write_learned
 from tool_loader import load_tool
 
 from vlprompt.adapters import run as tta_run
-from vlprompt.backbones import save_safetensors
 from vlprompt.errors import ConfigError, UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 tta = load_tool("tta")  # tools/tta.py: the arguments and the table (the loop is vlprompt.adapters.run)
 
 TPT_CONFIG = "configs/tpt/toy_shapes_noise.py"
@@ -51,23 +50,8 @@ def _results(work_dir: Path) -> dict:
     return json.loads((work_dir / "results.json").read_text())
 
 
-def _checkpoint(path: Path, learner: str = "coop", names=("red circle", "blue star", "sea lion"), **hparams) -> Path:
-    """A ``learned.safetensors`` as training writes it, for a test-tiny learner with moved parameters."""
-    from vlprompt.engine import PromptModel
-    from vlprompt.engine.hooks import to_plain
-
-    torch.manual_seed(3)
-    model = PromptModel(dict(name="test-tiny", pretrained=None), dict(type=learner, **hparams), list(names))
-    state = model.learner.learned_state_dict()
-    with torch.no_grad():
-        for value in state.values():
-            value.add_(torch.randn_like(value))
-    save_safetensors(state, path, {"vlprompt": json.dumps(to_plain(model.metadata()))})
-    return path
-
-
 # ------------------------------------------------------------------------------------------ configs
-@pytest.mark.parametrize("path", TTA_CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("path", TTA_CONFIGS, ids=config_id)
 def test_tta_configs_follow_the_published_recipes(path):
     from vlprompt.engine import load_config
 
@@ -91,6 +75,7 @@ def test_tta_configs_follow_the_published_recipes(path):
 
 
 # ------------------------------------------------------------------------------------------ runs
+@pytest.mark.slow  # torch.distributed launches of tools/tta.py (25 s)
 def test_two_gloo_processes_give_the_predictions_of_one(tmp_path):
     """torchrun with 2 CPU ranks: each adapts its share (r::2) and rank 0 gathers; the predictions and
     the accuracy equal a 1-process run's (each sample's views depend on its index and the seed only)."""
@@ -164,7 +149,7 @@ def test_several_configs_give_a_table_and_rlcf_runs_with_a_given_teacher(tmp_pat
 
 def test_a_checkpoint_learner_is_adapted_on_the_test_sets_classes(tmp_path):
     """The checkpoint's context is what the adapter tunes, over the 40 test classes (the file has 3)."""
-    path = _checkpoint(tmp_path / "learned.safetensors", n_ctx=4)
+    path = write_learned(tmp_path / "learned.safetensors", n_ctx=4)
     from vlprompt.cli import cfg_options
     from vlprompt.engine import load_config
     from vlprompt.engine.checkpoint import read_learned
@@ -185,7 +170,7 @@ def test_a_checkpoint_learner_is_adapted_on_the_test_sets_classes(tmp_path):
 
 
 def test_a_learner_without_text_context_fails_at_start_naming_it(tmp_path):
-    path = _checkpoint(tmp_path / "vpt.safetensors", learner="vpt")
+    path = write_learned(tmp_path / "vpt.safetensors", learner="vpt")
     with pytest.raises(ConfigError, match=r"VPT \('vpt'\) has no text context tokens"):
         tta.main([TPT_CONFIG, "--checkpoint", str(path), "--limit", "2", "--work-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run" / "results.json").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_learned
 from mmengine.registry import HOOKS
 from PIL import Image
 from toy_run import CONFIG, FAST, train_tool
@@ -38,8 +39,15 @@ def trained(tmp_path_factory) -> Path:
     return work
 
 
-def _learned_with_meta(tmp_path: Path, trained: Path, edit) -> Path:
-    state, meta = read_learned(trained / "learned.safetensors")
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory) -> Path:
+    """What a toy CoOp run leaves as learned.safetensors, written without training."""
+    return write_learned(tmp_path_factory.mktemp("learned") / "learned.safetensors", n_ctx=4,
+                         ctx_init="a photo of a", class_token_position="end", config=CONFIG)
+
+
+def _learned_with_meta(tmp_path: Path, learned: Path, edit) -> Path:
+    state, meta = read_learned(learned)
     edit(meta)
     path = tmp_path / "hostile.safetensors"
     save_safetensors(state, path, {"vlprompt": json.dumps(meta)})
@@ -49,14 +57,14 @@ def _learned_with_meta(tmp_path: Path, trained: Path, edit) -> Path:
 # ---------------------------------------------------------------------------- 1. names from files
 
 
-def test_metadata_cannot_name_a_callable(tmp_path, trained):
+def test_metadata_cannot_name_a_callable(tmp_path, learned):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
 
     def gadget(meta):  # logging.basicConfig(filename=victim, filemode="w") would truncate the file
         meta["learner"] = {"type": "logging.basicConfig", "filename": str(victim), "filemode": "w", "force": True}
 
-    path = _learned_with_meta(tmp_path, trained, gadget)
+    path = _learned_with_meta(tmp_path, learned, gadget)
     with pytest.raises(CheckpointError, match=r"hostile.safetensors: metadata key 'learner.type' = "
                                               r"'logging.basicConfig' is not a registered learner"):
         load_learner(path)
@@ -65,7 +73,7 @@ def test_metadata_cannot_name_a_callable(tmp_path, trained):
         vlprompt.load_prompted_clip(path)
 
 
-def test_metadata_cannot_import_a_local_module(tmp_path, trained, monkeypatch):
+def test_metadata_cannot_import_a_local_module(tmp_path, learned, monkeypatch):
     marker = tmp_path / "imported"
     (tmp_path / "hubconf.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef load(**kw):\n    pass\n")
     (tmp_path / "evil").mkdir()
@@ -74,7 +82,7 @@ def test_metadata_cannot_import_a_local_module(tmp_path, trained, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
     for name in ("hubconf.load", "torch.hub.load", "evil.Thing"):
-        path = _learned_with_meta(tmp_path, trained, lambda m, n=name: m["learner"].update(type=n))
+        path = _learned_with_meta(tmp_path, learned, lambda m, n=name: m["learner"].update(type=n))
         with pytest.raises(CheckpointError, match="is not a registered learner"):
             load_learner(path)
         # and the registries themselves never import what a name spells (configs go through them)
@@ -90,8 +98,8 @@ def test_metadata_cannot_import_a_local_module(tmp_path, trained, monkeypatch):
     (lambda m: m["learner"].update(n_ctx={"__class__": "x"}), "learner.n_ctx"),
     (lambda m: m.update(class_names="red circle"), "class_names"),
 ])
-def test_metadata_values_are_checked_against_the_learner(tmp_path, trained, edit, key):
-    path = _learned_with_meta(tmp_path, trained, edit)
+def test_metadata_values_are_checked_against_the_learner(tmp_path, learned, edit, key):
+    path = _learned_with_meta(tmp_path, learned, edit)
     with pytest.raises((CheckpointError, TypeError), match=f"metadata key '{key}'" if key else "n_ctx"):
         load_learner(path)
 
@@ -281,8 +289,8 @@ def test_cfg_options_that_fit_are_accepted():
 
 
 @pytest.fixture(scope="module")
-def classifier(trained):
-    return vlprompt.load_prompted_clip(trained / "learned.safetensors")
+def classifier(learned):
+    return vlprompt.load_prompted_clip(learned)
 
 
 def test_classify_refuses_what_is_not_a_class_list_or_an_image(classifier):
@@ -323,19 +331,19 @@ def test_a_work_dir_of_another_run_is_refused_before_anything_loads(tmp_path, tr
     assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_2.pth"]  # nothing was touched
 
 
-def test_a_checkpoint_of_another_backbone_names_both(tmp_path, trained):
+def test_a_checkpoint_of_another_backbone_names_both(tmp_path, learned):
     from vlprompt.backbones import build_clip
     from vlprompt.engine.checkpoint import load_learned_into
     from vlprompt.learners import build_learner
 
     with pytest.raises(CheckpointError, match=r"trained on backbone 'test-tiny', not 'toy'"):
-        vlprompt.load_prompted_clip(trained / "learned.safetensors", backbone="toy")
+        vlprompt.load_prompted_clip(learned, backbone="toy")
     # tools/test.py: a config of another backbone than the checkpoint's
     other = build_learner("coop", build_clip("toy"), ["a", "b"], n_ctx=4, ctx_init="a photo of a")
     with pytest.raises(CheckpointError, match=r"ctx has shape \(4, \d+\) in the checkpoint but \(4, 128\) for "
                                               r"backbone 'toy' \(the checkpoint was trained on backbone 'test-tiny'"):
-        load_learned_into(other, trained / "learned.safetensors")
+        load_learned_into(other, learned)
     # metadata edited to name another backbone: the prompts no longer fit it
-    path = _learned_with_meta(tmp_path, trained, lambda m: m["backbone"].update(name="toy", pretrained=None))
+    path = _learned_with_meta(tmp_path, learned, lambda m: m["backbone"].update(name="toy", pretrained=None))
     with pytest.raises(CheckpointError, match=r"do not fit the backbone its metadata names"):
         load_learner(path)

@@ -24,6 +24,7 @@ import PIL.Image
 import pytest
 import torch
 from fake_data import make_fake_root
+from helpers import GOLDEN_DIR, ROOT
 
 from vlprompt.daynight import (
     DarkeningNet,
@@ -40,11 +41,10 @@ from vlprompt.daynight import (
 )
 from vlprompt.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import train as train_tool  # noqa: E402  (tools/train.py)
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_smm.json").read_text())
+GOLDEN = json.loads((GOLDEN_DIR / "official_smm.json").read_text())
 TOL = 1e-5
 TOY = str(ROOT / "configs/smm/toy_shapes.py")
 CODAN = str(ROOT / "configs/smm/codan.py")
@@ -175,13 +175,13 @@ def test_byol_heads_and_term_match_official():
 
 
 # ------------------------------------------------------------------------------------------ units
-def test_similarity_term_trains_a_text_only_learner_and_follows_by_ema(tiny_clip):
+def test_similarity_term_trains_a_text_only_learner_and_follows_by_ema(clip):
     """With CoOp the image embedding cannot move: the term compares class scores, so it reaches the
     context; the target follows the online parameters with momentum 0.99."""
     from vlprompt.learners import build_learner
 
     torch.manual_seed(0)
-    learner = build_learner("coop", tiny_clip, ["cat", "dog", "car"], n_ctx=4, ctx_init="")
+    learner = build_learner("coop", clip, ["cat", "dog", "car"], n_ctx=4, ctx_init="")
     sim = SimilarityMax(learner, 3, dim=16, momentum=0.99)
     assert sim.representation == "scores"
     day, night = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)

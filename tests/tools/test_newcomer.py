@@ -4,14 +4,13 @@ test lines that say which classes they measured (issue 18)."""
 import sys
 import uuid
 import warnings
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 import vlprompt
 from vlprompt.zeroshot import RandomWeightsWarning
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 

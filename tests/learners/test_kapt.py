@@ -4,8 +4,8 @@ and the description-averaged zero-shot baseline."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 
-from vlprompt.backbones import build_clip
 from vlprompt.datasets.knowledge import KnowledgeError, KnowledgeWarning
 from vlprompt.learners import KAPT, ZeroShotCLIP, build_learner
 from vlprompt.learners.kapt import AttentionPoolingHead
@@ -16,12 +16,6 @@ DESCRIPTIONS = {
     "red fox": "A red fox is a small wild canine with a bushy tail and orange fur.",
 }
 NAMES = list(DESCRIPTIONS)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    torch.manual_seed(0)
-    return build_clip("test-tiny")
 
 
 def _kapt(clip, names=NAMES, **kw):
@@ -184,11 +178,10 @@ def test_zero_shot_with_descriptions_averages_description_prompts(clip):
 
 
 def test_kapt_and_descriptions_configs_load():
-    from pathlib import Path
 
     from vlprompt.engine import load_config
 
-    root = Path(__file__).resolve().parent.parent / "configs"
+    root = ROOT / "configs"
     for rel in ("kapt/no_discrete/toy_hues.py", "kapt/no_head/toy_shapes.py", "zsclip/descriptions/toy_hues.py"):
         cfg = load_config(root / rel)
         assert cfg.model.backbone.name == "toy"

@@ -4,6 +4,7 @@ import json
 from dataclasses import asdict, replace
 
 import numpy as np
+import pytest
 import torch
 
 from vlprompt.backbones import build_clip, read_weights
@@ -32,6 +33,7 @@ def test_clip_loss_is_low_for_matched_pairs_and_high_for_shuffled():
     assert matched < 0.1 < 5 < shuffled
 
 
+@pytest.mark.slow  # a 40-step pretraining loop (25 s); the teacher recipe's 2 steps run by default
 def test_a_few_steps_lower_the_loss_and_the_checkpoint_loads_back(tmp_path):
     # contrastive + attribute-head loss; the conv stem starts slowly, so 40 steps at a high lr
     # (seeded and deterministic: measured 4.654 -> 4.515)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from fake_data import break_dataset, edit_split_file, make_fake_root
+from helpers import ROOT
 
 from vlprompt.datasets import (
     DatasetError,
@@ -26,7 +27,6 @@ from vlprompt.datasets import (
 )
 from vlprompt.datasets.verify import Problem, format_reports, verify_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'prepare_data.py'
 CONFIG = ROOT / 'configs' / 'coop' / 'toy_shapes.py'
 

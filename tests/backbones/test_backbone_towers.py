@@ -68,20 +68,20 @@ def test_rn50_text_tower_matches_open_clip_and_refuses_image_prompts():
         rn50.encode_image(torch.randn(1, 3, 224, 224), ImagePrompts(tokens=torch.zeros(2, 64)))
 
 
-def test_truncated_context_equals_full_context_with_prompts(tiny_clip):
+def test_truncated_context_equals_full_context_with_prompts(clip):
     """Truncation after the last end-of-text token is exact, with shallow and deep prompts too."""
-    model = tiny_clip.model
+    model = clip.model
     torch.manual_seed(1)
-    ctx = torch.randn(4, tiny_clip.text_width)
-    deep = {1: torch.randn(4, tiny_clip.text_width)}
-    ids = tiny_clip.tokenize(["X X X X " + p for p in CLASS_PROMPTS])
-    ids_plain = tiny_clip.tokenize(CLASS_PROMPTS)
+    ctx = torch.randn(4, clip.text_width)
+    deep = {1: torch.randn(4, clip.text_width)}
+    ids = clip.tokenize(["X X X X " + p for p in CLASS_PROMPTS])
+    ids_plain = clip.tokenize(CLASS_PROMPTS)
     seen_lengths = []
     hook = model.transformer.resblocks[0].register_forward_pre_hook(
         lambda _m, args: seen_lengths.append(args[0].shape[1])
     )
     with torch.no_grad():
-        got = tiny_clip.encode_text(ids_plain, TextPrompts(insert=[TokenInsertion(ctx, 1)], deep=deep))
+        got = clip.encode_text(ids_plain, TextPrompts(insert=[TokenInsertion(ctx, 1)], deep=deep))
         hook.remove()
         # full length: 77 tokens, prompts written in place of the X placeholders
         emb = model.token_embedding(ids).clone()
@@ -99,22 +99,22 @@ def test_truncated_context_equals_full_context_with_prompts(tiny_clip):
     assert seen_lengths[0] < 40
 
 
-def test_insertion_positions_follow_coop_class_token_positions(tiny_clip):
+def test_insertion_positions_follow_coop_class_token_positions(clip):
     """Per-row positions reproduce CoOp's 'front' and 'middle' layouts written with placeholders."""
-    model = tiny_clip.model
+    model = clip.model
     torch.manual_seed(2)
-    ctx = torch.randn(4, tiny_clip.text_width)
+    ctx = torch.randn(4, clip.text_width)
     names = ["dog", "golden retriever", "annual crop land"]
-    plain = tiny_clip.tokenize([f"{n}." for n in names])
+    plain = clip.tokenize([f"{n}." for n in names])
     name_end = plain.argmax(-1) - 1  # index of the "." token
     with torch.no_grad():
-        front = tiny_clip.encode_text(plain, TextPrompts(insert=[TokenInsertion(ctx, name_end)]))
-        middle = tiny_clip.encode_text(
+        front = clip.encode_text(plain, TextPrompts(insert=[TokenInsertion(ctx, name_end)]))
+        middle = clip.encode_text(
             plain, TextPrompts(insert=[TokenInsertion(ctx[:2], 1), TokenInsertion(ctx[2:], name_end)])
         )
         for layout, got in (("front", front), ("middle", middle)):
             texts = [f"{n} X X X X." if layout == "front" else f"X X {n} X X." for n in names]
-            ids = tiny_clip.tokenize(texts)
+            ids = clip.tokenize(texts)
             emb = model.token_embedding(ids).clone()
             for r, n_len in enumerate((plain.argmax(-1) - 2).tolist()):
                 slots = list(range(1 + n_len, 5 + n_len)) if layout == "front" else [1, 2, 3 + n_len, 4 + n_len]
@@ -123,40 +123,40 @@ def test_insertion_positions_follow_coop_class_token_positions(tiny_clip):
             assert (got - ref).abs().max().item() < 1e-5, layout
 
 
-def test_grouped_prompts_equal_one_group_at_a_time(tiny_clip):
+def test_grouped_prompts_equal_one_group_at_a_time(clip):
     """Per-image text prompts (CoCoOp) in one batched call equal image-by-image calls."""
     torch.manual_seed(3)
-    ids = tiny_clip.tokenize(["dog.", "cat.", "annual crop land."])
-    per_image = torch.randn(5, 1, 4, tiny_clip.text_width)
+    ids = clip.tokenize(["dog.", "cat.", "annual crop land."])
+    per_image = torch.randn(5, 1, 4, clip.text_width)
     with torch.no_grad():
-        batched = tiny_clip.encode_text(ids, TextPrompts(insert=[TokenInsertion(per_image, 1)]))
+        batched = clip.encode_text(ids, TextPrompts(insert=[TokenInsertion(per_image, 1)]))
         loop = torch.stack(
-            [tiny_clip.encode_text(ids, TextPrompts(insert=[TokenInsertion(p[0], 1)])) for p in per_image]
+            [clip.encode_text(ids, TextPrompts(insert=[TokenInsertion(p[0], 1)])) for p in per_image]
         )
-    assert batched.shape == (5, 3, tiny_clip.embed_dim)
+    assert batched.shape == (5, 3, clip.embed_dim)
     assert (batched - loop).abs().max().item() < 1e-5
 
 
-def test_image_prompts_are_appended_and_replaced_per_layer(tiny_clip):
-    visual = tiny_clip.model.visual
+def test_image_prompts_are_appended_and_replaced_per_layer(clip):
+    visual = clip.model.visual
     torch.manual_seed(4)
     images = torch.randn(2, 3, 32, 32)
     shallow, deep = torch.randn(3, 64), torch.randn(3, 64)
     with torch.no_grad():
-        got = tiny_clip.encode_image(images, ImagePrompts(tokens=shallow, deep={1: deep}))
+        got = clip.encode_image(images, ImagePrompts(tokens=shallow, deep={1: deep}))
         x = visual.conv1(images).flatten(2).transpose(1, 2)
         x = torch.cat([visual.class_embedding.expand(2, 1, -1), x], 1) + visual.positional_embedding
         x = visual.ln_pre(torch.cat([x, shallow.expand(2, -1, -1)], 1))
         x = visual.transformer.resblocks[0](x)
         x = visual.transformer.resblocks[1](torch.cat([x[:, :-3], deep.expand(2, -1, -1)], 1))
         ref = visual.ln_post(x[:, 0]) @ visual.proj
-        plain = tiny_clip.encode_image(images)
+        plain = clip.encode_image(images)
     assert (got - ref).abs().max().item() < 1e-5
     assert (got - plain).abs().max().item() > 1e-3
     with pytest.raises(ValueError, match="replace them"):
-        tiny_clip.encode_image(images, ImagePrompts(tokens=shallow, deep={1: torch.randn(2, 64)}))
+        clip.encode_image(images, ImagePrompts(tokens=shallow, deep={1: torch.randn(2, 64)}))
     with pytest.raises(ValueError, match="2 layers"):
-        tiny_clip.encode_image(images, ImagePrompts(tokens=shallow, deep={5: deep}))
+        clip.encode_image(images, ImagePrompts(tokens=shallow, deep={5: deep}))
 
 
 def test_gradients_reach_prompts_through_both_towers_and_never_the_backbone():
@@ -186,17 +186,17 @@ def test_gradients_reach_prompts_through_both_towers_and_never_the_backbone():
     assert text_prompt.grad.abs().sum() > 0
 
 
-def test_context_overflow_and_bad_prompts_give_clear_errors(tiny_clip):
+def test_context_overflow_and_bad_prompts_give_clear_errors(clip):
     long_name = " ".join(["supercalifragilistic"] * 40)
     with pytest.raises(ContextOverflowError, match="supercalifragilistic"):
-        tiny_clip.tokenize([f"a photo of a {long_name}."])
-    ids = tiny_clip.tokenize(["a photo of a " + " ".join(["dog"] * 70)])
+        clip.tokenize([f"a photo of a {long_name}."])
+    ids = clip.tokenize(["a photo of a " + " ".join(["dog"] * 70)])
     with pytest.raises(ValueError, match="77-token context"):
-        tiny_clip.encode_text(ids, TextPrompts(insert=[TokenInsertion(torch.zeros(8, 64), 1)]))
+        clip.encode_text(ids, TextPrompts(insert=[TokenInsertion(torch.zeros(8, 64), 1)]))
     with pytest.raises(ValueError, match="end-of-text"):
-        tiny_clip.encode_text(tiny_clip.tokenize(["x"]), TextPrompts(deep={1: torch.zeros(4, 64)}))
+        clip.encode_text(clip.tokenize(["x"]), TextPrompts(deep={1: torch.zeros(4, 64)}))
     with pytest.raises(ValueError, match="layers"):
-        tiny_clip.encode_text(tiny_clip.tokenize(["a b c d e f"]), TextPrompts(deep={2: torch.zeros(2, 64)}))
+        clip.encode_text(clip.tokenize(["a b c d e f"]), TextPrompts(deep={2: torch.zeros(2, 64)}))
 
 
 def test_conv_stem_vit_equals_open_clip_forward_and_keeps_prompt_paths():

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 
 from vlprompt.active import SAMPLERS, ActiveSettings, Pool, labelled_indices, pcb_select, read_state, run_active
 from vlprompt.active import loop as active_loop
@@ -22,8 +23,6 @@ from vlprompt.active.samplers import (
     prediction_entropy,
 )
 from vlprompt.errors import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _pool(n=60, d=8, c=5, labelled=(), seed=0):
@@ -238,35 +237,35 @@ DESCRIBED = {"sea_lion": ["a marine mammal with flippers", "loud and barking"], 
 NAMES = ["sea_lion", "red fox", "axolotl"]  # the axolotl has no description: it keeps "{class}."
 
 
-def _row_learner(tiny_clip, ctx):
+def _row_learner(clip, ctx):
     """A plain CoOp whose class names are the rendered description rows, sharing ``ctx``."""
     from vlprompt.learners import build_learner
 
     rows = ["sea lion, which is/has a marine mammal with flippers", "sea lion, which is/has loud and barking",
             "red fox, which is/has a small wild canid", "axolotl"]
-    plain = build_learner("coop", tiny_clip, rows, n_ctx=4, ctx_init="")
+    plain = build_learner("coop", clip, rows, n_ctx=4, ctx_init="")
     plain.ctx.data.copy_(ctx)
     return plain
 
 
 @pytest.mark.parametrize("mode", ["AE", "AS"])
-def test_coop_description_augmentation_averages_as_the_official_code(tiny_clip, mode):
+def test_coop_description_augmentation_averages_as_the_official_code(clip, mode):
     from vlprompt.learners import build_learner
 
     torch.manual_seed(0)
-    coop = build_learner("coop", tiny_clip, NAMES, n_ctx=4, ctx_init="", descriptions=dict(descriptions=DESCRIBED),
+    coop = build_learner("coop", clip, NAMES, n_ctx=4, ctx_init="", descriptions=dict(descriptions=DESCRIBED),
                          description_mode=mode, on_missing="ignore")
     assert coop.prompt_owner.tolist() == [0, 0, 1, 2]
-    plain = _row_learner(tiny_clip, coop.ctx.detach())
+    plain = _row_learner(clip, coop.ctx.detach())
     assert torch.equal(coop.class_token_ids, plain.class_token_ids)  # the same four prompts
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         f = coop.encode_images(images)
         got = coop.logits(f, coop.encode_classes())
         if mode == "AE":  # the normalised mean of the unnormalised row features
-            raw = tiny_clip.encode_text(plain.class_token_ids, plain.text_prompts(plain.ctx))
+            raw = clip.encode_text(plain.class_token_ids, plain.text_prompts(plain.ctx))
             classes = torch.nn.functional.normalize(torch.stack([raw[:2].mean(0), raw[2], raw[3]]), dim=-1)
-            want = tiny_clip.logit_scale * f @ classes.t()
+            want = clip.logit_scale * f @ classes.t()
         else:  # the mean of the rows' logits
             rows = plain.logits(f, plain.encode_classes())
             want = torch.stack([rows[:, :2].mean(1), rows[:, 2], rows[:, 3]], dim=1)
@@ -275,16 +274,16 @@ def test_coop_description_augmentation_averages_as_the_official_code(tiny_clip, 
     assert coop.hparams()["description_mode"] == mode
 
 
-def test_coop_descriptions_with_class_specific_contexts_give_each_row_its_class_context(tiny_clip):
+def test_coop_descriptions_with_class_specific_contexts_give_each_row_its_class_context(clip):
     from vlprompt.learners import build_learner
 
-    coop = build_learner("coop", tiny_clip, NAMES, n_ctx=4, ctx_init="", class_specific=True,
+    coop = build_learner("coop", clip, NAMES, n_ctx=4, ctx_init="", class_specific=True,
                          descriptions=dict(descriptions=DESCRIBED), description_mode="AS", on_missing="ignore")
     loss = coop.loss(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))["loss_ce"]
     loss.backward()
-    assert coop.ctx.grad.shape == (3, 4, tiny_clip.text_width) and (coop.ctx.grad.abs().sum((1, 2)) > 0).all()
+    assert coop.ctx.grad.shape == (3, 4, clip.text_width) and (coop.ctx.grad.abs().sum((1, 2)) > 0).all()
     with pytest.raises(ValueError, match="class_token_position"):
-        build_learner("coop", tiny_clip, NAMES, descriptions=dict(descriptions=DESCRIBED), class_token_position="front")
+        build_learner("coop", clip, NAMES, descriptions=dict(descriptions=DESCRIBED), class_token_position="front")
 
 
 @pytest.mark.parametrize("mode", ["as", "ae"])

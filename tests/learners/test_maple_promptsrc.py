@@ -1,6 +1,6 @@
 """MaPLe, IVLP, PromptSRC, VPT and Gaussian prompt aggregation on tiny random CLIPs.
 
-What the published numbers cannot show on their own (tests/test_fidelity.py compares with the
+What the published numbers cannot show on their own (tests/learners/test_fidelity.py compares with the
 official code): where the prompts go, that MaPLe's text prompts learn through both towers, the
 regularisers' formulas, that the frozen features come from the one shared backbone, class-set
 switches, and the GPA hook's weights, aggregation and resumability.
@@ -10,13 +10,13 @@ import logging
 import math
 import sys
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 from mmengine.hooks import Hook
 
 from vlprompt.backbones import ImagePrompts, PromptableCLIP, build_clip
@@ -26,16 +26,8 @@ from vlprompt.learners import IVLP, VPT, MaPLe, PromptSRC
 from vlprompt.learners.promptsrc.gpa import GaussianPromptAggregation, gpa_weights
 from vlprompt.zeroshot import class_text_features
 
-ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["dog", "golden retriever", "annual crop land"]
 NOVEL = ["cat", "red fox", "snow mountain", "pizza"]
-
-
-@pytest.fixture(scope="module")
-def clip():
-    """2-layer towers (test-tiny): a frozen backbone shared by the tests (none modifies it)."""
-    torch.manual_seed(0)
-    return build_clip("test-tiny")
 
 
 @pytest.fixture(scope="module")

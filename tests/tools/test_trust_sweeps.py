@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from vlprompt.engine import sweep, workdir
 from vlprompt.engine.sweep import RESULT_FILE
 from vlprompt.engine.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import base2novel  # noqa: E402

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 from mmengine.dataset import default_collate
 from mmengine.optim import OptimWrapper
 from PIL import Image
@@ -36,7 +37,6 @@ from vlprompt.datasets.verify import verify_dataset
 from vlprompt.errors import ConfigError
 from vlprompt.learners.mvlpt.model import MultitaskAccuracyMetric, MultitaskModel, apply_task_mask
 
-ROOT = Path(__file__).resolve().parent.parent
 AA = ['cat', 'dog', 'cow']    # task 0
 BB = ['car', 'Dog']           # task 1: 'Dog' clashes with AA's 'dog' (compared case-insensitively)
 

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from vlprompt.datasets import dataset_facts, list_datasets
 from vlprompt.engine.compose import compose_config, list_methods, list_overlays, resolve_config
 from vlprompt.errors import ConfigNotFoundError
 
-ROOT = Path(__file__).resolve().parent.parent
 DATASETS = list_datasets()
 METHODS = list_methods()
 

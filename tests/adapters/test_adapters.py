@@ -2,7 +2,7 @@
 text tower's host reads.
 
 Everything runs on the random-init 2-layer ``test-tiny`` CLIP (32 px); the numbers the official
-code computes on a ViT-B/16 are compared in ``tests/test_fidelity_tta.py``.
+code computes on a ViT-B/16 are compared in ``tests/adapters/test_fidelity_tta.py``.
 """
 
 import copy

@@ -2,29 +2,20 @@
 pre-transformer LayerNorm, text activation checkpointing) and source-to-target loading.
 
 The registry-wide contracts (only prompts learn, state round-trips, classes switch) run for the three
-learners in tests/test_learners.py; the official numbers are checked in tests/test_fidelity_mvlpt.py.
+learners in tests/learners/test_learners.py; the official numbers are checked in tests/learners/test_fidelity_mvlpt.py.
 """
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, write_learned
 
 from vlprompt.backbones import ImagePrompts, TextPrompts, TokenInsertion, build_clip
 from vlprompt.backbones.checkpoint import CheckpointError
 from vlprompt.learners import MUPT, MVPT, CoOp, MCoOp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 NAMES = ["red_circle", "blue square", "Green_Triangle", "pink star", "brown hexagon"]  # odd count, underscores
-
-
-@pytest.fixture(scope="module")
-def clip():
-    torch.manual_seed(0)
-    return build_clip("test-tiny")
 
 
 def images(clip, n=3, seed=0):
@@ -182,13 +173,15 @@ def _runner(tmp_path, options, name):
     return build_runner(cfg)
 
 
-def test_source_prompt_starts_the_target(tmp_path):
-    from toy_run import train
+def _mcoop_source(path):
+    """What a toy MCoOp source run (the coop toy config, model.learner.type=mcoop, no ctx_init) leaves."""
+    return write_learned(path, "mcoop", n_ctx=4, ctx_init="", class_token_position="end")
 
+
+def test_source_prompt_starts_the_target(tmp_path):
     from vlprompt.engine.checkpoint import read_learned
 
-    train(tmp_path / "source", "model.learner.type=mcoop", "model.learner.ctx_init=", epochs=1, test=False)
-    source = tmp_path / "source/learned.safetensors"
+    source = _mcoop_source(tmp_path / "source/learned.safetensors")
     state, meta = read_learned(source)
     assert meta["learner"]["type"] == "mcoop"
     target = ["train_dataloader.dataset.name=toy-patterns", "test_dataloader.dataset.name=toy-patterns"]
@@ -205,10 +198,7 @@ def test_source_prompt_starts_the_target(tmp_path):
 
 
 def test_source_of_another_family_or_backbone_stops_before_training(tmp_path):
-    from toy_run import train
-
-    train(tmp_path / "src", "model.learner.type=mcoop", "model.learner.ctx_init=", epochs=1, test=False)
-    source = tmp_path / "src/learned.safetensors"
+    source = _mcoop_source(tmp_path / "src/learned.safetensors")
     with pytest.raises(CheckpointError, match=r"'mcoop' on backbone 'test-tiny'.*trains 'coop' on 'test-tiny'"):
         _runner(tmp_path, [f"load_from={source}"], "other_family")
     with pytest.raises(CheckpointError, match=r"'mcoop' on backbone 'test-tiny'.*'mcoop' on 'toy'"):

@@ -4,6 +4,7 @@ import csv
 import io
 
 import pytest
+from helpers import ROOT
 
 from vlprompt.evaluation.report import base2novel_table, csv_table, harmonic_mean, markdown_table
 
@@ -41,9 +42,8 @@ def test_average_row_is_hm_of_averaged_base_and_novel_not_mean_of_hms():
 
 def test_fewshot_schedule_and_summary():
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    sys.path.insert(0, str(ROOT / "tools"))
     import fewshot
 
     assert [fewshot.epochs_for("dtd", k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
@@ -55,7 +55,6 @@ def test_fewshot_schedule_and_summary():
 def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path):
     import json
     import sys
-    from pathlib import Path
 
     from vlprompt.engine.sweep import read_base2novel_results
     from vlprompt.evaluation.report import comparison_table
@@ -82,7 +81,7 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
     # so it has no Average to stand beside zsclip's
     assert "| **Average** | 35.00 | 35.00 | 35.00 | - | - | - |" in table
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    sys.path.insert(0, str(ROOT / "tools"))
     import compare_methods
 
     out = tmp_path / "compare.md"
@@ -113,9 +112,8 @@ def test_a_partial_sweep_adds_to_the_report_instead_of_replacing_it(tmp_path):
 
 def _tools():
     import sys
-    from pathlib import Path
 
-    tools = Path(__file__).resolve().parent.parent / "tools"
+    tools = ROOT / "tools"
     if str(tools) not in sys.path:
         sys.path.insert(0, str(tools))
     return tools.parent

@@ -2,12 +2,12 @@
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT
 from PIL import Image
 
 from vlprompt.backbones import CheckpointError
@@ -29,7 +29,6 @@ from vlprompt.meta import (
 from vlprompt.meta.gram import build_meta_learner, prompt_parameters
 from vlprompt.meta.tasks import TaskConstructionError
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = {"name": "test-tiny", "pretrained": None}
 COOP = {"type": "coop", "n_ctx": 4, "ctx_init": "a photo of a", "class_token_position": "end"}
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
@@ -329,9 +328,6 @@ def test_meta_training_resumes_where_it_stopped(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- downstream
-sys.path.insert(0, str(ROOT / "tests"))
-
-
 def _gram_file(path, learner_cfg=COOP, backbone=TINY, regulator_scale=None):
     learner, regulator = build_meta_learner(learner_cfg, backbone, {"type": "gate"}, ["a", "b"])
     with torch.no_grad():

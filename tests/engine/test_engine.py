@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 from safetensors import safe_open
 
 import vlprompt
@@ -17,7 +18,6 @@ from vlprompt.engine import NaNGuardHook, WarmupCosineLR, dassl_lr
 from vlprompt.engine.checkpoint import load_learner, read_learned
 from vlprompt.evaluation.report import harmonic_mean
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import test as test_tool  # noqa: E402  (tools/test.py)
 from toy_run import CONFIG, FAST  # noqa: E402
@@ -132,6 +132,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three torchrun launches (45 s)
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     """gloo on CPU: 2 ranks x 4 images equal 1 rank x 8 images (deterministic inputs)."""
     common = [*FAST, "train_dataloader.dataset.transform=test", "train_cfg.max_epochs=3", "test_dataloader=None"]
