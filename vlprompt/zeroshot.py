@@ -118,7 +118,7 @@ def load_prompted_clip(path_or_config: str | os.PathLike | Mapping[str, Any], **
 
     device = overrides.pop("device", "cpu")
     if not isinstance(path_or_config, Mapping) and Path(path_or_config).suffix in (".safetensors", ".pth", ".pt"):
-        from .engine.checkpoint import BACKBONE_KEYS, load_learner
+        from .learned import BACKBONE_KEYS, load_learner
 
         unknown = sorted(set(overrides) - {"backbone", "pretrained", "quick_gelu"})
         if unknown:

@@ -125,6 +125,9 @@ def build_dataset_from_cfg(cfg: Mapping[str, Any]) -> Any:
     config) or a registered name (looked up among registered datasets only)."""
     from mmengine.registry import DATASETS as MMENGINE_DATASETS
 
+    from ..registry import use_mmengine
+
+    use_mmengine()  # vlprompt's readers in mmengine's tree, and the registered-names-only lookup
     cfg = copy.deepcopy(dict(cfg))
     kind = cfg.pop("type")
     if callable(kind):

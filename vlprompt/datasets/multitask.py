@@ -45,14 +45,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from mmengine.dist import get_dist_info, sync_random_seed
-from mmengine.registry import DATA_SAMPLERS
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import ConfigError
-from ..registry import DATASETS
+from ..registry import DATASETS, on_mmengine
 from .builder import build_dataset, canonical_name, list_datasets
 from .loading import DEFAULT_CACHE_BYTES
 
@@ -284,12 +281,25 @@ class MultitaskDataset(Dataset):
 
 # vlprompt's registry, like the readers; and mmengine's root, where build_runner resolves a config's
 # dataset type given as a string (dict(type='multitask', ...)).
-for _registry in (DATASETS, MMENGINE_DATASETS):
-    _registry.register_module(name='multitask', module=MultitaskDataset, force=True)
-    _registry.register_module(name='MultitaskDataset', module=MultitaskDataset, force=True)
+# (mmengine's DATASETS and DATA_SAMPLERS when vlprompt's registries join mmengine's: see the end)
+DATASETS.register_module(name='multitask', module=MultitaskDataset, force=True)
+DATASETS.register_module(name='MultitaskDataset', module=MultitaskDataset, force=True)
 
 
-@DATA_SAMPLERS.register_module(force=True)
+def get_dist_info() -> tuple[int, int]:
+    """mmengine's ``(rank, world size)``, imported when first used (the datasets need no mmengine)."""
+    from mmengine.dist import get_dist_info as mmengine_get_dist_info
+
+    return mmengine_get_dist_info()
+
+
+def sync_random_seed() -> int:
+    """mmengine's seed shared by every process, imported when first used."""
+    from mmengine.dist import sync_random_seed as mmengine_sync_random_seed
+
+    return mmengine_sync_random_seed()
+
+
 class TaskBalancedSampler(Sampler):
     """An mmengine sampler giving every task of a :class:`MultitaskDataset` the same share of each batch.
 
@@ -394,3 +404,15 @@ class TaskBalancedSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch (a new draw per epoch, the same on every rank)."""
         self.epoch = epoch
+
+
+def _register_in_mmengine() -> None:
+    from mmengine.registry import DATA_SAMPLERS
+    from mmengine.registry import DATASETS as MMENGINE_DATASETS
+
+    MMENGINE_DATASETS.register_module(name='multitask', module=MultitaskDataset, force=True)
+    MMENGINE_DATASETS.register_module(name='MultitaskDataset', module=MultitaskDataset, force=True)
+    DATA_SAMPLERS.register_module(name='TaskBalancedSampler', module=TaskBalancedSampler, force=True)
+
+
+on_mmengine(_register_in_mmengine)

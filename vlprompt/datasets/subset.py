@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..registry import DATASETS
+from ..registry import DATASETS, on_mmengine
 from .builder import build_dataset_from_cfg
 
 __all__ = ['LabelledSubset']
@@ -81,5 +80,11 @@ class LabelledSubset(Dataset):
         return f'{type(self).__name__}({self.name!r}, {len(self)} of {len(self.dataset)} images)'
 
 
-for _registry in (DATASETS, MMENGINE_DATASETS):
-    _registry.register_module(name='LabelledSubset', module=LabelledSubset, force=True)
+def _register_in_mmengine() -> None:
+    from mmengine.registry import DATASETS as MMENGINE_DATASETS
+
+    MMENGINE_DATASETS.register_module(name='LabelledSubset', module=LabelledSubset, force=True)
+
+
+DATASETS.register_module(name='LabelledSubset', module=LabelledSubset, force=True)
+on_mmengine(_register_in_mmengine)  # and in mmengine's root, when vlprompt's registries join mmengine's

@@ -48,7 +48,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import print_log
 from torch import nn
 
 from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion
@@ -68,6 +67,13 @@ EXTRACTIONS = ("tfidf", "clause", "sentence", "full")
 HEAD_QUERIES = ("cls", "learned")
 KC_TARGETS = ("knowledge", "template", "both")
 BRANCHES = ("joint", "two")
+
+
+def print_log(msg: str, **kwargs: Any) -> None:
+    """mmengine's ``print_log``, imported when first used (importing the learners needs no mmengine)."""
+    from mmengine.logging import print_log as mmengine_print_log
+
+    mmengine_print_log(msg, **kwargs)
 
 
 class AttentionPoolingHead(nn.Module):

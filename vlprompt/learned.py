@@ -1,0 +1,204 @@
+"""Read what training wrote (learned parameters + metadata) without executing code from the file,
+and rebuild a trained learner from it.
+
+Every name a file holds is checked against vlprompt's registries before anything is built from it:
+a checkpoint can choose among registered learners and architectures, never name code to run.
+
+This is the library side of checkpoints: it imports neither mmengine nor the test-time adapters
+(:mod:`vlprompt.engine.checkpoint` re-exports it and adds what training needs: resuming, starting
+from another run's prompts, the work-dir checks).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .backbones import CheckpointError, build_clip, list_clips, read_safetensors
+from .learners import PromptLearner, build_learner, list_learners
+from .registry import LEARNERS
+
+__all__ = ["BACKBONE_KEYS", "check_state_fits", "learner_spec", "load_learned_into", "load_learner", "read_learned",
+           "read_vlprompt_safetensors", "torch_load_plain", "value_kind"]
+
+#: the keys of a checkpoint's ``backbone`` metadata that are passed on to ``build_clip``
+BACKBONE_KEYS = ("name", "pretrained", "quick_gelu", "text_checkpointing", "vision_checkpointing")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def torch_load_plain(source: str | os.PathLike | Any, name: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of a path or file object, with every failure a
+    :class:`CheckpointError` naming ``name`` (and never advising to lower the guard)."""
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{name}: refusing to load: the file holds Python objects beyond tensors and plain data, and "
+            f"loading it would execute code from it"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{name}: not a readable checkpoint (truncated or corrupt?): {detail}") from None
+
+
+def read_vlprompt_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Any]:
+    """The tensors of a safetensors file vlprompt wrote, and its ``vlprompt`` metadata parsed from JSON
+    (``{}`` when absent; a :class:`CheckpointError` naming the file when it is not JSON)."""
+    state, raw = read_safetensors(path)
+    try:
+        return state, json.loads(raw.get("vlprompt", "{}"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: metadata key 'vlprompt' is not JSON ({err})") from None
+
+
+def read_learned(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The learner's state and the run metadata from ``learned.safetensors`` or an ``epoch_N.pth``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        return read_vlprompt_safetensors(path)
+    ckpt = torch_load_plain(path, path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a vlprompt training checkpoint (no state_dict)")
+    prefix = "learner."
+    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return state, ckpt.get("vlprompt", {})
+
+
+def value_kind(value: Any) -> str:
+    """``bool``, ``number``, ``string``, ``list``, ``dict`` or the type name: what a setting must keep
+    when a file or a command line replaces it."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if hasattr(value, "keys"):
+        return "dict"
+    return type(value).__name__
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return isinstance(value, _PLAIN)
+
+
+def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+    """Check a checkpoint's metadata against the registries: ``(learner name, hyper-parameters,
+    backbone arguments, class names)``. Anything else is refused naming the file and the key."""
+    def bad(key: str, value: Any, why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: metadata key {key!r} = {value!r} {why}")
+
+    if not isinstance(meta, dict) or not meta.get("learner") or not meta.get("backbone"):
+        raise CheckpointError(f"{path}: no vlprompt metadata (backbone, learner) in the checkpoint")
+    learner, backbone, names = meta["learner"], meta["backbone"], meta.get("class_names")
+    if not isinstance(learner, dict):
+        raise bad("learner", learner, "is not a mapping")
+    hparams = dict(learner)
+    name = hparams.pop("type", None)
+    if not isinstance(name, str) or name not in LEARNERS.module_dict:
+        raise bad("learner.type", name, f"is not a registered learner (registered: {', '.join(list_learners())})")
+    accepted = inspect.signature(LEARNERS.module_dict[name].__init__).parameters
+    for key, value in hparams.items():
+        if key in ("self", "backbone", "class_names") or key not in accepted:
+            raise bad(f"learner.{key}", value, f"is not a hyper-parameter of learner {name!r}")
+        if not _plain(value):
+            raise bad(f"learner.{key}", value, "is not plain data (str, number, bool, list, dict)")
+        default = accepted[key].default
+        if default not in (None, inspect.Parameter.empty) and value is not None \
+                and value_kind(value) != value_kind(default):
+            raise bad(f"learner.{key}", value, f"is a {value_kind(value)}; learner {name!r} takes a "
+                                               f"{value_kind(default)} there")
+    if not isinstance(backbone, dict):
+        raise bad("backbone", backbone, "is not a mapping")
+    for key, value in backbone.items():
+        if key not in BACKBONE_KEYS:
+            raise bad(f"backbone.{key}", value, f"is not a backbone setting ({', '.join(BACKBONE_KEYS)})")
+    if backbone.get("name") not in list_clips():
+        raise bad("backbone.name", backbone.get("name"),
+                  f"is not a registered architecture (registered: {', '.join(list_clips())})")
+    if not isinstance(backbone.get("pretrained"), (str, type(None))):
+        raise bad("backbone.pretrained", backbone["pretrained"], "is not a tag, a path or null")
+    if not isinstance(backbone.get("quick_gelu"), (bool, type(None))):
+        raise bad("backbone.quick_gelu", backbone["quick_gelu"], "is not a boolean")
+    for key in ("text_checkpointing", "vision_checkpointing"):
+        if not isinstance(backbone.get(key, False), bool):
+            raise bad(f"backbone.{key}", backbone[key], "is not a boolean")
+    if names is not None and (not isinstance(names, list) or not names
+                              or not all(isinstance(n, str) for n in names)):
+        raise bad("class_names", names, "is not a non-empty list of strings")
+    return name, hparams, dict(backbone), list(names or [])
+
+
+def check_state_fits(learner: PromptLearner, state: dict[str, torch.Tensor], path: str | os.PathLike,
+                     file_backbone: str | None = None) -> None:
+    """The file's parameters are the learner's, with the learner's shapes; otherwise an error that
+    names the file, the parameter and both backbones."""
+    expected = learner.state_dict()
+    if set(state) != set(expected):
+        raise CheckpointError(
+            f"{path}: parameters {sorted(state)} do not match the configured learner's {sorted(expected)}"
+        )
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            arch = learner.backbone.arch
+            why = (f"the checkpoint was trained on backbone {file_backbone!r}; prompts only load onto the "
+                   f"architecture they were trained on" if file_backbone and file_backbone != arch else
+                   "the checkpoint's parameters do not fit the backbone its metadata names")
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)} in the checkpoint but "
+                                  f"{tuple(expected[key].shape)} for backbone {arch!r} ({why})")
+
+
+def load_learned_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a checkpoint's learned parameters into a built ``PromptModel`` (or a learner)."""
+    learner = getattr(model, "module", model)
+    learner = getattr(learner, "learner", learner)
+    state, meta = read_learned(path)
+    file_backbone = (meta.get("backbone") or {}).get("name") if isinstance(meta, dict) else None
+    check_state_fits(learner, state, path, file_backbone)
+    learner.load_state_dict(state)
+
+
+def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu",
+                 class_names: list[str] | None = None, backbone: dict[str, Any] | None = None) -> PromptLearner:
+    """Rebuild a trained learner from its checkpoint alone (backbone, hyper-parameters, classes).
+
+    ``backbone`` overrides the recorded backbone settings (e.g. ``{"pretrained": "/data/ViT-B-16.pt"}``
+    to put the same architecture's real weights under prompts trained elsewhere).
+    """
+    state, meta = read_learned(path)
+    name, hparams, backbone_args, names = learner_spec(meta, path)
+    if backbone:
+        unknown = sorted(set(backbone) - set(BACKBONE_KEYS))
+        if unknown:
+            raise TypeError(f"unknown backbone settings {unknown}; accepted: {', '.join(BACKBONE_KEYS)}")
+        if backbone.get("name", backbone_args["name"]) != backbone_args["name"]:
+            raise CheckpointError(
+                f"{path}: trained on backbone {backbone_args['name']!r}, not {backbone['name']!r}; "
+                f"prompts only load onto the architecture they were trained on"
+            )
+        backbone_args.update(backbone)
+    info = meta.get("backbone_info")
+    recorded = info.get("quick_gelu") if isinstance(info, dict) else None
+    if backbone_args.get("quick_gelu") is None and isinstance(recorded, bool):
+        backbone_args["quick_gelu"] = recorded  # the activation the prompts were trained with
+    if not (class_names or names):
+        raise CheckpointError(f"{path}: no class names in the metadata; pass class_names=")
+    learner = build_learner(name, build_clip(**backbone_args, device=device), class_names or names, **hparams)
+    check_state_fits(learner, state, path, backbone_args["name"])
+    learner.load_state_dict({k: v.to(device) for k, v in state.items()})
+    return learner.eval()
