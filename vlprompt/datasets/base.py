@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..registry import DATASETS
-from .loading import DEFAULT_CACHE_BYTES, IMG_EXTENSIONS, ImageCache, load_image, unreadable_images
+from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image, unreadable_images
 from .protocol import (
     FewShotCache,
     check_num_shots,
@@ -52,10 +52,8 @@ from .protocol import (
 )
 from .transforms import build_transform
 
-__all__ = [
-    'DATA_ENV', 'BenchmarkDataset', 'DatasetError', 'Datum', 'FewShotWarning', 'list_class_folders', 'list_images',
-    'read_wnid_classnames', 'register_dataset', 'resolve_data_root',
-]
+__all__ = ['DATA_ENV', 'BenchmarkDataset', 'DatasetError', 'Datum', 'FewShotWarning', 'register_dataset',
+           'resolve_data_root']
 
 DATA_ENV = 'VLPROMPT_DATA'
 SPLITS: tuple[str, ...] = ('train', 'val', 'test')
@@ -109,31 +107,6 @@ def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
                                    '/path (the sweep tools, tools/zero_shot.py, tools/prepare_data.py); layouts: '
                                    'datasets/README.md')
     return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[str]:
-    """Image files (by extension) directly in ``folder``, hidden files skipped, sorted by name."""
-    with os.scandir(folder) as it:
-        names = [e.name for e in it if not e.name.startswith('.') and e.is_file()
-                 and os.path.splitext(e.name)[1].lower() in IMG_EXTENSIONS]
-    return sorted(names)
-
-
-def list_class_folders(folder: str | os.PathLike[str]) -> list[str]:
-    """Sub-folder names of ``folder`` (hidden ones skipped), sorted."""
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if not e.name.startswith('.') and e.is_dir())
-
-
-def read_wnid_classnames(path: str | os.PathLike[str]) -> dict[str, str]:
-    """ImageNet's ``classnames.txt`` (``n01440764 tench`` per line) as an ordered wnid -> name dict."""
-    names: dict[str, str] = {}
-    with open(path, encoding='utf-8') as f:
-        for line in f:
-            parts = line.strip().split(' ')
-            if parts and parts[0]:
-                names[parts[0]] = ' '.join(parts[1:])
-    return names
 
 
 B = TypeVar('B', bound='type[BenchmarkDataset]')

@@ -38,15 +38,8 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from .base import (
-    BenchmarkDataset,
-    DatasetError,
-    Datum,
-    list_class_folders,
-    list_images,
-    read_wnid_classnames,
-    register_dataset,
-)
+from .base import BenchmarkDataset, DatasetError, Datum, register_dataset
+from .readers import list_class_folders, list_images, read_wnid_classnames
 from .splitfile import SplitFileDataset
 
 __all__ = [
