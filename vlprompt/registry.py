@@ -126,17 +126,17 @@ def _install() -> None:
 _install()
 
 # Benchmark readers and the generic split-file reader (``vlprompt.datasets``).
-DATASETS = Registry('dataset', parent=mmengine.registry.DATASETS, locations=['vlprompt.datasets'])
+DATASETS = Registry("dataset", parent=mmengine.registry.DATASETS, locations=["vlprompt.datasets"])
 
 # Prompt learners (``vlprompt.learners``): CoOp, CoCoOp, MaPLe, ... built by name from configs.
-LEARNERS = Registry('learner', parent=mmengine.registry.MODELS, locations=['vlprompt.learners'])
+LEARNERS = Registry("learner", parent=mmengine.registry.MODELS, locations=["vlprompt.learners"])
 
 # Test-time adapters (``vlprompt.adapters``): TPT, RLCF, built by name from configs. A root of its own:
 # mmengine's MODELS already has vlprompt's child (LEARNERS), and a parent holds one child per scope.
-ADAPTERS = Registry('adapter', locations=['vlprompt.adapters'])
+ADAPTERS = Registry("adapter", locations=["vlprompt.adapters"])
 
 # Active-learning samplers (``vlprompt.active.samplers``): ``fn(pool, n, rng) -> pool indices``, by name.
-SAMPLERS = Registry('active-learning sampler', locations=['vlprompt.active.samplers'])
+SAMPLERS = Registry("active-learning sampler", locations=["vlprompt.active.samplers"])
 
 # GRAM's gradient regulators (``vlprompt.meta.regulator``), by name; a meta-trained file names one of them.
-REGULATORS = Registry('gradient regulator', locations=['vlprompt.meta.regulator'])
+REGULATORS = Registry("gradient regulator", locations=["vlprompt.meta.regulator"])

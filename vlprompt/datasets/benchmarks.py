@@ -51,7 +51,7 @@ _COOP = 'https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md'
 
 
 def _split_hint(drive_id: str) -> str:
-    return (f'CoOp\'s fixed split, https://drive.google.com/file/d/{drive_id}/view '
+    return (f"CoOp's fixed split, https://drive.google.com/file/d/{drive_id}/view "
             f'(linked from {_COOP})')
 
 
@@ -244,7 +244,7 @@ class FGVCAircraft(BenchmarkDataset):
 # ---------------------------------------------------------------------------- ImageNet and its variants
 
 _IMAGENET_CLASSNAMES = ('classnames.txt from https://drive.google.com/file/d/1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF/view '
-                        f'(CLIP\'s ImageNet class names, linked from {_COOP})')
+                        f"(CLIP's ImageNet class names, linked from {_COOP})")
 
 
 class _WnidFolders(BenchmarkDataset):

@@ -98,7 +98,7 @@ def build_dataset_from_cfg(cfg: Mapping[str, Any]) -> Any:
     from mmengine.registry import DATASETS as MMENGINE_DATASETS
 
     cfg = copy.deepcopy(dict(cfg))
-    kind = cfg.pop("type")
+    kind = cfg.pop('type')
     if callable(kind):
         return kind(**cfg)
     return MMENGINE_DATASETS.build(dict(type=kind, **cfg))
