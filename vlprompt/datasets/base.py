@@ -305,14 +305,17 @@ class BenchmarkDataset(Dataset):
             raise DatasetError(self.name, f'{len(missing)} image(s) listed for split {split!r} are missing, '
                                           f'first', missing[0], self.image_hint())
 
-    def check_images(self, items: Iterable[Datum], full: bool = True, split: str | None = None) -> None:
+    def check_images(self, items: Iterable[Datum], full: bool = True, split: str | None = None,
+                     workers: int | None = None, progress: bool = True, total: int | None = None) -> None:
         """Decode every image of ``items`` (only parse headers unless ``full``); a :class:`DatasetError`
-        naming the unreadable ones (the first as ``path``, a few more and the count in the message)."""
+        naming the unreadable ones (the first as ``path``, a few more and the count in the message, out of
+        ``total`` images, default as many as ``items``). ``workers`` and ``progress`` (with the
+        dataset's own setting) override the dataset's."""
         paths = [it.impath for it in items]
-        bad = unreadable_images(paths, full=full, workers=self.workers, progress=self.progress,
+        bad = unreadable_images(paths, full=full, workers=workers or self.workers, progress=progress and self.progress,
                                 desc=f'{self.name} {split or self.split}: checking images')
         if bad:
-            raise self.unreadable_error(bad, len(paths), split or self.split)
+            raise self.unreadable_error(bad, len(paths) if total is None else total, split or self.split)
 
     def unreadable_error(self, bad: Sequence[tuple[str, str]], total: int, split: str) -> DatasetError:
         """The error for ``bad`` = ``[(path, problem), ...]`` out of ``total`` images of ``split``."""

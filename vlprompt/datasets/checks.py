@@ -21,7 +21,6 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import BenchmarkDataset
-from .loading import unreadable_images
 
 __all__ = ['FULL_DECODE_MAX', 'check_images', 'check_loader_settings']
 
@@ -41,17 +40,14 @@ def check_images(dataset: Any, full_decode_max: int = FULL_DECODE_MAX, workers: 
         for part in getattr(dataset, 'datasets', None) or ():  # a MultitaskDataset: each task's split
             check_images(part, full_decode_max, workers, progress, done)
         return
-    paths = [it.impath for it in dataset.items]
-    todo = [p for p in paths if done is None or p not in done]
+    items = dataset.items
+    todo = [it for it in items if done is None or it.impath not in done]
     if not todo:
         return
-    bad = unreadable_images(todo, full=len(paths) <= full_decode_max, workers=workers or dataset.workers,
-                            progress=progress and dataset.progress,
-                            desc=f'{dataset.name} {dataset.split}: checking images')
-    if bad:
-        raise dataset.unreadable_error(bad, len(paths), dataset.split)
+    dataset.check_images(todo, full=len(items) <= full_decode_max, workers=workers, progress=progress,
+                         total=len(items))
     if done is not None:
-        done.update(todo)
+        done.update(it.impath for it in todo)
 
 
 def _whole(value: Any) -> bool:
