@@ -6,7 +6,8 @@ Everything else lives here and is the same for every benchmark:
 
 * the data root (argument, else ``$VLPROMPT_DATA``, else an error),
 * few-shot sampling and its cache, the base/novel class split (:mod:`vlprompt.datasets.protocol`),
-* the checks that run when a dataset is built, before any training step: required files present,
+* the checks that run when a dataset is built, before any training step (:class:`~.checks.DatasetChecks`,
+  a mixin of the class): required files present,
   class count as published, no class name shared by two labels, no empty class, no image listed
   twice in a split, every listed image of the selected split on disk (and, for a cached few-shot
   train split, decodable), ``num_shots`` None or >= 1 (a warning, and ``shots``, for classes
@@ -31,17 +32,17 @@ import copy
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import UserError
 from ..registry import DATASETS
-from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image, unreadable_images
+from .checks import DatasetChecks
+from .items import DatasetError, Datum, FewShotWarning
+from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image
 from .protocol import (
     FewShotCache,
     check_num_shots,
@@ -52,50 +53,10 @@ from .protocol import (
 )
 from .transforms import build_transform
 
-__all__ = ['DATA_ENV', 'BenchmarkDataset', 'DatasetError', 'Datum', 'FewShotWarning', 'register_dataset',
-           'resolve_data_root']
+__all__ = ['DATA_ENV', 'BenchmarkDataset', 'register_dataset', 'resolve_data_root']
 
 DATA_ENV = 'VLPROMPT_DATA'
 SPLITS: tuple[str, ...] = ('train', 'val', 'test')
-_MISSING_EXAMPLES = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Datum:
-    """One image of a split: absolute path, label (index into ``classnames``), class name, domain."""
-
-    impath: str
-    label: int
-    classname: str
-    domain: int = 0
-
-
-class DatasetError(UserError, ValueError):
-    """A dataset on disk is missing, incomplete or inconsistent.
-
-    Raised when a dataset is built, so a run stops before its first step. ``dataset`` is the
-    registry name, ``path`` the file or folder at fault, ``hint`` where to get it.
-    """
-
-    def __init__(self, dataset: str, message: str = '', path: str | os.PathLike[str] | None = None,
-                 hint: str | None = None) -> None:
-        self.dataset = dataset
-        self.message = message
-        self.path = None if path is None else str(path)
-        self.hint = hint
-        text = f'[{dataset}] {message}' if message else dataset
-        if self.path is not None:
-            text += f': {self.path}'
-        if hint:
-            text += f'\n  -> {hint}'
-        super().__init__(text)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.dataset, self.message, self.path, self.hint)
-
-
-class FewShotWarning(UserWarning):
-    """Some classes have fewer training images than ``num_shots``: they are trained on all they have."""
 
 
 def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
@@ -123,7 +84,7 @@ def register_dataset(name: str) -> Callable[[B], B]:
     return deco
 
 
-class BenchmarkDataset(Dataset):
+class BenchmarkDataset(DatasetChecks, Dataset):
     """Base class of every reader; a torch dataset over one split of a benchmark.
 
     Args:
@@ -274,60 +235,6 @@ class BenchmarkDataset(Dataset):
         """One line on how to get everything this dataset needs."""
         return '; '.join(dict.fromkeys(self.files.values())) or 'see datasets/README.md'
 
-    def check_required(self) -> None:
-        """Raise :class:`DatasetError` when the dataset folder or a required file is absent."""
-        if not self.dataset_path.is_dir():
-            raise DatasetError(self.name, 'dataset folder not found', self.dataset_path, self.howto())
-        missing = self.missing_files()
-        if missing:
-            path, hint = missing[0]
-            extra = f' (and {len(missing) - 1} more required paths)' if len(missing) > 1 else ''
-            raise DatasetError(self.name, 'required file or folder not found' + extra, path, hint)
-
-    def image_hint(self) -> str | None:
-        """Where the images come from (the hint of the first required folder)."""
-        for rel, hint in self.files.items():
-            if rel.endswith('/'):
-                return hint
-        return None
-
-    def _check_items(self, split: str, items: list[Datum]) -> None:
-        if not items:
-            raise DatasetError(self.name, f'split {split!r} has no images', self.source_path)
-        present = {it.label for it in items}
-        empty = [label for label in range(len(self.classnames)) if label not in present]
-        if empty:
-            more = f' ({len(empty)} empty classes in all)' if len(empty) > 1 else ''
-            raise DatasetError(self.name, f'class {self.classnames[empty[0]]!r} has no images in split '
-                                          f'{split!r}{more}', self.source_path)
-        missing = [it.impath for it in items if not os.path.isfile(it.impath)]
-        if missing:
-            raise DatasetError(self.name, f'{len(missing)} image(s) listed for split {split!r} are missing, '
-                                          f'first', missing[0], self.image_hint())
-
-    def check_images(self, items: Iterable[Datum], full: bool = True, split: str | None = None,
-                     workers: int | None = None, progress: bool = True, total: int | None = None) -> None:
-        """Decode every image of ``items`` (only parse headers unless ``full``); a :class:`DatasetError`
-        naming the unreadable ones (the first as ``path``, a few more and the count in the message, out of
-        ``total`` images, default as many as ``items``). ``workers`` and ``progress`` (with the
-        dataset's own setting) override the dataset's."""
-        paths = [it.impath for it in items]
-        bad = unreadable_images(paths, full=full, workers=workers or self.workers, progress=progress and self.progress,
-                                desc=f'{self.name} {split or self.split}: checking images')
-        if bad:
-            raise self.unreadable_error(bad, len(paths) if total is None else total, split or self.split)
-
-    def unreadable_error(self, bad: Sequence[tuple[str, str]], total: int, split: str) -> DatasetError:
-        """The error for ``bad`` = ``[(path, problem), ...]`` out of ``total`` images of ``split``."""
-        path, problem = bad[0]
-        text = f'cannot read image ({problem})'
-        if len(bad) > 1:
-            others = ', '.join(repr(p) for p, _ in bad[1:1 + _MISSING_EXAMPLES])
-            rest = len(bad) - 1 - _MISSING_EXAMPLES
-            text += (f'; {len(bad)} of {total} images of split {split!r} are unreadable, also {others}'
-                     + (f' and {rest} more' if rest > 0 else '') + '; first')
-        return DatasetError(self.name, text, path, self.image_hint())
-
     def _load(self, path: str) -> Image.Image:
         try:
             return load_image(path)
@@ -351,29 +258,6 @@ class BenchmarkDataset(Dataset):
     def classnames_source(self) -> Path:
         """The file the class names are read from (errors about the class list point at it)."""
         return self.source_path
-
-    def classname_problems(self, names: Sequence[str]) -> list[DatasetError]:
-        """What is wrong with a class list: a count other than ``num_classes``, and class names shared
-        by two labels (compared case- and space-insensitively, as the prompts would read them)."""
-        problems = []
-        if self.num_classes is not None and len(names) != self.num_classes:
-            problems.append(DatasetError(self.name, f'found {len(names)} classes, expected {self.num_classes}',
-                                         self.source_path, self.howto()))
-        first: dict[str, int] = {}
-        shared: list[tuple[int, int]] = []
-        for label, name in enumerate(names):
-            key = ' '.join(str(name).casefold().split())
-            if key in first:
-                shared.append((first[key], label))
-            else:
-                first[key] = label
-        if shared:
-            a, b = shared[0]
-            same = repr(names[a]) if names[a] == names[b] else f'{names[a]!r} / {names[b]!r}'
-            more = f' (and {len(shared) - 1} more shared names)' if len(shared) > 1 else ''
-            problems.append(DatasetError(self.name, f'labels {a} and {b} share the class name {same}{more}: '
-                                                    'their prompts would be the same', self.classnames_source))
-        return problems
 
     @functools.cached_property
     def selected_labels(self) -> list[int]:
@@ -434,16 +318,6 @@ class BenchmarkDataset(Dataset):
                 self._check_repeats(split, items)
                 self._full[split] = items
         return self._full[split]
-
-    def _check_repeats(self, split: str, items: Sequence[Datum]) -> None:
-        """An image listed twice in one split would be trained or scored twice: an error."""
-        seen: dict[str, int] = {}
-        for i, it in enumerate(items):
-            key = os.path.normpath(it.impath)
-            j = seen.setdefault(key, i)
-            if j != i:
-                raise DatasetError(self.name, f'split {split!r} of {self.source_path} lists the same image twice '
-                                              f'(entries {j} and {i})', it.impath)
 
     def split_items(self, split: str) -> list[Datum]:
         """Items of ``split`` after the protocol: few-shot picks (train, val) then the class subset."""

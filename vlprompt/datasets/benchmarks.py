@@ -38,7 +38,8 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from .base import BenchmarkDataset, DatasetError, Datum, register_dataset
+from .base import BenchmarkDataset, register_dataset
+from .items import DatasetError, Datum
 from .readers import list_class_folders, list_images, read_wnid_classnames
 from .splitfile import SplitFileDataset
 
