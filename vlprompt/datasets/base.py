@@ -362,7 +362,8 @@ class BenchmarkDataset(DatasetChecks, Dataset):
             picks = None
             if hit is not None:
                 data, path = hit
-                picks = self._decode_picks(data, path)
+                picks = None if self.has_val and data.get('val') is None else (  # without val: sample again
+                    cache.decode(data, path, self.all_classnames, self.image_root, self.has_val))
                 self.fewshot_file = path
             if picks is None:
                 val = self.full_split('val') if self.has_val else None
@@ -371,39 +372,11 @@ class BenchmarkDataset(DatasetChecks, Dataset):
                     'dataset': self.name, 'num_shots': k, 'seed': seed,
                     'rule': 'per class in order of first appearance: random.Random(seed).sample; '
                             'train K, then val min(K, 4)',
-                    'train': self._encode(picks[0]),
-                    'val': None if picks[1] is None else self._encode(picks[1]),
+                    'train': cache.encode(picks[0], self.image_root),
+                    'val': None if picks[1] is None else cache.encode(picks[1], self.image_root),
                 })
             self._fewshot = picks
         return self._fewshot
-
-    def _encode(self, items: list[Datum]) -> list[list[Any]]:
-        root = str(self.image_root)
-        out = []
-        for it in items:
-            row: list[Any] = [Path(os.path.relpath(it.impath, root)).as_posix(), it.label, it.classname]
-            if it.domain:
-                row.append(it.domain)
-            out.append(row)
-        return out
-
-    def _decode_picks(self, data: Mapping[str, Any], path: Path) -> tuple[list[Datum], list[Datum] | None] | None:
-        if self.has_val and data.get('val') is None:
-            return None  # written without val: sample again
-        names = self.all_classnames
-
-        def decode(rows: list[Any]) -> list[Datum]:
-            items = []
-            for row in rows:
-                rel, label, classname = row[0], int(row[1]), row[2]
-                if not 0 <= label < len(names) or names[label] != classname:
-                    raise DatasetError(self.name, f'few-shot cache does not match the dataset (label {label} '
-                                                  f'{classname!r}); delete the file to resample it', path)
-                items.append(Datum(os.path.join(self.image_root, rel), label, classname,
-                                   int(row[3]) if len(row) > 3 else 0))
-            return items
-
-        return decode(data['train']), (decode(data['val']) if self.has_val else None)
 
     # ------------------------------------------------------------------ torch Dataset
 
