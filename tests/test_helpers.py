@@ -51,3 +51,17 @@ def test_markdown_table_and_csv(tmp_path):
     assert md == "### T\n\n| a | b |\n|---|---|\n| 1 | x |\n|  | 2.5 |\n"
     files = write_tables(tmp_path, "t", md, ["a", "b"], [[1, "x"], {"b": 2}])
     assert files["md"].read_text() == md and files["csv"].read_bytes() == b"a,b\r\n1,x\r\n,2\r\n"
+
+
+
+def test_config_hash_keeps_the_values_of_both_former_hashes():
+    import hashlib
+    import json
+
+    from vlprompt.io import config_hash
+
+    cfg = {"b": [1, 2.5], "a": {"z": None}}
+    compact = json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+    assert config_hash(cfg) == hashlib.sha256(compact.encode()).hexdigest()  # sweeps
+    spaced = json.dumps(cfg, sort_keys=True)
+    assert config_hash(cfg, length=16, compact=False) == hashlib.sha256(spaced.encode()).hexdigest()[:16]  # meta

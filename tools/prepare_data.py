@@ -22,22 +22,22 @@ from vlprompt.cli import DATA_ENV, add_debug_argument, run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Check datasets on disk (see datasets/README.md).')
+    parser = argparse.ArgumentParser(description="Check datasets on disk (see datasets/README.md).")
     add_debug_argument(parser)  # before or after the command: run_tool reads it from the command line
-    sub = parser.add_subparsers(dest='command', required=True)
-    verify = sub.add_parser('verify', help='check that datasets are present and complete')
-    verify.add_argument('--data-root', default=None, help=f'folder holding the datasets (default: ${DATA_ENV})')
-    verify.add_argument('--datasets', nargs='+', default=None, metavar='NAME',
+    sub = parser.add_subparsers(dest="command", required=True)
+    verify = sub.add_parser("verify", help="check that datasets are present and complete")
+    verify.add_argument("--data-root", default=None, help=f"folder holding the datasets (default: ${DATA_ENV})")
+    verify.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                         help='registry names (default: the 16 benchmarks); "all" adds the toy datasets and the '
                              'ELEVATER tasks; "elevater" stands for the ELEVATER tasks (elevater-<task>)')
-    verify.add_argument('--check-images', action='store_true', help='decode every image (slow), not only '
-                                                                     'check that it exists')
-    verify.add_argument('--strict', action='store_true', help='also fail when counts differ from the published')
-    verify.add_argument('--workers', type=int, default=None, help='threads used to decode images')
-    verify.add_argument('--no-progress', action='store_true', help='no progress bars')
-    verify.add_argument('--knowledge', nargs='+', default=[], metavar='NAME=FILE',
-                        help='class-description files whose coverage to report (default: a knowledge.json / '
-                             'knowledge.tsv in the dataset folder)')
+    verify.add_argument("--check-images", action="store_true", help="decode every image (slow), not only "
+                                                                     "check that it exists")
+    verify.add_argument("--strict", action="store_true", help="also fail when counts differ from the published")
+    verify.add_argument("--workers", type=int, default=None, help="threads used to decode images")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bars")
+    verify.add_argument("--knowledge", nargs="+", default=[], metavar="NAME=FILE",
+                        help="class-description files whose coverage to report (default: a knowledge.json / "
+                             "knowledge.tsv in the dataset folder)")
     add_debug_argument(verify)
     return parser.parse_args(argv)
 
@@ -46,8 +46,8 @@ def _tolerant_output() -> None:
     """Never fail on printing: characters the terminal's encoding lacks come out as backslash escapes
     (``LANG=C``, ``PYTHONIOENCODING=ascii:strict``); non-UTF-8 file names are escaped by the report."""
     for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, 'reconfigure'):
-            stream.reconfigure(errors='backslashreplace')
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,32 +55,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_root = args.data_root or os.environ.get(DATA_ENV)
     if not data_root:
-        print(f'error: no data root; pass --data-root or set ${DATA_ENV}', file=sys.stderr)
+        print(f"error: no data root; pass --data-root or set ${DATA_ENV}", file=sys.stderr)
         return 2
     from vlprompt.datasets import BENCHMARKS, ELEVATER_NAMES, canonical_name, list_datasets
     from vlprompt.datasets.verify import format_reports, verify_dataset
 
     if args.datasets is None:
         names = list(BENCHMARKS)
-    elif args.datasets == ['all']:
+    elif args.datasets == ["all"]:
         names = list_datasets()
     else:
         try:
-            names = [m for n in args.datasets for m in (ELEVATER_NAMES if n.lower() == 'elevater'
+            names = [m for n in args.datasets for m in (ELEVATER_NAMES if n.lower() == "elevater"
                                                          else (canonical_name(n),))]
         except KeyError as err:
-            print(f'error: {err.args[0]}', file=sys.stderr)
+            print(f"error: {err.args[0]}", file=sys.stderr)
             return 2
     knowledge = {}
     for item in args.knowledge:
-        name, sep, path = item.partition('=')
+        name, sep, path = item.partition("=")
         if not sep or not path:
-            print(f'error: --knowledge {item!r} is not NAME=FILE', file=sys.stderr)
+            print(f"error: --knowledge {item!r} is not NAME=FILE", file=sys.stderr)
             return 2
         try:
             knowledge[canonical_name(name)] = path
         except KeyError as err:
-            print(f'error: {err.args[0]}', file=sys.stderr)
+            print(f"error: {err.args[0]}", file=sys.stderr)
             return 2
     reports = [verify_dataset(n, data_root, check_images=args.check_images, progress=not args.no_progress,
                               workers=args.workers, knowledge=knowledge.get(n)) for n in names]
@@ -88,5 +88,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.ok(args.strict) for r in reports) else 1
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(run_tool(main))

@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16) on GPU")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard events to <work dir>/<timestamp>/vis_data (the config's "
-                             "tensorboard=True; needs pip install -e \".[tensorboard]\")")
+                             'tensorboard=True; needs pip install -e ".[tensorboard]")')
     add_cfg_options(parser)
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--no-test", action="store_true", help="skip the evaluation after training")

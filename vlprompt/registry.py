@@ -299,14 +299,20 @@ def use_mmengine() -> None:
 
 
 # Benchmark readers and the generic split-file reader (``vlprompt.datasets``).
-DATASETS = LazyRegistry('dataset', parent='DATASETS', locations=['vlprompt.datasets'])
+DATASETS = LazyRegistry("dataset", parent="DATASETS", locations=["vlprompt.datasets"])
 
 # Prompt learners (``vlprompt.learners``): CoOp, CoCoOp, MaPLe, ... built by name from configs.
-LEARNERS = LazyRegistry('learner', parent='MODELS', locations=['vlprompt.learners'])
+LEARNERS = LazyRegistry("learner", parent="MODELS", locations=["vlprompt.learners"])
 
 # Test-time adapters (``vlprompt.adapters``): TPT, RLCF, built by name from configs. A root of its own:
 # mmengine's MODELS already has vlprompt's child (LEARNERS), and a parent holds one child per scope.
-ADAPTERS = LazyRegistry('adapter', locations=['vlprompt.adapters'])
+ADAPTERS = LazyRegistry("adapter", locations=["vlprompt.adapters"])
+
+# Active-learning samplers (``vlprompt.active.samplers``): ``fn(pool, n, rng) -> pool indices``, by name.
+SAMPLERS = LazyRegistry("active-learning sampler", locations=["vlprompt.active.samplers"])
+
+# GRAM's gradient regulators (``vlprompt.meta.regulator``), by name; a meta-trained file names one of them.
+REGULATORS = LazyRegistry("gradient regulator", locations=["vlprompt.meta.regulator"])
 
 if "mmengine" in sys.modules:  # mmengine is here anyway: be its registries' children from the start
     use_mmengine()

@@ -83,8 +83,8 @@ def test_badge_distances_equal_those_of_the_dense_gradient_embeddings():
 
 def test_random_sampler_is_seeded_and_distinct():
     pool = _pool(n=50, labelled=range(5))
-    a = SAMPLERS["random"](pool, 20, np.random.default_rng(7))
-    b = SAMPLERS["random"](pool, 20, np.random.default_rng(7))
+    a = SAMPLERS.get("random")(pool, 20, np.random.default_rng(7))
+    b = SAMPLERS.get("random")(pool, 20, np.random.default_rng(7))
     assert a.tolist() == b.tolist() and len(set(a.tolist())) == 20 and min(a) >= 5
 
 

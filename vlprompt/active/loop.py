@@ -87,8 +87,9 @@ class ActiveSettings:
     score_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"active.sampler={self.sampler!r} is not a sampler; known: {', '.join(SAMPLERS)}")
+        if self.sampler not in SAMPLERS.module_dict:
+            raise ConfigError(f"active.sampler={self.sampler!r} is not a sampler; known: "
+                              f"{', '.join(SAMPLERS.module_dict)}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise ConfigError(f"active.rounds must be a whole number >= 1, got {self.rounds!r}")
         if self.budget is not None and (not isinstance(self.budget, int) or self.budget < 1):
@@ -211,7 +212,7 @@ def select_round(round_index: int, settings: ActiveSettings, budget: int, pool: 
     """The pool indices labelled in round ``round_index`` (and how many candidates PCB saw)."""
     rng = np.random.default_rng([seed, round_index])
     if round_index == 0:
-        return SAMPLERS["random"](pool, budget, rng), None
+        return sampler("random")(pool, budget, rng), None
     choose = sampler(settings.sampler)
     if not settings.pcb:
         return choose(pool, budget, rng), None

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..clustering import kmeanspp, kmeanspp_from, nearest_squared, squared_distances_to
+from ..registry import SAMPLERS
 
 __all__ = ["SAMPLERS", "Pool", "badge", "coreset", "entropy", "gradient_embedding_norms", "k_center_greedy",
            "k_center_greedy_torch", "kmeanspp", "kmeanspp_torch", "prediction_entropy", "random_sampler",
@@ -72,24 +73,19 @@ class Pool:
 
 
 Sampler = Callable[[Pool, int, np.random.Generator], np.ndarray]
-SAMPLERS: dict[str, Sampler] = {}
-"""The registered samplers, by name."""
 
 
 def register_sampler(name: str) -> Callable[[Sampler], Sampler]:
-    """Register ``fn(pool, n, rng) -> pool indices`` as the sampler ``name``."""
-    def deco(fn: Sampler) -> Sampler:
-        SAMPLERS[name] = fn
-        return fn
-    return deco
+    """Register ``fn(pool, n, rng) -> pool indices`` as the sampler ``name`` (in :data:`SAMPLERS`)."""
+    return SAMPLERS.register_module(name=name, force=True)
 
 
 def sampler(name: str) -> Sampler:
     """The sampler registered as ``name``; an unknown name is an error listing the known ones."""
     try:
-        return SAMPLERS[name]
+        return SAMPLERS.module_dict[name]
     except KeyError:
-        raise KeyError(f"unknown active-learning sampler {name!r}; known: {', '.join(SAMPLERS)}") from None
+        raise KeyError(f"unknown active-learning sampler {name!r}; known: {', '.join(SAMPLERS.module_dict)}") from None
 
 
 def _check_n(pool: Pool, n: int) -> int:

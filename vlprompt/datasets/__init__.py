@@ -13,7 +13,7 @@
 Entry points: :func:`build_dataset`, :func:`list_datasets`, :func:`get_protocol`.
 """
 
-from .base import DATA_ENV, BenchmarkDataset, DatasetError, Datum, FewShotWarning, register_dataset, resolve_data_root
+from .base import DATA_ENV, BenchmarkDataset, register_dataset, resolve_data_root
 from .benchmarks import (
                          DTD,
                          SUN397,
@@ -35,6 +35,7 @@ from .benchmarks import (
 from .builder import BENCHMARKS, build_dataset, canonical_name, dataset_facts, get_dataset_class, list_datasets
 from .checks import check_images, check_loader_settings
 from .elevater import ELEVATER_NAMES, ELEVATER_TASKS, ElevaterDataset, ElevaterTask, register_elevater_task
+from .items import DatasetError, Datum, FewShotWarning
 from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image
 from .multitask import ClassNameClashWarning, MultitaskDataset, TaskBalancedSampler
 from .protocol import (

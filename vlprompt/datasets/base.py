@@ -6,7 +6,8 @@ Everything else lives here and is the same for every benchmark:
 
 * the data root (argument, else ``$VLPROMPT_DATA``, else an error),
 * few-shot sampling and its cache, the base/novel class split (:mod:`vlprompt.datasets.protocol`),
-* the checks that run when a dataset is built, before any training step: required files present,
+* the checks that run when a dataset is built, before any training step (:class:`~.checks.DatasetChecks`,
+  a mixin of the class): required files present,
   class count as published, no class name shared by two labels, no empty class, no image listed
   twice in a split, every listed image of the selected split on disk (and, for a cached few-shot
   train split, decodable), ``num_shots`` None or >= 1 (a warning, and ``shots``, for classes
@@ -31,17 +32,17 @@ import copy
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import UserError
 from ..registry import DATASETS
-from .loading import DEFAULT_CACHE_BYTES, IMG_EXTENSIONS, ImageCache, load_image, unreadable_images
+from .checks import DatasetChecks
+from .items import DatasetError, Datum, FewShotWarning
+from .loading import DEFAULT_CACHE_BYTES, ImageCache, load_image
 from .protocol import (
     FewShotCache,
     check_num_shots,
@@ -52,52 +53,10 @@ from .protocol import (
 )
 from .transforms import build_transform
 
-__all__ = [
-    'DATA_ENV', 'BenchmarkDataset', 'DatasetError', 'Datum', 'FewShotWarning', 'list_class_folders', 'list_images',
-    'read_wnid_classnames', 'register_dataset', 'resolve_data_root',
-]
+__all__ = ['DATA_ENV', 'BenchmarkDataset', 'register_dataset', 'resolve_data_root']
 
 DATA_ENV = 'VLPROMPT_DATA'
 SPLITS: tuple[str, ...] = ('train', 'val', 'test')
-_MISSING_EXAMPLES = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Datum:
-    """One image of a split: absolute path, label (index into ``classnames``), class name, domain."""
-
-    impath: str
-    label: int
-    classname: str
-    domain: int = 0
-
-
-class DatasetError(UserError, ValueError):
-    """A dataset on disk is missing, incomplete or inconsistent.
-
-    Raised when a dataset is built, so a run stops before its first step. ``dataset`` is the
-    registry name, ``path`` the file or folder at fault, ``hint`` where to get it.
-    """
-
-    def __init__(self, dataset: str, message: str = '', path: str | os.PathLike[str] | None = None,
-                 hint: str | None = None) -> None:
-        self.dataset = dataset
-        self.message = message
-        self.path = None if path is None else str(path)
-        self.hint = hint
-        text = f'[{dataset}] {message}' if message else dataset
-        if self.path is not None:
-            text += f': {self.path}'
-        if hint:
-            text += f'\n  -> {hint}'
-        super().__init__(text)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.dataset, self.message, self.path, self.hint)
-
-
-class FewShotWarning(UserWarning):
-    """Some classes have fewer training images than ``num_shots``: they are trained on all they have."""
 
 
 def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
@@ -109,31 +68,6 @@ def resolve_data_root(data_root: str | os.PathLike[str] | None = None) -> Path:
                                    '/path (the sweep tools, tools/zero_shot.py, tools/prepare_data.py); layouts: '
                                    'datasets/README.md')
     return Path(os.path.abspath(os.path.expanduser(os.fspath(value))))
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[str]:
-    """Image files (by extension) directly in ``folder``, hidden files skipped, sorted by name."""
-    with os.scandir(folder) as it:
-        names = [e.name for e in it if not e.name.startswith('.') and e.is_file()
-                 and os.path.splitext(e.name)[1].lower() in IMG_EXTENSIONS]
-    return sorted(names)
-
-
-def list_class_folders(folder: str | os.PathLike[str]) -> list[str]:
-    """Sub-folder names of ``folder`` (hidden ones skipped), sorted."""
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if not e.name.startswith('.') and e.is_dir())
-
-
-def read_wnid_classnames(path: str | os.PathLike[str]) -> dict[str, str]:
-    """ImageNet's ``classnames.txt`` (``n01440764 tench`` per line) as an ordered wnid -> name dict."""
-    names: dict[str, str] = {}
-    with open(path, encoding='utf-8') as f:
-        for line in f:
-            parts = line.strip().split(' ')
-            if parts and parts[0]:
-                names[parts[0]] = ' '.join(parts[1:])
-    return names
 
 
 B = TypeVar('B', bound='type[BenchmarkDataset]')
@@ -150,7 +84,7 @@ def register_dataset(name: str) -> Callable[[B], B]:
     return deco
 
 
-class BenchmarkDataset(Dataset):
+class BenchmarkDataset(DatasetChecks, Dataset):
     """Base class of every reader; a torch dataset over one split of a benchmark.
 
     Args:
@@ -305,57 +239,6 @@ class BenchmarkDataset(Dataset):
         """One line on how to get everything this dataset needs."""
         return '; '.join(dict.fromkeys(self.files.values())) or 'see datasets/README.md'
 
-    def check_required(self) -> None:
-        """Raise :class:`DatasetError` when the dataset folder or a required file is absent."""
-        if not self.dataset_path.is_dir():
-            raise DatasetError(self.name, 'dataset folder not found', self.dataset_path, self.howto())
-        missing = self.missing_files()
-        if missing:
-            path, hint = missing[0]
-            extra = f' (and {len(missing) - 1} more required paths)' if len(missing) > 1 else ''
-            raise DatasetError(self.name, 'required file or folder not found' + extra, path, hint)
-
-    def image_hint(self) -> str | None:
-        """Where the images come from (the hint of the first required folder)."""
-        for rel, hint in self.files.items():
-            if rel.endswith('/'):
-                return hint
-        return None
-
-    def _check_items(self, split: str, items: list[Datum]) -> None:
-        if not items:
-            raise DatasetError(self.name, f'split {split!r} has no images', self.source_path)
-        present = {it.label for it in items}
-        empty = [label for label in range(len(self.classnames)) if label not in present]
-        if empty:
-            more = f' ({len(empty)} empty classes in all)' if len(empty) > 1 else ''
-            raise DatasetError(self.name, f'class {self.classnames[empty[0]]!r} has no images in split '
-                                          f'{split!r}{more}', self.source_path)
-        missing = [it.impath for it in items if not os.path.isfile(it.impath)]
-        if missing:
-            raise DatasetError(self.name, f'{len(missing)} image(s) listed for split {split!r} are missing, '
-                                          f'first', missing[0], self.image_hint())
-
-    def check_images(self, items: Iterable[Datum], full: bool = True, split: str | None = None) -> None:
-        """Decode every image of ``items`` (only parse headers unless ``full``); a :class:`DatasetError`
-        naming the unreadable ones (the first as ``path``, a few more and the count in the message)."""
-        paths = [it.impath for it in items]
-        bad = unreadable_images(paths, full=full, workers=self.workers, progress=self.progress,
-                                desc=f'{self.name} {split or self.split}: checking images')
-        if bad:
-            raise self.unreadable_error(bad, len(paths), split or self.split)
-
-    def unreadable_error(self, bad: Sequence[tuple[str, str]], total: int, split: str) -> DatasetError:
-        """The error for ``bad`` = ``[(path, problem), ...]`` out of ``total`` images of ``split``."""
-        path, problem = bad[0]
-        text = f'cannot read image ({problem})'
-        if len(bad) > 1:
-            others = ', '.join(repr(p) for p, _ in bad[1:1 + _MISSING_EXAMPLES])
-            rest = len(bad) - 1 - _MISSING_EXAMPLES
-            text += (f'; {len(bad)} of {total} images of split {split!r} are unreadable, also {others}'
-                     + (f' and {rest} more' if rest > 0 else '') + '; first')
-        return DatasetError(self.name, text, path, self.image_hint())
-
     def _load(self, path: str) -> Image.Image:
         try:
             return load_image(path)
@@ -379,29 +262,6 @@ class BenchmarkDataset(Dataset):
     def classnames_source(self) -> Path:
         """The file the class names are read from (errors about the class list point at it)."""
         return self.source_path
-
-    def classname_problems(self, names: Sequence[str]) -> list[DatasetError]:
-        """What is wrong with a class list: a count other than ``num_classes``, and class names shared
-        by two labels (compared case- and space-insensitively, as the prompts would read them)."""
-        problems = []
-        if self.num_classes is not None and len(names) != self.num_classes:
-            problems.append(DatasetError(self.name, f'found {len(names)} classes, expected {self.num_classes}',
-                                         self.source_path, self.howto()))
-        first: dict[str, int] = {}
-        shared: list[tuple[int, int]] = []
-        for label, name in enumerate(names):
-            key = ' '.join(str(name).casefold().split())
-            if key in first:
-                shared.append((first[key], label))
-            else:
-                first[key] = label
-        if shared:
-            a, b = shared[0]
-            same = repr(names[a]) if names[a] == names[b] else f'{names[a]!r} / {names[b]!r}'
-            more = f' (and {len(shared) - 1} more shared names)' if len(shared) > 1 else ''
-            problems.append(DatasetError(self.name, f'labels {a} and {b} share the class name {same}{more}: '
-                                                    'their prompts would be the same', self.classnames_source))
-        return problems
 
     @functools.cached_property
     def selected_labels(self) -> list[int]:
@@ -463,16 +323,6 @@ class BenchmarkDataset(Dataset):
                 self._full[split] = items
         return self._full[split]
 
-    def _check_repeats(self, split: str, items: Sequence[Datum]) -> None:
-        """An image listed twice in one split would be trained or scored twice: an error."""
-        seen: dict[str, int] = {}
-        for i, it in enumerate(items):
-            key = os.path.normpath(it.impath)
-            j = seen.setdefault(key, i)
-            if j != i:
-                raise DatasetError(self.name, f'split {split!r} of {self.source_path} lists the same image twice '
-                                              f'(entries {j} and {i})', it.impath)
-
     def split_items(self, split: str) -> list[Datum]:
         """Items of ``split`` after the protocol: few-shot picks (train, val) then the class subset."""
         split = self.split_aliases.get(split, split)
@@ -516,7 +366,8 @@ class BenchmarkDataset(Dataset):
             picks = None
             if hit is not None:
                 data, path = hit
-                picks = self._decode_picks(data, path)
+                picks = None if self.has_val and data.get('val') is None else (  # without val: sample again
+                    cache.decode(data, path, self.all_classnames, self.image_root, self.has_val))
                 self.fewshot_file = path
             if picks is None:
                 val = self.full_split('val') if self.has_val else None
@@ -525,39 +376,11 @@ class BenchmarkDataset(Dataset):
                     'dataset': self.name, 'num_shots': k, 'seed': seed,
                     'rule': 'per class in order of first appearance: random.Random(seed).sample; '
                             'train K, then val min(K, 4)',
-                    'train': self._encode(picks[0]),
-                    'val': None if picks[1] is None else self._encode(picks[1]),
+                    'train': cache.encode(picks[0], self.image_root),
+                    'val': None if picks[1] is None else cache.encode(picks[1], self.image_root),
                 })
             self._fewshot = picks
         return self._fewshot
-
-    def _encode(self, items: list[Datum]) -> list[list[Any]]:
-        root = str(self.image_root)
-        out = []
-        for it in items:
-            row: list[Any] = [Path(os.path.relpath(it.impath, root)).as_posix(), it.label, it.classname]
-            if it.domain:
-                row.append(it.domain)
-            out.append(row)
-        return out
-
-    def _decode_picks(self, data: Mapping[str, Any], path: Path) -> tuple[list[Datum], list[Datum] | None] | None:
-        if self.has_val and data.get('val') is None:
-            return None  # written without val: sample again
-        names = self.all_classnames
-
-        def decode(rows: list[Any]) -> list[Datum]:
-            items = []
-            for row in rows:
-                rel, label, classname = row[0], int(row[1]), row[2]
-                if not 0 <= label < len(names) or names[label] != classname:
-                    raise DatasetError(self.name, f'few-shot cache does not match the dataset (label {label} '
-                                                  f'{classname!r}); delete the file to resample it', path)
-                items.append(Datum(os.path.join(self.image_root, rel), label, classname,
-                                   int(row[3]) if len(row) > 3 else 0))
-            return items
-
-        return decode(data['train']), (decode(data['val']) if self.has_val else None)
 
     # ------------------------------------------------------------------ torch Dataset
 

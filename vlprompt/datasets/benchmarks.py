@@ -38,15 +38,9 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from .base import (
-    BenchmarkDataset,
-    DatasetError,
-    Datum,
-    list_class_folders,
-    list_images,
-    read_wnid_classnames,
-    register_dataset,
-)
+from .base import BenchmarkDataset, register_dataset
+from .items import DatasetError, Datum
+from .readers import list_class_folders, list_images, read_wnid_classnames
 from .splitfile import SplitFileDataset
 
 __all__ = [
@@ -58,7 +52,7 @@ _COOP = 'https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md'
 
 
 def _split_hint(drive_id: str) -> str:
-    return (f'CoOp\'s fixed split, https://drive.google.com/file/d/{drive_id}/view '
+    return (f"CoOp's fixed split, https://drive.google.com/file/d/{drive_id}/view "
             f'(linked from {_COOP})')
 
 
@@ -281,7 +275,7 @@ class FGVCAircraft(BenchmarkDataset):
 # ---------------------------------------------------------------------------- ImageNet and its variants
 
 _IMAGENET_CLASSNAMES = ('classnames.txt from https://drive.google.com/file/d/1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF/view '
-                        f'(CLIP\'s ImageNet class names, linked from {_COOP})')
+                        f"(CLIP's ImageNet class names, linked from {_COOP})")
 
 
 class _WnidFolders(BenchmarkDataset):

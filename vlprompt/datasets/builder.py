@@ -129,7 +129,7 @@ def build_dataset_from_cfg(cfg: Mapping[str, Any]) -> Any:
 
     use_mmengine()  # vlprompt's readers in mmengine's tree, and the registered-names-only lookup
     cfg = copy.deepcopy(dict(cfg))
-    kind = cfg.pop("type")
+    kind = cfg.pop('type')
     if callable(kind):
         return kind(**cfg)
     return MMENGINE_DATASETS.build(dict(type=kind, **cfg))

@@ -56,7 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import BenchmarkDataset, DatasetError, Datum, register_dataset
+from .base import BenchmarkDataset, register_dataset
+from .items import DatasetError, Datum
 from .loading import image_exists, split_zip_path
 
 __all__ = ['ELEVATER_NAMES', 'ELEVATER_STORAGE', 'ELEVATER_TASKS', 'ElevaterDataset', 'ElevaterTask',

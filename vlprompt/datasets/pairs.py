@@ -35,10 +35,10 @@ from PIL import Image
 from ..errors import UserError
 from .loading import describe_error, load_image
 
-PAIR_FORMATS = ("webdataset", "tsv", "jsonl", "toy")
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
-IMAGE_KEYS = ("image", "filepath", "path", "file", "img", "url")
-CAPTION_KEYS = ("caption", "text", "title", "txt")
+PAIR_FORMATS = ('webdataset', 'tsv', 'jsonl', 'toy')
+IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp', 'bmp')
+IMAGE_KEYS = ('image', 'filepath', 'path', 'file', 'img', 'url')
+CAPTION_KEYS = ('caption', 'text', 'title', 'txt')
 
 
 class PairReadError(UserError, ValueError):
@@ -62,7 +62,7 @@ class ReadStats:
     skipped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
 
-    def skip(self, reason: str, where: str, detail: str = "") -> None:
+    def skip(self, reason: str, where: str, detail: str = '') -> None:
         self.skipped[reason] += 1
         if len(self.examples) < 5:
             self.examples.append(f"{where}: {reason}{f' ({detail})' if detail else ''}")
@@ -77,11 +77,11 @@ class ReadStats:
         return self.failed / total if total else 0.0
 
     def summary(self) -> str:
-        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-        return f"{self.read} pairs read, {self.failed} skipped" + (f" ({parts})" if parts else "")
+        parts = ', '.join(f'{n} {reason}' for reason, n in sorted(self.skipped.items()))
+        return f'{self.read} pairs read, {self.failed} skipped' + (f' ({parts})' if parts else '')
 
     def to_dict(self) -> dict[str, Any]:
-        return {"read": self.read, "skipped": dict(self.skipped), "examples": list(self.examples)}
+        return {'read': self.read, 'skipped': dict(self.skipped), 'examples': list(self.examples)}
 
 
 def _expand(paths: str | Sequence[str]) -> list[str]:
@@ -91,7 +91,7 @@ def _expand(paths: str | Sequence[str]) -> list[str]:
     out: list[str] = []
     for item in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
         for path in braceexpand.braceexpand(os.path.expanduser(str(item))):
-            found = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+            found = sorted(glob.glob(path)) if any(c in path for c in '*?[') else [path]
             out.extend(found)
     return out
 
@@ -113,34 +113,34 @@ class PairSource:
         if format not in PAIR_FORMATS:
             raise PairReadError(f"image-text source format {format!r} is not one of {', '.join(PAIR_FORMATS)}")
         if not 0.0 <= max_failure_fraction <= 1.0:
-            raise PairReadError(f"max_failure_fraction must be in [0, 1], got {max_failure_fraction}")
-        if format != "toy" and not path:
-            raise PairReadError(f"a {format} source needs a path")
+            raise PairReadError(f'max_failure_fraction must be in [0, 1], got {max_failure_fraction}')
+        if format != 'toy' and not path:
+            raise PairReadError(f'a {format} source needs a path')
         self.format, self.path, self.limit, self.pairs = format, path, limit, pairs
         self.max_failure_fraction = max_failure_fraction
         self.stats = ReadStats()
-        if format == "webdataset":
+        if format == 'webdataset':
             self.files = _expand(path)
             missing = [p for p in self.files if not os.path.isfile(p)]
             if not self.files or len(missing) == len(self.files):
                 raise PairReadError(f"webdataset source {path!r}: no shard found ({', '.join(missing[:3]) or 'empty'})")
-        elif format in ("tsv", "jsonl"):
+        elif format in ('tsv', 'jsonl'):
             if not os.path.isfile(os.path.expanduser(str(path))):
-                raise PairReadError(f"{format} source {path}: file not found")
+                raise PairReadError(f'{format} source {path}: file not found')
             self.files = [os.path.expanduser(str(path))]
         else:
             self.files = []
 
     def describe(self) -> dict[str, Any]:
         """What identifies the source's content (for a feature cache): files with sizes and times."""
-        files = [{"path": os.path.abspath(p), "size": os.path.getsize(p), "mtime": int(os.path.getmtime(p))}
+        files = [{'path': os.path.abspath(p), 'size': os.path.getsize(p), 'mtime': int(os.path.getmtime(p))}
                  for p in self.files if os.path.isfile(p)]
-        return {"format": self.format, "files": files, "limit": self.limit,
-                **({"pairs": self.pairs, "root": str(self.path)} if self.format == "toy" else {})}
+        return {'format': self.format, 'files': files, 'limit': self.limit,
+                **({'pairs': self.pairs, 'root': str(self.path)} if self.format == 'toy' else {})}
 
     def __iter__(self) -> Iterator[ImageTextPair]:
         self.stats = ReadStats()
-        reader = {"webdataset": self._webdataset, "tsv": self._table, "jsonl": self._table, "toy": self._toy}
+        reader = {'webdataset': self._webdataset, 'tsv': self._table, 'jsonl': self._table, 'toy': self._toy}
         for n, pair in enumerate(reader[self.format]()):
             if self.limit is not None and n >= self.limit:
                 break
@@ -163,19 +163,19 @@ class PairSource:
             if isinstance(data, bytes):
                 with Image.open(io.BytesIO(data)) as img:
                     img.load()
-                    return img.convert("RGB")
+                    return img.convert('RGB')
             return load_image(data)
         except FileNotFoundError:
-            self.stats.skip("missing image", where)
+            self.stats.skip('missing image', where)
         except Exception as err:  # noqa: BLE001 - any decoder failure is one skipped pair
-            self.stats.skip("image does not decode", where, describe_error(err).split(" <")[0])
+            self.stats.skip('image does not decode', where, describe_error(err).split(' <')[0])
         return None
 
     def _caption(self, text: Any, where: str) -> str | None:
-        caption = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        caption = caption.strip() if isinstance(caption, str) else ""
+        caption = text.decode('utf-8', 'replace') if isinstance(text, bytes) else text
+        caption = caption.strip() if isinstance(caption, str) else ''
         if not caption:
-            self.stats.skip("missing caption", where)
+            self.stats.skip('missing caption', where)
             return None
         return caption
 
@@ -184,7 +184,7 @@ class PairSource:
 
         for shard in self.files:
             if not os.path.isfile(shard):
-                self.stats.skip("unreadable shard", shard, "missing")
+                self.stats.skip('unreadable shard', shard, 'missing')
                 continue
             failed: list[BaseException] = []
 
@@ -192,24 +192,24 @@ class PairSource:
                 failed.append(err)
                 return False  # stop this shard: what follows a tar error cannot be trusted
 
-            with open(shard, "rb") as stream:
-                samples = wds.tariterators.tar_file_expander([{"url": shard, "stream": stream}], handler=handler)
+            with open(shard, 'rb') as stream:
+                samples = wds.tariterators.tar_file_expander([{'url': shard, 'stream': stream}], handler=handler)
                 yield from self._shard_pairs(shard, wds.tariterators.group_by_keys(samples, handler=handler))
             if failed:
                 err = failed[0]
-                self.stats.skip("unreadable shard", shard, f"{type(err).__name__}: {err.args[0] if err.args else ''}")
+                self.stats.skip('unreadable shard', shard, f"{type(err).__name__}: {err.args[0] if err.args else ''}")
 
     def _shard_pairs(self, shard: str, groups: Iterator[dict]) -> Iterator[ImageTextPair]:
         for sample in groups:
             where = f"{shard}:{sample.get('__key__')}"
             ext = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
             if ext is None:
-                self.stats.skip("missing image", where)
+                self.stats.skip('missing image', where)
                 continue
-            text = sample.get("txt")
-            if text is None and "json" in sample:
+            text = sample.get('txt')
+            if text is None and 'json' in sample:
                 try:
-                    meta = json.loads(sample["json"])
+                    meta = json.loads(sample['json'])
                     text = next((meta[k] for k in CAPTION_KEYS if isinstance(meta, dict) and k in meta), None)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     text = None
@@ -220,8 +220,8 @@ class PairSource:
 
     def _rows(self, path: str) -> Iterator[tuple[int, Any, Any]]:
         """(line number, image, caption) of a TSV or JSONL file; a bad row gives ``None`` fields."""
-        with open(path, encoding="utf-8", newline="") as f:
-            if self.format == "jsonl":
+        with open(path, encoding='utf-8', newline='') as f:
+            if self.format == 'jsonl':
                 for n, line in enumerate(f, 1):
                     if not line.strip():
                         continue
@@ -234,7 +234,7 @@ class PairSource:
                     yield n, next((row[k] for k in IMAGE_KEYS if k in row), None), \
                         next((row[k] for k in CAPTION_KEYS if k in row), None)
                 return
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            reader = csv.reader(f, delimiter='\t', quoting=csv.QUOTE_NONE)
             image_col, caption_col = 0, 1
             for n, row in enumerate(reader, 1):
                 if n == 1:
@@ -251,9 +251,9 @@ class PairSource:
         path = self.files[0]
         folder = os.path.dirname(os.path.abspath(path))
         for n, image, text in self._rows(path):
-            where = f"{path}:{n}"
+            where = f'{path}:{n}'
             if not isinstance(image, str) or not image.strip():
-                self.stats.skip("missing image", where)
+                self.stats.skip('missing image', where)
                 continue
             caption = self._caption(text, where)
             if caption is None:
@@ -265,11 +265,11 @@ class PairSource:
     def _toy(self) -> Iterator[ImageTextPair]:
         from ..toyworld import TOY_CAPTIONS, ensure_toy_dataset
 
-        folder = ensure_toy_dataset(TOY_CAPTIONS, self.path, counts={"pairs": self.pairs})
-        for n, (rel, text) in enumerate(json.loads((folder / "captions.json").read_text())):
-            where = f"{TOY_CAPTIONS}:{n}"
+        folder = ensure_toy_dataset(TOY_CAPTIONS, self.path, counts={'pairs': self.pairs})
+        for n, (rel, text) in enumerate(json.loads((folder / 'captions.json').read_text())):
+            where = f'{TOY_CAPTIONS}:{n}'
             caption = self._caption(text, where)
-            image = self._decode(str(folder / "images" / rel), where) if caption is not None else None
+            image = self._decode(str(folder / 'images' / rel), where) if caption is not None else None
             if image is not None and caption is not None:
                 yield ImageTextPair(where, image, caption)
 
@@ -282,7 +282,7 @@ def build_pair_source(cfg: dict | PairSource) -> PairSource:
     try:
         return PairSource(**cfg)
     except TypeError as err:
-        raise PairReadError(f"image-text source {cfg}: {err}") from None
+        raise PairReadError(f'image-text source {cfg}: {err}') from None
 
 
 def write_webdataset(pairs: Sequence[tuple[Image.Image | bytes, str]], shard: str | Path) -> Path:
@@ -292,14 +292,14 @@ def write_webdataset(pairs: Sequence[tuple[Image.Image | bytes, str]], shard: st
 
     shard = Path(shard)
     shard.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(shard, "w") as tar:
+    with tarfile.open(shard, 'w') as tar:
         for i, (image, caption) in enumerate(pairs):
             if isinstance(image, Image.Image):
                 buf = io.BytesIO()
-                image.save(buf, format="PNG")
+                image.save(buf, format='PNG')
                 image = buf.getvalue()
-            for ext, data in (("png", image), ("txt", caption.encode("utf-8"))):
-                info = tarfile.TarInfo(f"{i:06d}.{ext}")
+            for ext, data in (('png', image), ('txt', caption.encode('utf-8'))):
+                info = tarfile.TarInfo(f'{i:06d}.{ext}')
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return shard

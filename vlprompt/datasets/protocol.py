@@ -40,12 +40,13 @@ import numbers
 import os
 import random
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..io import atomic_write_json
+from .items import DatasetError, Datum
 
 __all__ = [
     'BASE2NOVEL_DATASETS', 'CACHE_ENV', 'DataSpec', 'EvalProtocol', 'FewShotCache', 'PROTOCOLS',
@@ -131,9 +132,40 @@ class FewShotCache:
 
     def __init__(self, dataset_dir: str | Path, key: str) -> None:
         self.dataset_dir = Path(dataset_dir)
+        self.key = key
         digest = hashlib.sha1(str(self.dataset_dir.absolute()).encode()).hexdigest()[:10]
         self.primary_dir = self.dataset_dir / 'split_fewshot'
         self.fallback_dir = cache_root() / 'split_fewshot' / f'{key}-{digest}'
+
+    @staticmethod
+    def encode(items: Sequence[Datum], image_root: str | os.PathLike[str]) -> list[list[Any]]:
+        """Picks as stored: ``[path relative to image_root, label, class name(, domain)]`` rows."""
+        root = str(image_root)
+        out = []
+        for it in items:
+            row: list[Any] = [Path(os.path.relpath(it.impath, root)).as_posix(), it.label, it.classname]
+            if it.domain:
+                row.append(it.domain)
+            out.append(row)
+        return out
+
+    def decode(self, data: Mapping[str, Any], path: Path, names: Sequence[str], image_root: str | os.PathLike[str],
+               has_val: bool) -> tuple[list[Datum], list[Datum] | None]:
+        """Stored picks back as train (and, with ``has_val``, val) items; a :class:`DatasetError` when a row
+        does not match the dataset's class names ``names``."""
+
+        def decode(rows: list[Any]) -> list[Datum]:
+            items = []
+            for row in rows:
+                rel, label, classname = row[0], int(row[1]), row[2]
+                if not 0 <= label < len(names) or names[label] != classname:
+                    raise DatasetError(self.key, f'few-shot cache does not match the dataset (label {label} '
+                                                 f'{classname!r}); delete the file to resample it', path)
+                items.append(Datum(os.path.join(image_root, rel), label, classname,
+                                   int(row[3]) if len(row) > 3 else 0))
+            return items
+
+        return decode(data['train']), (decode(data['val']) if has_val else None)
 
     @staticmethod
     def filename(num_shots: int, seed: int) -> str:

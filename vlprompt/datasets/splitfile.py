@@ -31,7 +31,8 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from ..registry import DATASETS
-from .base import BenchmarkDataset, DatasetError, Datum, register_dataset
+from .base import BenchmarkDataset, register_dataset
+from .items import DatasetError, Datum
 
 __all__ = ['SplitFileDataset', 'SplitFolderDataset', 'ToyDataset', 'register_toy_datasets', 'toyworld_module']
 

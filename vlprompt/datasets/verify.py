@@ -32,8 +32,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .base import SPLITS, BenchmarkDataset, DatasetError, Datum
+from .base import SPLITS, BenchmarkDataset
 from .builder import get_dataset_class
+from .items import DatasetError, Datum
 from .knowledge import Coverage, KnowledgeError, find_knowledge_file, load_descriptions
 from .loading import image_exists, unreadable_images
 

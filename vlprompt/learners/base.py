@@ -14,13 +14,14 @@ casting the learner (``.to()``, ``.cuda()``, ``.half()``) moves the backbone wit
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import PromptableCLIP, build_clip
+from ..registry import LEARNERS
 from .common import DEFAULT_TEMPLATE, class_text_features, prompt_class_name
 
 
@@ -172,6 +173,20 @@ class PromptLearner(nn.Module):
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments (besides backbone and class names) to rebuild the learner."""
         return {}
+
+
+L = TypeVar("L", bound=type[PromptLearner])
+
+
+def register_learner(name: str) -> Callable[[L], L]:
+    """Class decorator: a learner states its name once; it becomes its ``learner_name`` and its name
+    in :data:`~vlprompt.registry.LEARNERS` (what configs and checkpoint metadata call it)."""
+
+    def deco(cls: L) -> L:
+        cls.learner_name = name
+        return LEARNERS.register_module(name=name, module=cls)
+
+    return deco
 
 
 class TemplateClassLearner(PromptLearner):

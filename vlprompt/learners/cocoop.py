@@ -20,12 +20,11 @@ import torch
 from torch import nn
 
 from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion
-from ..registry import LEARNERS
-from .base import PromptLearner
+from .base import PromptLearner, register_learner
 from .common import init_context
 
 
-@LEARNERS.register_module(name="cocoop")
+@register_learner("cocoop")
 class CoCoOp(PromptLearner):
     """Conditional context optimisation.
 
@@ -40,7 +39,6 @@ class CoCoOp(PromptLearner):
     embedding size (512 for ViT-B/16, so 32 hidden units) and ``D`` the text width.
     """
 
-    learner_name = "cocoop"
     image_conditioned_text = True
 
     def __init__(

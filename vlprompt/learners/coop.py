@@ -24,15 +24,14 @@ from torch import nn
 
 from ..backbones import PromptableCLIP, TextPrompts
 from ..datasets.knowledge import check_coverage, resolve_descriptions
-from ..registry import LEARNERS
-from .base import PromptLearner
+from .base import PromptLearner, register_learner
 from .common import CLASS_TOKEN_POSITIONS, context_insertions, fit_to_context, init_context, prompt_class_name
 
 DESCRIPTION_MODES = ("AS", "AE")
 """Description augmentation: average the logits (AS) or the text embeddings (AE) over a class's descriptions."""
 
 
-@LEARNERS.register_module(name="coop")
+@register_learner("coop")
 class CoOp(PromptLearner):
     """Context optimisation.
 
@@ -53,8 +52,6 @@ class CoOp(PromptLearner):
         description_template: how a description follows the class name (PCB's by default).
         on_missing: ``"warn"``, ``"error"`` or ``"ignore"`` for classes without a description.
     """
-
-    learner_name = "coop"
 
     def __init__(
         self,

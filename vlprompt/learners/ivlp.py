@@ -23,12 +23,11 @@ import torch
 from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts, TokenInsertion
-from ..registry import LEARNERS
-from .base import PromptLearner
+from .base import PromptLearner, register_learner
 from .common import deep_prompts, layer_prompts, phrase_class_token_ids, phrase_context, prompt_depth
 
 
-@LEARNERS.register_module(name="ivlp")
+@register_learner("ivlp")
 class IVLP(PromptLearner):
     """Independent vision-language deep prompting.
 
@@ -41,8 +40,6 @@ class IVLP(PromptLearner):
         text_depth: prompted text layers counting the input (>= 1); capped at the layer count.
         vision_depth: prompted image layers counting the input; 0 for no image prompts.
     """
-
-    learner_name = "ivlp"
 
     def __init__(
         self,

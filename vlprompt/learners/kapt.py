@@ -59,8 +59,7 @@ from ..datasets.knowledge import (
     resolve_descriptions,
     split_sentences,
 )
-from ..registry import LEARNERS
-from .base import PromptLearner
+from .base import PromptLearner, register_learner
 from .common import fit_to_context, init_context, prompt_class_name
 
 EXTRACTIONS = ("tfidf", "clause", "sentence", "full")
@@ -129,7 +128,7 @@ class AttentionPoolingHead(nn.Module):
         return F.normalize((1.0 - self.ratio) * f + self.ratio * self.out(agg), dim=-1)
 
 
-@LEARNERS.register_module(name="kapt")
+@register_learner("kapt")
 class KAPT(PromptLearner):
     """Knowledge-aware prompt tuning (reimplemented from the paper's abstract; see the module docstring).
 
@@ -160,8 +159,6 @@ class KAPT(PromptLearner):
             (the normalised mean of the two).
         w_image: weight of ``loss_vc`` (consistency of the adapted with the frozen image feature).
     """
-
-    learner_name = "kapt"
 
     def __init__(
         self,

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones import PromptableCLIP
-from ..registry import LEARNERS
+from .base import register_learner
 from .common import DEFAULT_TEMPLATE, class_text_features
 from .coop import CoOp
 
 
-@LEARNERS.register_module(name="kgcoop")
+@register_learner("kgcoop")
 class KgCoOp(CoOp):
     """Knowledge-guided context optimisation.
 
@@ -34,8 +34,6 @@ class KgCoOp(CoOp):
         template: the hand-crafted template whose frozen CLIP features the learned class
             features are pulled towards, e.g. ``get_template("dtd", "kgcoop")``.
     """
-
-    learner_name = "kgcoop"
 
     def __init__(
         self,

@@ -27,12 +27,11 @@ import torch
 from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts, TokenInsertion
-from ..registry import LEARNERS
-from .base import PromptLearner
+from .base import PromptLearner, register_learner
 from .common import deep_prompts, layer_prompts, phrase_class_token_ids, phrase_context, prompt_depth
 
 
-@LEARNERS.register_module(name="maple")
+@register_learner("maple")
 class MaPLe(PromptLearner):
     """Multi-modal prompt learning.
 
@@ -45,8 +44,6 @@ class MaPLe(PromptLearner):
         depth: prompted layers J in both towers, counting the input layer (9 as published;
             3 for cross-dataset / domain generalization); capped at the towers' layer counts.
     """
-
-    learner_name = "maple"
 
     def __init__(
         self,

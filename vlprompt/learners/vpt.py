@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP
-from ..registry import LEARNERS
-from .base import TemplateClassLearner
+from .base import TemplateClassLearner, register_learner
 from .common import DEFAULT_TEMPLATE, deep_prompts, layer_prompts, prompt_depth
 
 
-@LEARNERS.register_module(name="vpt")
+@register_learner("vpt")
 class VPT(TemplateClassLearner):
     """Deep visual prompt tuning with fixed hand-written class prompts.
 
@@ -36,8 +35,6 @@ class VPT(TemplateClassLearner):
             the tower's layer count.
         template: the class prompt (``"a photo of a {}."`` as published).
     """
-
-    learner_name = "vpt"
 
     def __init__(
         self,

@@ -20,12 +20,11 @@ import torch
 
 from ..backbones import PromptableCLIP
 from ..datasets.knowledge import check_coverage, match_key, resolve_descriptions
-from ..registry import LEARNERS
-from .base import PromptLearner
+from .base import PromptLearner, register_learner
 from .common import class_text_features, fit_to_context, prompt_class_name, prompt_set_features
 
 
-@LEARNERS.register_module(name="zsclip")
+@register_learner("zsclip")
 class ZeroShotCLIP(PromptLearner):
     """CLIP with fixed prompts: one template, the normalised mean over several, or over class descriptions.
 
@@ -40,8 +39,6 @@ class ZeroShotCLIP(PromptLearner):
         with_templates: also average the template prompts into each described class.
         on_missing: ``"warn"``, ``"error"`` or ``"ignore"`` for classes without a description.
     """
-
-    learner_name = "zsclip"
 
     def __init__(
         self,

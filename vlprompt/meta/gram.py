@@ -290,9 +290,9 @@ def read_gram_file(path: str | os.PathLike) -> GRAMFile:
     if learner.get("type") not in LEARNERS.module_dict:
         raise CheckpointError(f"{path}: metadata key 'learner.type' = {learner.get('type')!r} is not a registered "
                               f"learner (registered: {', '.join(list_learners())})")
-    if regulator.get("type") not in REGULATORS:
+    if regulator.get("type") not in REGULATORS.module_dict:
         raise CheckpointError(f"{path}: metadata key 'regulator.type' = {regulator.get('type')!r} is not a "
-                              f"registered regulator ({', '.join(sorted(REGULATORS))})")
+                              f"registered regulator ({', '.join(sorted(REGULATORS.module_dict))})")
     bad = sorted(k for k in tensors if not k.startswith(("init.", "regulator.")))
     if bad:
         raise CheckpointError(f"{path}: unexpected tensors {bad[:5]} (a GRAM file holds init.* and regulator.*)")

@@ -28,14 +28,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-REGULATORS: dict[str, type[GradientRegulator]] = {}
+from ..registry import REGULATORS
 
 
 def register_regulator(name: str) -> Callable[[type], type]:
+    """Register a :class:`GradientRegulator` as ``name`` (in :data:`REGULATORS`) and set its ``regulator_name``."""
     def deco(cls: type) -> type:
         cls.regulator_name = name
-        REGULATORS[name] = cls
-        return cls
+        return REGULATORS.register_module(name=name, force=True, module=cls)
     return deco
 
 
@@ -114,9 +114,9 @@ def build_regulator(cfg: Mapping[str, Any] | str, shapes: Mapping[str, tuple[int
     """A registered regulator from ``dict(type=<name>, **settings)`` (or its name)."""
     cfg = {"type": cfg} if isinstance(cfg, str) else dict(cfg)
     name = cfg.pop("type", "gate")
-    cls = REGULATORS.get(name)
+    cls = REGULATORS.module_dict.get(name)
     if cls is None:
-        raise KeyError(f"unknown gradient regulator {name!r}; registered: {', '.join(sorted(REGULATORS))}")
+        raise KeyError(f"unknown gradient regulator {name!r}; registered: {', '.join(sorted(REGULATORS.module_dict))}")
     try:
         return cls(shapes, **cfg)
     except TypeError as err:
