@@ -4,7 +4,8 @@ import sys
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
+
 sys.path.insert(0, str(ROOT / "tools"))
 import train as train_tool  # noqa: E402  (tools/train.py)
 

@@ -186,6 +186,7 @@ def test_round_loop_trains_through_the_engine(two_rounds):
     assert read_state(root / "sweep/coreset+pcb/seed3") == state
 
 
+@pytest.mark.slow  # the round loop again, cut and resumed; the two_rounds fixture trains by default
 def test_an_interrupted_run_resumes_with_the_same_labelled_indices(two_rounds, monkeypatch):
     root, settings, state = two_rounds
     real = active_loop._train_round

@@ -284,6 +284,7 @@ def test_toy_both_stages_end_to_end_no_night_image(tmp_path, opened):
     assert load_learner(work / "learned.safetensors").class_names == meta["class_names"]
 
 
+@pytest.mark.slow  # three CODaN runs (resume, ablation); the toy run stays in the default run
 def test_codan_fake_tree_end_to_end_no_night_image_resume_and_the_ablation(tmp_path, opened):
     root = tmp_path / "data"
     make_fake_root(root, ["codan"])

@@ -69,6 +69,7 @@ def test_train_then_checkpoint_round_trip_and_novel_test(tmp_path):
     assert record["run"]["subsample"] == "novel" and record["run"]["model"]["class_names"][0] == "yellow circle"
 
 
+@pytest.mark.slow  # two 3-epoch runs, one resumed (the default run trains in the round-trip test)
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
     straight = _train(tmp_path / "straight", epochs=3)
     # the same run stopped after epoch 2 (its checkpoint and schedule are those of a 3-epoch run) ...

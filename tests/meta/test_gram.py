@@ -374,6 +374,7 @@ def test_identity_regulator_is_plain_training_bit_for_bit(tmp_path):
     assert not torch.equal(plain["ctx"], _learned(tmp_path, "gated")[0]["ctx"])
 
 
+@pytest.mark.slow  # 2 epochs, then resumed to 3 (the identity-regulator test trains GRAM by default)
 def test_gram_learner_trains_through_the_engine_and_round_trips(tmp_path):
     from toy_run import FAST
 
