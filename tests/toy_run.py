@@ -1,14 +1,12 @@
 """A short toy CoOp training run through tools/train.py, shared by the engine tests."""
 
-import sys
 import uuid
 from pathlib import Path
 
 from helpers import ROOT
+from tool_loader import load_tool
 
-sys.path.insert(0, str(ROOT / "tools"))
-import train as train_tool  # noqa: E402  (tools/train.py)
-
+train_tool = load_tool("train")  # tools/train.py, by its file
 CONFIG = str(ROOT / "configs/coop/toy_shapes.py")
 # A small, fast variant of the toy CoOp run: random-init tiny backbone, 2 shots per class.
 FAST = [

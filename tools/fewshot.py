@@ -28,25 +28,12 @@ from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
 
-COOP_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
-
-
-def epochs_for(dataset: str, shots: int) -> int | None:
-    """CoOp's few-shot schedule (ImageNet: 50 epochs for every shot count); ``None`` for a toy dataset,
-    which keeps its config's shortened schedule."""
-    from vlprompt.datasets.toyworld import TOY_DATASETS
-
-    if dataset in TOY_DATASETS:
-        return None
-    return 50 if dataset == "imagenet" else COOP_EPOCHS.get(shots, 200)
-
-
 def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
               epochs: int | None) -> SweepRun:
     """The run of ``method`` on K = ``shots`` shots of every class of ``dataset`` with ``seed``."""
-    from vlprompt.engine.sweep import SweepRun, config_path
+    from vlprompt.engine.sweep import SweepRun, config_path, fewshot_epochs
 
-    epochs = epochs or epochs_for(dataset, shots)
+    epochs = epochs or fewshot_epochs(dataset, shots)
     opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
             "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
             *([f"train_cfg.max_epochs={epochs}"] if epochs else []), "protocol.name=fewshot",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ROOT
+from tool_loader import load_tool
 
 from vlprompt.active import SAMPLERS, ActiveSettings, Pool, labelled_indices, pcb_select, read_state, run_active
 from vlprompt.active import loop as active_loop
@@ -208,10 +209,8 @@ def test_an_interrupted_run_resumes_with_the_same_labelled_indices(two_rounds, m
 
 
 def test_the_tool_reports_the_finished_rounds(two_rounds, capsys):
-    import sys
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    import active as active_tool
+    active_tool = load_tool("active")  # tools/active.py, by its file
 
     root, settings, state = two_rounds
     paths = active_tool.main([str(ROOT / "configs/active/toy_hues.py"), "--report-only",

@@ -16,7 +16,6 @@
 import builtins
 import json
 import math
-import sys
 import uuid
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 import torch
 from fake_data import make_fake_root
 from helpers import GOLDEN_DIR, ROOT
+from tool_loader import load_tool
 
 from vlprompt.daynight import (
     DarkeningNet,
@@ -41,9 +41,7 @@ from vlprompt.daynight import (
 )
 from vlprompt.errors import UserError
 
-sys.path.insert(0, str(ROOT / "tools"))
-import train as train_tool  # noqa: E402  (tools/train.py)
-
+train_tool = load_tool("train")  # tools/train.py, by its file
 GOLDEN = json.loads((GOLDEN_DIR / "official_smm.json").read_text())
 TOL = 1e-5
 TOY = str(ROOT / "configs/smm/toy_shapes.py")

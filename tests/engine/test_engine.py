@@ -12,14 +12,14 @@ import pytest
 import torch
 from helpers import ROOT
 from safetensors import safe_open
+from tool_loader import load_tool
 
 import vlprompt
 from vlprompt.engine import NaNGuardHook, WarmupCosineLR, dassl_lr
 from vlprompt.engine.checkpoint import load_learner, read_learned
 from vlprompt.evaluation.report import harmonic_mean
 
-sys.path.insert(0, str(ROOT / "tools"))
-import test as test_tool  # noqa: E402  (tools/test.py)
+test_tool = load_tool("test")  # tools/test.py, by its file
 from toy_run import CONFIG, FAST  # noqa: E402
 from toy_run import train as _train  # noqa: E402
 

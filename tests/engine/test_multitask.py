@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from helpers import ROOT
 from mmengine.dataset import default_collate
 from mmengine.optim import OptimWrapper
 from PIL import Image
+from tool_loader import load_tool
 
 from vlprompt.datasets import (
     ELEVATER_NAMES,
@@ -626,11 +626,7 @@ def test_verify_reports_elevater_against_the_toolkit_counts(root, capsys):
     assert report.status == 'found' and report.num_classes == 10
     assert report.counts == {'train': 30, 'test': 20}
     assert report.published == {'classes': 10, 'train': 50000, 'test': 10000} and report.count_mismatch
-    sys.path.insert(0, str(ROOT / 'tools'))
-    try:
-        import prepare_data
-    finally:
-        sys.path.pop(0)
+    prepare_data = load_tool('prepare_data')  # tools/prepare_data.py, by its file
     code = prepare_data.main(['verify', '--data-root', str(root), '--datasets', 'elevater', '--no-progress'])
     out = capsys.readouterr().out
     assert code == 1  # most tasks are not in the fake root

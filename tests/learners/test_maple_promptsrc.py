@@ -8,7 +8,6 @@ switches, and the GPA hook's weights, aggregation and resumability.
 
 import logging
 import math
-import sys
 import uuid
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from helpers import ROOT
 from mmengine.hooks import Hook
+from tool_loader import load_tool
 
 from vlprompt.backbones import ImagePrompts, PromptableCLIP, build_clip
 from vlprompt.datasets import IMAGENET_TEMPLATES
@@ -381,9 +381,7 @@ def _roundtrip(obj):
 
 
 # ------------------------------------------------------------------------------------ end to end
-sys.path.insert(0, str(ROOT / "tools"))
-import train as train_tool  # noqa: E402  (tools/train.py)
-
+train_tool = load_tool("train")  # tools/train.py, by its file
 FAST = ["model.backbone.name=test-tiny", "model.backbone.pretrained=None", "train_dataloader.dataset.num_shots=2",
         "train_dataloader.batch_size=8", "default_hooks.logger.interval=1"]
 

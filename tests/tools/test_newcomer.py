@@ -7,11 +7,10 @@ import warnings
 
 import pytest
 from helpers import ROOT
+from tool_loader import load_tool
 
 import vlprompt
 from vlprompt.zeroshot import RandomWeightsWarning
-
-sys.path.insert(0, str(ROOT / "tools"))
 
 
 def test_random_weights_warn_unless_asked_for():
@@ -25,7 +24,7 @@ def test_random_weights_warn_unless_asked_for():
 
 
 def test_one_train_run_logs_the_environment_once_and_labels_base_and_novel(tmp_path):
-    import train as train_tool
+    train_tool = load_tool("train")
 
     work = tmp_path / "run"
     train_tool.main([str(ROOT / "configs/coop/toy_shapes.py"), "--work-dir", str(work), "--cfg-options",
@@ -51,7 +50,7 @@ def test_tensorboard_switch_says_how_to_install_it(monkeypatch):
 
 def test_tensorboard_switch_writes_events(tmp_path):
     pytest.importorskip("tensorboard")
-    import train as train_tool
+    train_tool = load_tool("train")
 
     work = tmp_path / "run"
     train_tool.main([str(ROOT / "configs/coop/toy_shapes.py"), "--work-dir", str(work), "--no-test", "--cfg-options",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT
+from tool_loader import load_tool
 
 SHORT_TRAINING = ["train_cfg.max_epochs=1", "train_dataloader.dataset.num_shots=1"]
 SHORTEN = {  # flags appended to each README command (a later flag of the same name wins)
@@ -97,8 +98,7 @@ def test_try_it_commands_name_existing_tools_configs_flags_and_values():
 def test_each_try_it_command_needs_only_what_the_earlier_ones_made(tmp_path, capsys):
     """compare_methods after the README's base2novel sweep, with nothing else made: it must make the
     zero-shot runs itself (today's runs of the sweep are stood in for by the result files it writes)."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import compare_methods
+    compare_methods = load_tool("compare_methods")  # tools/compare_methods.py, by its file
 
     from vlprompt.engine.sweep import save_result
     from vlprompt.evaluation.report import harmonic_mean

@@ -5,6 +5,7 @@ import io
 
 import pytest
 from helpers import ROOT
+from tool_loader import load_tool
 
 from vlprompt.evaluation.report import base2novel_table, csv_table, harmonic_mean, markdown_table
 
@@ -41,20 +42,18 @@ def test_average_row_is_hm_of_averaged_base_and_novel_not_mean_of_hms():
 
 
 def test_fewshot_schedule_and_summary():
-    import sys
+    from vlprompt.engine.sweep import fewshot_epochs
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    import fewshot
+    fewshot = load_tool("fewshot")  # tools/fewshot.py, by its file
 
-    assert [fewshot.epochs_for("dtd", k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
-    assert fewshot.epochs_for("imagenet", 1) == 50
+    assert [fewshot_epochs("dtd", k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    assert fewshot_epochs("imagenet", 1) == 50
     runs = [{"dataset": "a", "shots": 1, "seed": s, "top1": v} for s, v in ((1, 10.0), (2, 20.0))]
     assert fewshot.summarize(runs) == {"a": {1: (15.0, 5.0)}}
 
 
 def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path):
     import json
-    import sys
 
     from vlprompt.engine.sweep import read_base2novel_results
     from vlprompt.evaluation.report import comparison_table
@@ -81,8 +80,7 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
     # so it has no Average to stand beside zsclip's
     assert "| **Average** | 35.00 | 35.00 | 35.00 | - | - | - |" in table
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    import compare_methods
+    compare_methods = load_tool("compare_methods")  # tools/compare_methods.py, by its file
 
     out = tmp_path / "compare.md"
     text = compare_methods.main(["--methods", "zsclip", "coop", "--work-root", str(tmp_path), "--out", str(out)])
@@ -111,21 +109,16 @@ def test_a_partial_sweep_adds_to_the_report_instead_of_replacing_it(tmp_path):
 
 
 def _tools():
-    import sys
-
-    tools = ROOT / "tools"
-    if str(tools) not in sys.path:
-        sys.path.insert(0, str(tools))
-    return tools.parent
+    return ROOT
 
 
 def test_fewshot_keeps_the_toy_schedule_and_draws_zero_shot(tmp_path, capsys):
     root = _tools()
-    import fewshot
+    fewshot = load_tool("fewshot")
 
-    from vlprompt.engine.sweep import effective_config
+    from vlprompt.engine.sweep import effective_config, fewshot_epochs
 
-    assert fewshot.epochs_for("toy-shapes", 16) is None and fewshot.epochs_for("dtd", 16) == 200
+    assert fewshot_epochs("toy-shapes", 16) is None and fewshot_epochs("dtd", 16) == 200
     run = fewshot.sweep_run("coop", "toy-shapes", 16, 1, tmp_path / "run", [], None)
     assert not any(o.startswith("train_cfg.max_epochs=") for o in run.options)
     toy_epochs = effective_config(root / "configs/coop/toy_shapes.py")["train_cfg"]["max_epochs"]
@@ -139,7 +132,7 @@ def test_fewshot_keeps_the_toy_schedule_and_draws_zero_shot(tmp_path, capsys):
 
 def test_transfer_table_has_a_zero_shot_row(tmp_path):
     _tools()
-    import transfer
+    transfer = load_tool("transfer")
 
     from vlprompt.datasets import get_protocol
 
@@ -174,7 +167,7 @@ def test_test_py_prints_a_summary_naming_the_subsample_and_writes_results_by_def
 
 def test_train_py_tensorboard_flag_sets_the_config_key(monkeypatch):
     root = _tools()
-    import train as train_tool
+    train_tool = load_tool("train")
 
     import vlprompt.engine
 

@@ -14,18 +14,15 @@ from pathlib import Path
 
 import pytest
 from helpers import ROOT
+from tool_loader import load_tool
 
 from vlprompt.engine import sweep, workdir
 from vlprompt.engine.sweep import RESULT_FILE
 from vlprompt.engine.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
 
-sys.path.insert(0, str(ROOT / "tools"))
-
-import base2novel  # noqa: E402
-import fewshot  # noqa: E402
-import transfer  # noqa: E402
-
-
+base2novel = load_tool("base2novel")  # tools/base2novel.py, by its file
+fewshot = load_tool("fewshot")  # tools/fewshot.py, by its file
+transfer = load_tool("transfer")  # tools/transfer.py, by its file
 class FakeTraining:
     """Stands in for ``run_logged``: writes the outputs of train.py / test.py and records each call."""
 

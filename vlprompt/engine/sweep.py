@@ -35,6 +35,20 @@ RESULT_FILE = "sweep_result.json"
 """Written last in a run's folder, atomically: its presence means the run finished."""
 
 
+COOP_FEWSHOT_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
+"""CoOp's few-shot schedule: epochs per shot count (ImageNet: 50 for every shot count)."""
+
+
+def fewshot_epochs(dataset: str, shots: int) -> int | None:
+    """CoOp's few-shot epochs for ``shots`` shots of ``dataset``; ``None`` for a toy dataset, which keeps
+    its config's shortened schedule."""
+    from ..datasets.toyworld import TOY_DATASETS
+
+    if dataset in TOY_DATASETS:
+        return None
+    return 50 if dataset == "imagenet" else COOP_FEWSHOT_EPOCHS.get(shots, 200)
+
+
 def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
     """``configs/<method>/<dataset with underscores>.py``: a file, or a run composed from the method's
     recipe and the dataset's facts (:mod:`vlprompt.engine.compose`); an unknown method or dataset is
