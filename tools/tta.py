@@ -64,33 +64,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def write_table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[str, dict[str, Path]]:
     """``tta.md`` and ``tta.csv`` in ``out_dir``: one line per run, and the mean top-1 of each method
     over the datasets it ran on (when it ran on more than one)."""
-    import csv
-    import io
     import statistics
 
-    from vlprompt.engine.results import atomic_write_text
+    from vlprompt.tables import markdown_table, write_tables
 
-    md = ["| method | dataset | samples | views | top-1 | s/sample |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        md.append(f"| {r['method']} | {r['dataset']} | {r['samples']} / {r['of']} | {r['views']} | {r['top1']:.2f} "
-                  f"| {r['sec_per_sample']:.3f} |")
+    md = [[r["method"], r["dataset"], f"{r['samples']} / {r['of']}", r["views"], f"{r['top1']:.2f}",
+           f"{r['sec_per_sample']:.3f}"] for r in rows]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
         if len({r["dataset"] for r in mine}) > 1:
             top1 = statistics.fmean(r["top1"] for r in mine)
             sec = statistics.fmean(r["sec_per_sample"] for r in mine)
-            md.append(f"| **{m}** | **average** ({len(mine)}) | | | **{top1:.2f}** | {sec:.3f} |")
-    text = "\n".join(md) + "\n"
-    buf = io.StringIO()
-    writer = csv.writer(buf)
+            md.append([f"**{m}**", f"**average** ({len(mine)})", "", "", f"**{top1:.2f}**", f"{sec:.3f}"])
+    text = markdown_table(["method", "dataset", "samples", "views", "top-1", "s/sample"], md)
     keys = ["method", "dataset", "samples", "of", "classes", "views", "top1", "sec_per_sample", "processes", "device",
             "config", "work_dir"]
-    writer.writerow(keys)
-    for r in rows:
-        writer.writerow([f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys])
-    files = {"md": atomic_write_text(out_dir / "tta.md", text), "csv": atomic_write_text(out_dir / "tta.csv",
-                                                                                         buf.getvalue())}
+    files = write_tables(out_dir, "tta", text, keys,
+                         [[f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys] for r in rows])
     return text, files
 
 

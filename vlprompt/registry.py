@@ -298,6 +298,9 @@ def use_mmengine() -> None:
         _ON_MMENGINE.pop(0)()
 
 
+# CLIP architectures (``vlprompt.backbones.archs``): each entry is a ``ClipArch`` that builds itself when called.
+CLIPS = LazyRegistry("CLIP architecture", locations=["vlprompt.backbones.archs"])
+
 # Benchmark readers and the generic split-file reader (``vlprompt.datasets``).
 DATASETS = LazyRegistry("dataset", parent="DATASETS", locations=["vlprompt.datasets"])
 

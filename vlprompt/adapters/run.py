@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cli import UsageError
-
 if TYPE_CHECKING:
     import torch
     from mmengine.config import Config
@@ -39,24 +37,11 @@ __all__ = ["build_adapter_of", "build_run_learner", "build_teachers", "build_vie
 
 # ------------------------------------------------------------------------------------------ set-up
 def init_distributed(launcher: str) -> tuple[int, int]:
-    """(rank, world size); starts the process group under torchrun (gloo without a GPU).
+    """(rank, world size); starts the process group under torchrun on every device (this loop has no
+    Runner to start it), and needs torchrun's ``RANK``."""
+    from ..engine.compat import init_distributed as join_group
 
-    Not :func:`vlprompt.engine.compat.init_distributed`: that one prepares mmengine's Runner (which
-    starts the GPU group itself); this loop has no Runner, so it starts the group on every device,
-    needs torchrun's ``RANK`` and reports the rank and world size.
-    """
-    if launcher == "none":
-        return 0, 1
-    import torch.distributed as dist
-
-    from ..engine.compat import dist_backend
-
-    if "RANK" not in os.environ:
-        raise UsageError("--launcher pytorch: start the tool with torchrun (torchrun --nproc_per_node N "
-                         "tools/tta.py CONFIG --launcher pytorch); RANK is not set")
-    if not dist.is_initialized():
-        dist.init_process_group(backend=dist_backend())
-    return dist.get_rank(), dist.get_world_size()
+    return join_group(launcher, start_on_gpu=True, tool="tools/tta.py")
 
 
 def pick_device(requested: str | None, launcher: str) -> torch.device:

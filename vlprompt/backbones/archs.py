@@ -15,6 +15,8 @@ from typing import Any
 
 import open_clip
 
+from ..registry import CLIPS
+
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -51,6 +53,13 @@ class ClipArch:
         cfg.pop("quick_gelu", None)  # the activation travels with the weights, not the arch
         return cfg
 
+    def __call__(self, **kwargs: Any) -> Any:
+        """Build this architecture (``build_clip(name, **kwargs)``): a registry entry is its own
+        builder, as timm's entry points are."""
+        from . import build_clip
+
+        return build_clip(self.name, **kwargs)
+
     @property
     def image_size(self) -> int:
         size = self.model_config()["vision_cfg"].get("image_size", 224)
@@ -62,28 +71,24 @@ class ClipArch:
         return not isinstance(vision.get("layers"), (list, tuple)) and "timm_model_name" not in vision
 
 
-_ARCHS: dict[str, ClipArch] = {}
-
-
 def register_clip(arch: ClipArch, *, overwrite: bool = False) -> ClipArch:
-    """Add an architecture to the table (used for the built-in ones and by users)."""
-    if arch.name in _ARCHS and not overwrite:
+    """Add an architecture to :data:`vlprompt.registry.CLIPS` (the built-in ones and users')."""
+    if arch.name in CLIPS.module_dict and not overwrite:
         raise KeyError(f"a CLIP architecture named {arch.name!r} is already registered")
-    _ARCHS[arch.name] = arch
-    return arch
+    return CLIPS.register_module(name=arch.name, module=arch, force=True)
 
 
 def get_arch(name: str) -> ClipArch:
     """Look an architecture up by name, with the list of valid names in the error."""
     try:
-        return _ARCHS[name]
-    except KeyError:
+        return CLIPS.module_dict[name]
+    except (KeyError, TypeError):
         raise KeyError(f"unknown CLIP architecture {name!r}; available: {', '.join(list_clips())}") from None
 
 
 def list_clips() -> list[str]:
     """Names accepted by :func:`vlprompt.backbones.build_clip`."""
-    return sorted(_ARCHS)
+    return sorted(CLIPS.module_dict)
 
 
 _TEXT_77 = dict(context_length=77, vocab_size=49408)

@@ -33,9 +33,10 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, MODELS
 
 from ..datasets import CLIP_MEAN, CLIP_STD, build_dataset
-from ..engine.hooks import durable_write_text, runner_model
+from ..engine.hooks import runner_model
 from ..engine.model import PromptModel
 from ..errors import ConfigError
+from ..io import atomic_write_text
 from .darkening import (
     DarkeningNet,
     DarkeningSettings,
@@ -269,7 +270,7 @@ class DarkeningHook(Hook):
         info = {"seconds": result["seconds"], "epochs": settings.epochs, "images": len(loader.dataset),
                 "config": getattr(runner.cfg, "filename", None), "final": result["epochs"][-1]}
         save_darkening(net, path, info)
-        durable_write_text(path.with_suffix(".json"), json.dumps({**result, "file": str(path)}, indent=1))
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**result, "file": str(path)}, indent=1))
         runner.logger.info(f"stage 1 (darkening) took {result['seconds']:.1f} s; module written to {path}")
         return net.eval().requires_grad_(False), {"skipped": False, "path": str(path), **info}
 
@@ -396,7 +397,7 @@ class DayNightReportHook(Hook):
             "stage2_seconds": stage2, "epochs": runner.epoch, "seed": runner.seed,
             "picture": str(picture) if picture else None,
         }
-        durable_write_text(work / self.file, json.dumps(report, indent=1))
+        atomic_write_text(work / self.file, json.dumps(report, indent=1))
         runner.logger.info(f"day/night after training: {after} (report: {work / self.file})")
 
     @torch.no_grad()

@@ -294,9 +294,7 @@ def darkening_grid(rows: Sequence[tuple[str, torch.Tensor]], cell: int | None = 
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
-    """Write a PNG atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    """Write a PNG atomically and durably (:func:`vlprompt.io.atomic_write`)."""
+    from ..io import atomic_write
+
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), suffix=".png")

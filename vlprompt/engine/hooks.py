@@ -151,7 +151,6 @@ def check_finite_parameters(runner, epoch: int, consequence: str) -> None:
             )
 
 
-durable_write_text = atomic_write_text  # the name engine/daynight.py imports
 
 
 @HOOKS.register_module(force=True)

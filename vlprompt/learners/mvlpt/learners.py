@@ -33,8 +33,7 @@ from open_clip.transformer import QuickGELU, ResidualAttentionBlock
 from torch import nn
 
 from ...backbones import ImagePrompts, PromptableCLIP, TextPrompts
-from ...registry import LEARNERS
-from ..base import PromptLearner, TemplateClassLearner
+from ..base import PromptLearner, TemplateClassLearner, register_learner
 from ..common import CLASS_TOKEN_POSITIONS, DEFAULT_TEMPLATE, context_insertions, prompt_depth
 from ..coop import CoOp
 
@@ -47,14 +46,13 @@ def vpt_uniform_init(shape: Sequence[int], patch_size: int, width: int) -> torch
     return torch.empty(*shape).uniform_(-bound, bound)
 
 
-@LEARNERS.register_module(name="mcoop")
+@register_learner("mcoop")
 class MCoOp(CoOp):
     """MVLPT's text prompts: CoOp with its multitask defaults (16 random vectors, class name in the middle).
 
     Args: those of :class:`~vlprompt.learners.CoOp`, with MVLPT's defaults.
     """
 
-    learner_name = "mcoop"
 
     def __init__(self, backbone: PromptableCLIP | dict, class_names: Sequence[str], n_ctx: int = 16,
                  ctx_init: str | None = "", class_specific: bool = False,
@@ -83,7 +81,7 @@ class _DeepVisualPrompts(PromptLearner):
         return ImagePrompts(tokens=shallow, deep={i + 1: deep[i] for i in range(deep.shape[0])}, after_ln_pre=True)
 
 
-@LEARNERS.register_module(name="mvpt")
+@register_learner("mvpt")
 class MVPT(TemplateClassLearner, _DeepVisualPrompts):
     """MVLPT's deep visual prompts with the frozen class prompts ``template``.
 
@@ -95,7 +93,6 @@ class MVPT(TemplateClassLearner, _DeepVisualPrompts):
         template: the class prompt (``"a photo of a {}."``: the official ``"a photo of a "`` prefix).
     """
 
-    learner_name = "mvpt"
 
     def __init__(self, backbone: PromptableCLIP | dict, class_names: Sequence[str], n_ctx: int = 16,
                  depth: int = 12, template: str = DEFAULT_TEMPLATE) -> None:
@@ -118,7 +115,7 @@ def _project(width: int, dim: int) -> nn.Module:
     return nn.Identity() if width == dim else nn.Linear(width, dim)
 
 
-@LEARNERS.register_module(name="mupt")
+@register_learner("mupt")
 class MUPT(_DeepVisualPrompts):
     """MVLPT's unified prompts: text context and deep visual prompts coupled in a shared space.
 
@@ -134,7 +131,6 @@ class MUPT(_DeepVisualPrompts):
         class_token_position: where the class name sits in the text context (``"middle"``).
     """
 
-    learner_name = "mupt"
 
     def __init__(self, backbone: PromptableCLIP | dict, class_names: Sequence[str], n_ctx_text: int = 4,
                  n_ctx_vision: int = 4, depth: int = 12, project_dim: int = 128, token_mixing: bool = False,

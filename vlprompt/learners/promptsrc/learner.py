@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ...backbones import PromptableCLIP
 from ...datasets.templates import IMAGENET_TEMPLATES
-from ...registry import LEARNERS
+from ..base import register_learner
 from ..common import prompt_class_name
 from ..ivlp import IVLP
 
@@ -53,7 +53,7 @@ def template_ensemble(
     return feats.reshape(len(class_names), len(templates), -1).mean(dim=1)
 
 
-@LEARNERS.register_module(name="promptsrc")
+@register_learner("promptsrc")
 class PromptSRC(IVLP):
     """IVLP prompts with PromptSRC's mutual-agreement and textual-diversity regularisers.
 
@@ -68,7 +68,6 @@ class PromptSRC(IVLP):
             60 ImageNet templates of the published code).
     """
 
-    learner_name = "promptsrc"
 
     def __init__(
         self,
