@@ -93,6 +93,36 @@ result = {{"keys": sorted(state), "learner": meta["learner"]["type"], "names": m
     assert out["heavy"] == []
 
 
+def test_without_mmengine_names_resolve_only_among_registered_ones_and_join_mmengine_unchanged():
+    code = """
+import sys
+import vlprompt.learners
+from vlprompt.registry import DATASETS, LEARNERS, UnregisteredNameError
+
+refused = []
+for name in ("logging.basicConfig", "torch.hub.load", "os.system", "nope.registry", "copo"):
+    try:
+        LEARNERS.get(name)
+    except UnregisteredNameError as err:
+        refused.append(name if "is not a registered learner" in str(err) else str(err))
+found = [LEARNERS.get(k).__name__ for k in ("coop", "vlprompt.coop", "vlprompt.learners.coop.CoOp")]
+before = {"learners": list(LEARNERS.module_dict), "datasets": list(DATASETS.module_dict)}
+light = "mmengine" not in sys.modules
+import mmengine.registry
+import vlprompt.engine
+after = {"learners": list(LEARNERS.module_dict), "datasets": list(DATASETS.module_dict)}
+result = {"refused": refused, "found": found, "light": light, "same": before == after,
+          "mm": [mmengine.registry.MODELS.get("vlprompt.coop").__name__,
+                 mmengine.registry.DATASETS.get("LabelledSubset").__name__,
+                 mmengine.registry.DATA_SAMPLERS.get("TaskBalancedSampler").__name__]}
+print(__import__("json").dumps({"heavy": [], "result": result}))
+"""
+    out = _run(code)["result"]
+    assert out["refused"] == ["logging.basicConfig", "torch.hub.load", "os.system", "nope.registry", "copo"]
+    assert out["found"] == ["CoOp"] * 3 and out["light"] and out["same"]
+    assert out["mm"] == ["CoOp", "LabelledSubset", "TaskBalancedSampler"]
+
+
 def test_the_engine_reexports_the_library_reader():
     import vlprompt.engine.checkpoint as engine_checkpoint
     import vlprompt.learned as learned
