@@ -2,7 +2,7 @@
 
 The test folders have no ``__init__.py``: pytest puts ``tests/`` (the folder of the top ``conftest.py``) on
 ``sys.path``, so ``from helpers import ROOT``, ``fake_data``, ``seeded_models`` and ``toy_run`` import from
-any folder below it.
+any folder below it. For the same reason a test file's name must be unique across the folders.
 """
 
 from __future__ import annotations

@@ -38,12 +38,6 @@ from vlprompt.learners import VPT, CoCoOp, CoOp, KgCoOp, MaPLe, PromptSRC, ZeroS
 NAMES = ["red circle", "blue star", "green square", "sea_lion", "annual crop land"]
 
 
-@pytest.fixture
-def clip():
-    torch.manual_seed(0)
-    return build_clip("test-tiny")
-
-
 @pytest.fixture(scope="module")
 def teacher():
     torch.manual_seed(7)
