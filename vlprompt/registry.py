@@ -6,9 +6,11 @@ import list to fill it.
 Names resolve only among registered classes. mmengine's ``Registry.get`` falls back to importing
 whatever a name spells (``"logging.basicConfig"``, ``"torch.hub.load"``, or ``"<scope>.registry"``
 for an unknown scope), so a name read from a checkpoint's metadata or a config value would run
-code vlprompt never registered. Once vlprompt's registries join mmengine's (:func:`use_mmengine`),
-that lookup is replaced, for every mmengine registry in the process, by one that walks the
-registry tree and imports nothing (:func:`registered_get`); a name that is not registered raises
+code vlprompt never registered. vlprompt enforces the rule at its own entry points and leaves
+mmengine's registries as they are: its registries' ``get`` walks the registry tree and imports
+nothing (:func:`registered_get`), whatever reads a name from a checkpoint or a GRAM file goes
+through them, and :func:`vlprompt.engine.load_config` refuses a config whose ``type`` strings no
+registry holds (:func:`check_config_names`); a name that is not registered raises
 :class:`UnregisteredNameError`.
 
 The library without the trainer (``vlprompt.load_prompted_clip``, reading a ``learned.safetensors``)
@@ -126,14 +128,50 @@ def registered_get(registry: Registry, key: str) -> type | None:
     return found
 
 
-def _install() -> None:
+def _registry_roots() -> list[Registry]:
+    """Every root of mmengine's registry trees (vlprompt's registries are children of them, or roots)."""
+    import mmengine.registry
     from mmengine.registry import Registry
 
-    if getattr(Registry.get, "_vlprompt_registered_only", False):
-        return
-    registered_get._vlprompt_registered_only = True  # type: ignore[attr-defined]
-    Registry.get = registered_get  # type: ignore[method-assign]
-    Registry.__contains__ = lambda self, key: isinstance(key, str) and find_registered(self, key) is not None
+    use_mmengine()
+    roots = {id(r._get_root_registry()): r._get_root_registry() for r in vars(mmengine.registry).values()
+             if isinstance(r, Registry)}
+    for registry in (DATASETS, LEARNERS, ADAPTERS):
+        root = registry.mmengine_registry()._get_root_registry()
+        roots.setdefault(id(root), root)
+    return list(roots.values())
+
+
+def registered_anywhere(key: str) -> bool:
+    """Whether some registry (mmengine's or vlprompt's, any scope) holds ``key``; nothing is imported."""
+    stack = _registry_roots()
+    while stack:
+        node = stack.pop()
+        if find_registered(node, key) is not None:
+            return True
+        stack.extend(node._children.values())
+    return False
+
+
+def check_config_names(node: Any, source: str, where: str = "") -> None:
+    """Refuse a config (``source``) in which a ``type`` string names nothing registered.
+
+    vlprompt's entry point for configs (:func:`vlprompt.engine.load_config` calls it after the
+    ``--cfg-options`` are merged): mmengine's ``Registry.get`` would import whatever such a name
+    spells (``"os.system"``, ``"torch.hub.load"``), so every name a file gives resolves among
+    registered names first, or the config is refused naming the key. mmengine itself is left as it is.
+    """
+    if isinstance(node, dict):  # lazily imported classes (a file's own imports) are not names: left alone
+        kind = node.get("type")
+        if isinstance(kind, str) and not registered_anywhere(kind):
+            raise UnregisteredNameError(f"{source}: {where + '.' if where else ''}type = {kind!r} is not registered "
+                                        "anywhere (vlprompt resolves names only among registered classes and never "
+                                        "imports a name it reads)")
+        for key, value in node.items():
+            check_config_names(value, source, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            check_config_names(value, source, f"{where}.{i}")
 
 
 def _unregistered(name: str, key: str, names: list[str]) -> UnregisteredNameError:
@@ -244,7 +282,7 @@ class LazyRegistry:
     def get(self, key: str) -> Any:
         """The object registered as ``key``; an unregistered name is an error, never an import."""
         if self._mm is not None:
-            return self._mm.get(key)
+            return registered_get(self._mm, key)
         if not isinstance(key, str):
             raise TypeError(f"a registry key must be a str, got {type(key).__name__}: {key!r}")
         found = self._find(key)
@@ -254,7 +292,7 @@ class LazyRegistry:
 
     def __contains__(self, key: object) -> bool:
         if self._mm is not None:
-            return key in self._mm
+            return isinstance(key, str) and find_registered(self._mm, key) is not None
         return isinstance(key, str) and self._find(key) is not None
 
     def __len__(self) -> int:
@@ -289,7 +327,6 @@ def use_mmengine() -> None:
     global _USING_MMENGINE
     if _USING_MMENGINE:
         return
-    _install()
     _USING_MMENGINE = True
     for registry in (DATASETS, LEARNERS, ADAPTERS):
         if registry._mm is None:

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_learned
-from mmengine.registry import HOOKS
+from helpers import ROOT, write_learned
 from PIL import Image
 from toy_run import CONFIG, FAST, train_tool
 from toy_run import train as _train_and_test
@@ -24,6 +23,7 @@ from vlprompt.backbones import CheckpointError, save_safetensors
 from vlprompt.engine.checkpoint import find_resume_checkpoint, load_learner, read_learned
 from vlprompt.engine.config import load_config
 from vlprompt.errors import ConfigError
+from vlprompt.registry import LEARNERS, UnregisteredNameError
 
 
 def _train(work_dir: Path, *options: str, epochs: int = 2, resume: bool = False) -> dict:
@@ -85,10 +85,15 @@ def test_metadata_cannot_import_a_local_module(tmp_path, learned, monkeypatch):
         path = _learned_with_meta(tmp_path, learned, lambda m, n=name: m["learner"].update(type=n))
         with pytest.raises(CheckpointError, match="is not a registered learner"):
             load_learner(path)
-        # and the registries themselves never import what a name spells (configs go through them)
-        with pytest.raises(KeyError, match="is not a registered hook"):
-            HOOKS.build(dict(type=name))
+        # and a config that names it is refused at vlprompt's entry point, before mmengine could import it
+        with pytest.raises(UnregisteredNameError, match=rf"model.learner.type = '{name}' is not registered"):
+            load_config(ROOT / "configs/coop/toy_shapes.py", None, {"model.learner.type": name})
+        with pytest.raises(UnregisteredNameError, match="is not a registered learner"):
+            LEARNERS.get(name)  # vlprompt's registries resolve among registered names only
     assert not marker.exists()
+    from mmengine.registry import Registry
+
+    assert Registry.get.__module__ == "mmengine.registry.registry"  # mmengine's own lookup is left as it is
 
 
 @pytest.mark.parametrize("edit, key", [

@@ -125,13 +125,14 @@ def build_dataset_from_cfg(cfg: Mapping[str, Any]) -> Any:
     config) or a registered name (looked up among registered datasets only)."""
     from mmengine.registry import DATASETS as MMENGINE_DATASETS
 
-    from ..registry import use_mmengine
+    from ..registry import registered_get, use_mmengine
 
-    use_mmengine()  # vlprompt's readers in mmengine's tree, and the registered-names-only lookup
+    use_mmengine()  # vlprompt's readers in mmengine's tree
     cfg = copy.deepcopy(dict(cfg))
     kind = cfg.pop('type')
     if callable(kind):
         return kind(**cfg)
+    registered_get(MMENGINE_DATASETS, kind)  # a name from a config: registered, or refused before mmengine imports it
     return MMENGINE_DATASETS.build(dict(type=kind, **cfg))
 
 

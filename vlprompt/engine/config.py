@@ -19,6 +19,7 @@ from typing import Any
 from mmengine.config import Config
 
 from ..errors import ConfigError
+from ..registry import check_config_names
 from .checkpoint import value_kind
 
 #: top-level keys a config need not have, that the tools and the runner read
@@ -135,5 +136,6 @@ def load_config(path: str | os.PathLike, work_dir: str | None = None, options: d
     if options:
         check_options(cfg, options, path)
         cfg.merge_from_dict(options)
+    check_config_names(cfg._cfg_dict._to_lazy_dict(), str(path))  # names from a file resolve among registered ones
     cfg.work_dir = work_dir or cfg.get("work_dir") or default_work_dir(path)
     return cfg
