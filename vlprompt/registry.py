@@ -144,6 +144,8 @@ def _registry_roots() -> list[Registry]:
 
 def registered_anywhere(key: str) -> bool:
     """Whether some registry (mmengine's or vlprompt's, any scope) holds ``key``; nothing is imported."""
+    if any(key in registry for registry in (SAMPLERS, REGULATORS, CLIPS)):  # vlprompt's own, outside mmengine's
+        return True
     stack = _registry_roots()
     while stack:
         node = stack.pop()
