@@ -17,7 +17,6 @@ and an accuracy-vs-shots ``fewshot.png`` with the zero-shot accuracy as a dashed
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from functools import partial
 from pathlib import Path
@@ -28,19 +27,6 @@ from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
 
-def sweep_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
-              epochs: int | None) -> SweepRun:
-    """The run of ``method`` on K = ``shots`` shots of every class of ``dataset`` with ``seed``."""
-    from vlprompt.engine.sweep import SweepRun, config_path, fewshot_epochs
-
-    epochs = epochs or fewshot_epochs(dataset, shots)
-    opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
-            "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
-            *([f"train_cfg.max_epochs={epochs}"] if epochs else []), "protocol.name=fewshot",
-            f"protocol.num_shots={shots}", *options]
-    return SweepRun(run_dir, config_path(method, dataset), opts)
-
-
 def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> dict:
     """Train on K shots of every class and test on every class; returns the run's result."""
     from vlprompt.engine.sweep import read_top1, run_logged
@@ -50,15 +36,6 @@ def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> 
                 "--cfg-options", *run.options], run_dir / "sweep.log")
     top1 = read_top1(run_dir / "results.json")
     return {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1}
-
-
-def summarize(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
-    """``{dataset: {shots: (mean, std)}}`` over seeds."""
-    table: dict[str, dict[int, list[float]]] = {}
-    for r in runs:
-        table.setdefault(r["dataset"], {}).setdefault(r["shots"], []).append(r["top1"])
-    return {d: {k: (statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0) for k, v in sorted(s.items())}
-            for d, s in table.items()}
 
 
 def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float | None:
@@ -74,48 +51,6 @@ def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float
     return zero_shot_reference(config, out_dir / dataset / "zero_shot", opts)["top1"]
 
 
-def write_report(runs: list[dict], out_dir: Path, method: str,
-                 zero_shot: dict[str, float | None] | None = None) -> None:
-    """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir`` and print the table;
-    ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot."""
-    from vlprompt.io import atomic_write
-    from vlprompt.tables import markdown_table, write_tables
-
-    zero_shot = {d: a for d, a in (zero_shot or {}).items() if a is not None}
-    summary = summarize(runs)
-    shots = sorted({r["shots"] for r in runs})
-    header = ["dataset", "zero-shot"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
-    md = markdown_table(header, ([dataset, f"{zero_shot[dataset]:.2f}" if dataset in zero_shot else "-",
-                                  *(f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots)]
-                                 for dataset, row in summary.items()),
-                        f"{method}: few-shot top-1 (all classes, mean ± std over seeds)")
-    write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1"],
-                 ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"]
-                  for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"]))))
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for dataset, row in summary.items():
-        ks = sorted(row)
-        line = ax.errorbar(ks, [row[k][0] for k in ks], yerr=[row[k][1] for k in ks], marker="o", capsize=3,
-                           label=dataset)
-        color = line.lines[0].get_color()
-        if dataset in zero_shot:
-            ax.axhline(zero_shot[dataset], ls="--", lw=1, color=color,
-                       label=f"{dataset} zero-shot ({zero_shot[dataset]:.1f})")
-    ax.set(xscale="log", xticks=shots, xticklabels=[str(k) for k in shots], xlabel="shots per class",
-           ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning", ylim=(0, 100))
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(out_dir / "fewshot.png", lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
-    plt.close(fig)
-    print(md, end="")
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True)
@@ -128,14 +63,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from tqdm import tqdm
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
-    from vlprompt.engine.sweep import config_path, run_sweep
+    from vlprompt.engine.sweep import config_path, fewshot_run, run_sweep
+    from vlprompt.evaluation.report import write_fewshot_report
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:
         config_path(args.method, dataset)
     options = sweep_options(args)
     out_dir = args.work_root / args.method
-    jobs = [(d, k, s, sweep_run(args.method, d, k, s, out_dir / d / f"shots{k}" / f"seed{s}", options, args.epochs))
+    jobs = [(d, k, s, fewshot_run(args.method, d, k, s, out_dir / d / f"shots{k}" / f"seed{s}", options, args.epochs))
             for d in datasets for k in args.shots for s in args.seeds]
     done = run_sweep(jobs, partial(run_one, args.method), args.overwrite, f"{args.method} few-shot",
                      lambda dataset, shots, seed, _: f"{dataset} {shots}-shot seed {seed}",
@@ -143,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     runs = [result for result, _ in done]
     out_dir.mkdir(parents=True, exist_ok=True)
     zero_shot = {d: zero_shot_accuracy(d, out_dir, options) for d in tqdm(datasets, desc="zero-shot reference")}
-    write_report(runs, out_dir, args.method, zero_shot)
+    print(write_fewshot_report(runs, out_dir, args.method, zero_shot), end="")
     return runs
 
 

@@ -18,7 +18,6 @@ progress bar counts the steps (training, then one test per target) and each seed
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from functools import partial
@@ -93,32 +92,6 @@ def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) 
     return row
 
 
-def write_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path, method: str,
-                 zero_shot: dict[str, float | None] | None = None) -> str:
-    """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table (with a zero-shot
-    CLIP row when ``zero_shot`` gives its top-1 per target)."""
-    from vlprompt.tables import markdown_table, write_tables
-
-    targets = [t.dataset for t in protocol.targets]
-    mean = {t: statistics.fmean(acc[t] for acc in per_seed.values()) for t in targets}
-    average = statistics.fmean(mean[t] for t in protocol.average) if protocol.average else None
-    rows = []
-    if zero_shot:
-        cells = ["zero-shot CLIP"] + [f"{zero_shot[t]:.2f}" if zero_shot.get(t) is not None else "-" for t in targets]
-        if average is not None:
-            known = [zero_shot.get(t) for t in protocol.average]
-            cells.append(f"{statistics.fmean(known):.2f}" if None not in known else "-")
-        rows.append(cells)
-    ours = [method, *(f"{mean[t]:.2f}" for t in targets)]
-    rows.append(ours + ([f"**{average:.2f}**"] if average is not None else []))
-    header = ["method", *targets] + (["average"] if average is not None else [])
-    text = (markdown_table(header, rows, f"{protocol.name} ({protocol.description})")
-            + f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}\n")
-    write_tables(out_dir, protocol.name, text, ["target", "seed", "top1"],
-                 ([t, seed, f"{acc[t]:.4f}"] for seed, acc in sorted(per_seed.items()) for t in targets))
-    return text
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True)
@@ -133,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from vlprompt.datasets import get_protocol
     from vlprompt.engine.sweep import REPO_ROOT, plan_runs, run_or_reuse, took
+    from vlprompt.evaluation.report import write_transfer_report
 
     try:
         protocol = get_protocol(args.protocol)
@@ -164,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
                        + f" ({took(result, reused)})")
         tqdm.write(f"zero-shot CLIP on each target: logs in {(out_dir / 'zero_shot').resolve()}/<target>/sweep.log")
         zero_shot = zero_shot_row(protocol, out_dir, options, bar)
-    print(write_report(per_seed, protocol, out_dir, args.method, zero_shot))
+    print(write_transfer_report(per_seed, protocol, out_dir, args.method, zero_shot))
     print(f"{time.perf_counter() - start:.0f} s; tables in {out_dir}")
     return per_seed
 

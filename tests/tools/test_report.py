@@ -43,13 +43,12 @@ def test_average_row_is_hm_of_averaged_base_and_novel_not_mean_of_hms():
 
 def test_fewshot_schedule_and_summary():
     from vlprompt.engine.sweep import fewshot_epochs
-
-    fewshot = load_tool("fewshot")  # tools/fewshot.py, by its file
+    from vlprompt.evaluation.report import fewshot_summary
 
     assert [fewshot_epochs("dtd", k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
     assert fewshot_epochs("imagenet", 1) == 50
     runs = [{"dataset": "a", "shots": 1, "seed": s, "top1": v} for s, v in ((1, 10.0), (2, 20.0))]
-    assert fewshot.summarize(runs) == {"a": {1: (15.0, 5.0)}}
+    assert fewshot_summary(runs) == {"a": {1: (15.0, 5.0)}}
 
 
 def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path):
@@ -113,34 +112,31 @@ def _tools():
 
 
 def test_fewshot_keeps_the_toy_schedule_and_draws_zero_shot(tmp_path, capsys):
-    root = _tools()
-    fewshot = load_tool("fewshot")
-
-    from vlprompt.engine.sweep import effective_config, fewshot_epochs
+    root = ROOT
+    from vlprompt.engine.sweep import effective_config, fewshot_epochs, fewshot_run
+    from vlprompt.evaluation.report import write_fewshot_report
 
     assert fewshot_epochs("toy-shapes", 16) is None and fewshot_epochs("dtd", 16) == 200
-    run = fewshot.sweep_run("coop", "toy-shapes", 16, 1, tmp_path / "run", [], None)
+    run = fewshot_run("coop", "toy-shapes", 16, 1, tmp_path / "run", [], None)
     assert not any(o.startswith("train_cfg.max_epochs=") for o in run.options)
     toy_epochs = effective_config(root / "configs/coop/toy_shapes.py")["train_cfg"]["max_epochs"]
     assert effective_config(run.config_file, run.options)["train_cfg"]["max_epochs"] == toy_epochs < 200
     runs = [{"dataset": "toy-shapes", "shots": k, "seed": 1, "top1": 50.0 + k} for k in (1, 2)]
-    fewshot.write_report(runs, tmp_path, "coop", {"toy-shapes": 66.67})
+    write_fewshot_report(runs, tmp_path, "coop", {"toy-shapes": 66.67})
     md = (tmp_path / "fewshot.md").read_text()
     assert "| dataset | zero-shot | 1 shot | 2 shots |" in md and "| toy-shapes | 66.67 | 51.00 ± 0.00 |" in md
     assert (tmp_path / "fewshot.png").is_file()
 
 
 def test_transfer_table_has_a_zero_shot_row(tmp_path):
-    _tools()
-    transfer = load_tool("transfer")
-
     from vlprompt.datasets import get_protocol
+    from vlprompt.evaluation.report import write_transfer_report
 
     protocol = get_protocol("toy-domain-generalization")
     targets = [t.dataset for t in protocol.targets]
     per_seed = {1: {t: 40.0 for t in targets}}
     zero_shot = {t: 10.0 * (i + 1) for i, t in enumerate(targets)}
-    text = transfer.write_report(per_seed, protocol, tmp_path, "coop", zero_shot)
+    text = write_transfer_report(per_seed, protocol, tmp_path, "coop", zero_shot)
     assert "| zero-shot CLIP | 10.00 | 20.00 | 30.00 | 40.00 | 30.00 |" in text  # average over the 3 domains
     assert "| coop | 40.00 | 40.00 | 40.00 | 40.00 | **40.00** |" in text
 

@@ -352,3 +352,15 @@ def zero_shot_reference(config: str | os.PathLike, run_dir: str | os.PathLike, o
 
     result, _ = run_or_reuse(run, work, overwrite=True)
     return result
+
+
+def fewshot_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path, options: list[str],
+                epochs: int | None) -> SweepRun:
+    """The few-shot run (tools/fewshot.py) of ``method`` on K = ``shots`` shots of every class of
+    ``dataset`` with ``seed``, on CoOp's few-shot schedule unless ``epochs`` is given."""
+    epochs = epochs or fewshot_epochs(dataset, shots)
+    opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
+            "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
+            *([f"train_cfg.max_epochs={epochs}"] if epochs else []), "protocol.name=fewshot",
+            f"protocol.num_shots={shots}", *options]
+    return SweepRun(run_dir, config_path(method, dataset), opts)

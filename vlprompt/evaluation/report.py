@@ -165,3 +165,75 @@ def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str
         rows.append(cells)
     header = ["dataset"] + [f"{m} {col}" for m in methods for col in ("base", "novel", "HM")]
     return tables.markdown_table(header, rows, title)
+
+
+def fewshot_summary(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
+    """``{dataset: {shots: (mean, std)}}`` over seeds."""
+    table: dict[str, dict[int, list[float]]] = {}
+    for r in runs:
+        table.setdefault(r["dataset"], {}).setdefault(r["shots"], []).append(r["top1"])
+    return {d: {k: (statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0) for k, v in sorted(s.items())}
+            for d, s in table.items()}
+
+
+def write_fewshot_report(runs: list[dict], out_dir: Path, method: str,
+                                 zero_shot: dict[str, float | None] | None = None) -> str:
+    """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir``; returns the table.
+    ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot."""
+    zero_shot = {d: a for d, a in (zero_shot or {}).items() if a is not None}
+    summary = fewshot_summary(runs)
+    shots = sorted({r["shots"] for r in runs})
+    header = ["dataset", "zero-shot"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
+    md = tables.markdown_table(header, ([dataset, f"{zero_shot[dataset]:.2f}" if dataset in zero_shot else "-",
+                                  *(f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots)]
+                                 for dataset, row in summary.items()),
+                        f"{method}: few-shot top-1 (all classes, mean ± std over seeds)")
+    tables.write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1"],
+                 ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"]
+                  for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"]))))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for dataset, row in summary.items():
+        ks = sorted(row)
+        line = ax.errorbar(ks, [row[k][0] for k in ks], yerr=[row[k][1] for k in ks], marker="o", capsize=3,
+                           label=dataset)
+        color = line.lines[0].get_color()
+        if dataset in zero_shot:
+            ax.axhline(zero_shot[dataset], ls="--", lw=1, color=color,
+                       label=f"{dataset} zero-shot ({zero_shot[dataset]:.1f})")
+    ax.set(xscale="log", xticks=shots, xticklabels=[str(k) for k in shots], xlabel="shots per class",
+           ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning", ylim=(0, 100))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out_dir / "fewshot.png", lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
+    plt.close(fig)
+    return md
+
+
+def write_transfer_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path, method: str,
+                          zero_shot: dict[str, float | None] | None = None) -> str:
+    """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table (with a zero-shot
+    CLIP row when ``zero_shot`` gives its top-1 per target)."""
+    targets = [t.dataset for t in protocol.targets]
+    mean = {t: statistics.fmean(acc[t] for acc in per_seed.values()) for t in targets}
+    average = statistics.fmean(mean[t] for t in protocol.average) if protocol.average else None
+    rows = []
+    if zero_shot:
+        cells = ["zero-shot CLIP"] + [f"{zero_shot[t]:.2f}" if zero_shot.get(t) is not None else "-" for t in targets]
+        if average is not None:
+            known = [zero_shot.get(t) for t in protocol.average]
+            cells.append(f"{statistics.fmean(known):.2f}" if None not in known else "-")
+        rows.append(cells)
+    ours = [method, *(f"{mean[t]:.2f}" for t in targets)]
+    rows.append(ours + ([f"**{average:.2f}**"] if average is not None else []))
+    header = ["method", *targets] + (["average"] if average is not None else [])
+    text = (tables.markdown_table(header, rows, f"{protocol.name} ({protocol.description})")
+            + f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}\n")
+    tables.write_tables(out_dir, protocol.name, text, ["target", "seed", "top1"],
+                 ([t, seed, f"{acc[t]:.4f}"] for seed, acc in sorted(per_seed.items()) for t in targets))
+    return text
