@@ -36,7 +36,7 @@ def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list
 
 def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
     """Train (unless zero-shot), test base and novel; returns the run's result."""
-    from vlprompt.engine.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import TRAIN_RESUME, read_top1, run_logged
     from vlprompt.evaluation.report import harmonic_mean
 
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
@@ -50,7 +50,7 @@ def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
                   "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)
         base, novel = read_top1(run_dir / "test_base.json"), read_top1(run_dir / "test_novel.json")
     else:  # train.py tests the last-epoch model on base and novel classes
-        run_logged([py, "tools/train.py", config, "--work-dir", str(run_dir), *opts], log)
+        run_logged([py, "tools/train.py", config, "--work-dir", str(run_dir), TRAIN_RESUME, *opts], log)
         metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
         base, novel = metrics["base/top1"], metrics["novel/top1"]
     return {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,

@@ -38,11 +38,11 @@ ROWS = ("source only", "random init", "MVLPT init")
 
 
 def _train(run: SweepRun, log_name: str = "sweep.log") -> dict:
-    from vlprompt.engine.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import TRAIN_RESUME, read_top1, run_logged
 
     run_dir = run.run_dir.resolve()
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
-                "--cfg-options", *run.options], run_dir / log_name)
+                TRAIN_RESUME, "--cfg-options", *run.options], run_dir / log_name)
     return {"top1": read_top1(run_dir / "results.json")}
 
 

@@ -5,9 +5,10 @@
     python tools/train.py configs/maple/imagenet.py --work-dir work_dirs/maple_in --cfg-options randomness.seed=2
     torchrun --nproc_per_node 2 tools/train.py CONFIG --launcher pytorch
 
-Writes mmengine's logs and checkpoints to the work dir (default ``work_dirs/<config name>``),
+Writes mmengine's logs and checkpoints to the work dir (default ``work_dirs/<method>/<dataset>``),
 ``learned.safetensors`` (the learned parameters and what is needed to rebuild the model) and
-``results.json`` (the test metrics).
+``results.json`` (the test metrics). A work dir that holds a run is refused, naming it: ``--resume``
+continues an unfinished run of the same config and settings, ``--overwrite`` replaces what is there.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ if TYPE_CHECKING:  # torch, mmengine and vlprompt.engine are imported after the 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_selection(parser)
-    parser.add_argument("--work-dir", help="where logs and checkpoints go")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<method>/<dataset>, "
+                                           "e.g. work_dirs/gram/coop/toy_hues: one folder per run)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from CKPT, or from the work dir's last checkpoint when no path is given")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train afresh into a work dir that holds a run, removing its checkpoints and results "
+                             "(without it such a work dir is refused: --resume continues an unfinished run)")
     parser.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16) on GPU")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard events to <work dir>/<timestamp>/vis_data (the config's "
@@ -60,10 +65,16 @@ def enable_amp(cfg: Config) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.resume and args.overwrite:
+        raise SystemExit("--resume continues the run in the work dir, --overwrite replaces it: give one of them")
     from vlprompt.engine import build_runner, load_config
-    from vlprompt.engine.workdir import work_dir_lock
+    from vlprompt.engine.checkpoint import claim_work_dir, mark_run_finished
+    from vlprompt.engine.config import plain_config, run_name
+    from vlprompt.engine.workdir import global_rank, work_dir_lock
+    from vlprompt.errors import hint_on_interrupt
 
     cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options), overlays=args.overlays)
+    settings = plain_config(cfg)  # as configured, before --resume, --amp and --no-test change the run
     if args.amp:
         enable_amp(cfg)
     if args.tensorboard:
@@ -74,12 +85,21 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.resume, cfg.load_from = True, args.resume
     if args.no_test:  # nothing will be tested: do not build (and check) the test split for nothing
         cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    main_process = global_rank(args.launcher) == 0
     with work_dir_lock(cfg.work_dir, launcher=args.launcher):  # one process at a time trains into a work dir
-        runner = build_runner(cfg, launcher=args.launcher)
-        runner.train()
-        if cfg.get("test_dataloader") is None:
-            return {}
-        return test_after_training(cfg, args.launcher)
+        if main_process:  # refuse to mix two runs in one folder, before anything is built
+            claim_work_dir(cfg.work_dir, name=run_name(args.config, args.overlays), config_file=str(args.config),
+                           settings=settings, model_cfg=cfg.model, resume=bool(args.resume),
+                           overwrite=args.overwrite)
+        resume_hint = (f"{cfg.work_dir} holds the unfinished run: add --resume to the same command to continue "
+                       "from its last checkpoint, or --overwrite to start over")
+        with hint_on_interrupt(resume_hint):
+            runner = build_runner(cfg, launcher=args.launcher)
+            runner.train()
+            metrics = {} if cfg.get("test_dataloader") is None else test_after_training(cfg, args.launcher)
+        if main_process:
+            mark_run_finished(cfg.work_dir)
+        return metrics
 
 
 def test_after_training(cfg: Config, launcher: str) -> dict:

@@ -47,7 +47,7 @@ def target_options(target) -> list[str]:
 def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -> dict:
     """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``.
     ``bar`` (a tqdm) shows the current step and advances after each one."""
-    from vlprompt.engine.sweep import read_top1, run_logged
+    from vlprompt.engine.sweep import TRAIN_RESUME, read_top1, run_logged
 
     def step(label: str, cmd: list[str]) -> None:
         if bar is not None:
@@ -61,7 +61,7 @@ def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -
     learned = run_dir / "learned.safetensors"
     step(f"training on {protocol.source.dataset}",
          [sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir), "--no-test",
-          "--cfg-options", *opts])
+          TRAIN_RESUME, "--cfg-options", *opts])
     accuracy = {}
     for target in protocol.targets:
         out = run_dir / f"test_{target.dataset}.json"

@@ -5,7 +5,8 @@ error, one that means the input is wrong (any :class:`~vlprompt.errors.UserError
 config or checkpoint, an unreadable file, no data root, an unknown name, a bad ``--cfg-options``
 value, a work dir in use; or a ``SystemExit`` carrying a message, as the sweeps raise), is printed
 as one line on stderr, ``error: <message>``, and the tool exits with :data:`EXIT_USER_ERROR` (2,
-the status argparse gives a usage error). Ctrl-C prints ``interrupted`` and exits with 130. Any
+the status argparse gives a usage error). Ctrl-C prints ``interrupted`` with what to do next (the
+hint a tool attached with :func:`vlprompt.errors.hint_on_interrupt`) and exits with 130. Any
 other exception is a bug in vlprompt and keeps its traceback. ``--debug`` (every tool takes it) or
 ``VLPROMPT_DEBUG=1`` shows the traceback of the expected errors too, and is passed on to the
 processes a sweep starts.
@@ -168,10 +169,13 @@ def run_tool(main: Callable[[], T], argv: Sequence[str] | None = None) -> T:
         os.environ[DEBUG_ENV] = "1"  # the runs a sweep starts show their tracebacks in their logs too
     try:
         return main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if debug:
             raise
-        print("interrupted", file=sys.stderr)
+        from .errors import INTERRUPT_HINT
+
+        hint = getattr(err, INTERRUPT_HINT, None)
+        print(f"interrupted; {hint}" if hint else "interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except SystemExit as err:
         if not isinstance(err.code, str):  # argparse, sys.exit(status): already said what it had to say

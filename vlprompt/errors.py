@@ -10,6 +10,9 @@ before torch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """Base of the expected errors: its message names the file, key or value at fault."""
@@ -21,3 +24,19 @@ class ConfigError(UserError, ValueError):
 
 class ConfigNotFoundError(ConfigError, FileNotFoundError):
     """The config path does not exist."""
+
+
+INTERRUPT_HINT = "vlprompt_hint"
+"""The attribute of a ``KeyboardInterrupt`` that says what to do next (set by :func:`hint_on_interrupt`)."""
+
+
+@contextmanager
+def hint_on_interrupt(hint: str) -> Iterator[None]:
+    """Attach ``hint`` (what to do next, e.g. how to resume) to a Ctrl-C inside the block; an inner
+    block's hint wins. The tools print it after ``interrupted`` (:func:`vlprompt.cli.run_tool`)."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if not getattr(err, INTERRUPT_HINT, None):
+            setattr(err, INTERRUPT_HINT, hint)
+        raise

@@ -7,13 +7,16 @@ before anything is built from it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from ..backbones import CheckpointError
+from ..io import atomic_write_text
 from ..learned import (  # noqa: F401  (re-exported: the library side, vlprompt.learned)
     BACKBONE_KEYS,
     check_state_fits,
@@ -132,3 +135,138 @@ def check_work_dir_run(work_dir: str | os.PathLike, checkpoint: str | os.PathLik
 def comparable(value: Any) -> Any:
     """A setting as a config and a JSON file both give it (tuples become lists)."""
     return list(value) if isinstance(value, tuple) else value
+
+
+# ---------------------------------------------------------------------------- the run a work dir holds
+
+RUN_RECORD = "run.json"
+"""Written when training starts in a work dir and again when it ends: which run the folder holds, with
+what settings, and whether it finished."""
+RUN_OUTPUTS = ("learned.safetensors", "results.json", "last_checkpoint", "sweep_result.json", RUN_RECORD)
+"""Files a run writes into its work dir, besides ``epoch_N.pth`` / ``iter_N.pth`` and ``test_*.json``."""
+
+
+class WorkDirConflict(CheckpointError):
+    """A work dir holds the outputs of another run, or of this run, that training would overwrite."""
+
+
+def run_outputs(work_dir: str | os.PathLike) -> list[Path]:
+    """The files of ``work_dir`` that a run wrote (checkpoints, learned prompts, results, records)."""
+    work_dir = Path(work_dir)
+    named = [work_dir / name for name in RUN_OUTPUTS if (work_dir / name).is_file()]
+    return [*named, *sorted(step_checkpoints(work_dir)), *sorted(work_dir.glob("test_*.json"))]
+
+
+def read_run_record(work_dir: str | os.PathLike) -> dict | None:
+    """The work dir's :data:`RUN_RECORD`, ``None`` when it has none (or an unreadable one)."""
+    path = Path(work_dir) / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _legacy_record(work_dir: Path) -> dict:
+    """What a work dir written before :data:`RUN_RECORD` existed says of its run: the config it names
+    and its learner, from ``results.json`` or the newest checkpoint; finished when training wrote its
+    learned prompts."""
+    found: dict[str, Any] = {"finished": (work_dir / "learned.safetensors").is_file()}
+    try:
+        run = json.loads((work_dir / "results.json").read_text()).get("run") or {}
+        found.update(config=run.get("config"), model=run.get("model"))
+    except (OSError, ValueError, AttributeError):
+        pass
+    for checkpoint in step_checkpoints(work_dir)[:1]:
+        try:
+            meta = torch_load_plain(checkpoint, checkpoint).get("vlprompt") or {}
+        except (CheckpointError, AttributeError):
+            continue
+        found.setdefault("config", meta.get("config"))
+        if not found.get("model"):
+            found["model"] = {"learner": meta.get("learner"), "backbone": meta.get("backbone")}
+    return found
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and (a == b or Path(a).resolve() == Path(b).resolve())
+
+
+def claim_work_dir(work_dir: str | os.PathLike, *, name: str, config_file: str, settings: dict, model_cfg: dict,
+                   resume: bool, overwrite: bool) -> str:
+    """Check what ``work_dir`` holds before a run named ``name`` trains into it, and record the run.
+
+    Returns ``"fresh"`` (nothing there, or ``overwrite`` cleared the outputs of what was), or
+    ``"resume"`` (``resume`` and an unfinished run of the same config with the same ``settings``).
+    Refuses (:class:`WorkDirConflict`, naming the folder, both runs and the way out) to mix two runs:
+    another config's or another learner's outputs; this config's with other settings; this run
+    finished (``--overwrite`` trains it again); or unfinished without ``--resume``/``--overwrite``.
+    Call it under the work dir's lock.
+    """
+    from .config import config_differences, json_plain, show_value
+
+    work_dir = Path(work_dir)
+    outputs = run_outputs(work_dir)
+    record = read_run_record(work_dir)
+    wanted = json_plain({"learner": dict(model_cfg.get("learner") or {}),
+                         "backbone": (model_cfg.get("backbone") or {}).get("name")})
+    if outputs and overwrite:
+        for path in outputs:
+            path.unlink(missing_ok=True)
+        logger.warning("--overwrite: removed the outputs of the run %s held (%s)", work_dir,
+                       ", ".join(p.name for p in outputs))
+        outputs, record = [], None
+    written = [p for p in outputs if p.name != RUN_RECORD]
+    if written:
+        shown = ", ".join(p.name for p in written[:6]) + (f" and {len(written) - 6} more" if len(written) > 6 else "")
+        held = record or _legacy_record(work_dir)
+        other_config = held.get("config_file") or held.get("config")
+        model = held.get("model") or {}
+        had_learner = model.get("learner") if isinstance(model.get("learner"), dict) else {}
+        had_backbone = (model.get("backbone") or {}).get("name") if isinstance(model.get("backbone"), dict) \
+            else model.get("backbone")
+        other_learner = had_learner and (had_learner.get("type") != wanted["learner"].get("type")
+                                         or (had_backbone and had_backbone != wanted["backbone"]))
+        if (record and record.get("name") != name) or (not record and other_config and
+                                                         not _same_file(other_config, config_file)) or other_learner:
+            who = record.get("name") if record else other_config or "an unknown config"
+            raise WorkDirConflict(
+                f"{work_dir} holds another run ({who}: {shown}); this is {name} ({config_file}); "
+                f"use another --work-dir (the default, work_dirs/<method>/<dataset>, is one per run) "
+                f"or --overwrite to replace that run's outputs")
+        diffs = config_differences(record.get("settings") or {}, settings) if record else []
+        if diffs:
+            listed = ", ".join(f"{k}: {show_value(a)} -> {show_value(b)}" for k, a, b in diffs[:6])
+            more = f" and {len(diffs) - 6} more" if len(diffs) > 6 else ""
+            raise WorkDirConflict(f"{work_dir} holds a run of {name} with other settings ({listed}{more}); "
+                                  f"use another --work-dir, or --overwrite to replace it")
+        finished = record.get("finished") if record else held.get("finished")
+        if finished:
+            if not resume:
+                raise WorkDirConflict(f"{work_dir} holds a finished run of {name} ({shown}); --overwrite trains "
+                                      f"it again, another --work-dir keeps both")
+        elif not resume:
+            last = step_checkpoints(work_dir)
+            where = f"its last checkpoint is {last[0].name}" if last else "it wrote no checkpoint yet"
+            raise WorkDirConflict(f"{work_dir} holds an unfinished run of {name} ({where}); --resume continues "
+                                  f"it, --overwrite starts it over")
+        if not record:  # written before run records: its newest checkpoint says which learner it trained
+            check_work_dir_run(work_dir, None, model_cfg, config_file)
+        state = "resume"
+    else:
+        state = "fresh"
+    write_run_record(work_dir, {"name": name, "config_file": config_file, "model": wanted, "settings": settings,
+                                "finished": False, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return state
+
+
+def write_run_record(work_dir: str | os.PathLike, record: dict) -> None:
+    """Store ``record`` as the work dir's :data:`RUN_RECORD` (atomically)."""
+    atomic_write_text(Path(work_dir) / RUN_RECORD, json.dumps(record, indent=2))
+
+
+def mark_run_finished(work_dir: str | os.PathLike) -> None:
+    """Record that the run in ``work_dir`` finished (its outputs are complete)."""
+    record = read_run_record(work_dir)
+    if record is not None:
+        write_run_record(work_dir, {**record, "finished": True, "ended": time.strftime("%Y-%m-%d %H:%M:%S")})

@@ -11,8 +11,11 @@ a constructor, and is refused naming the key and the closest existing ones.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import inspect
+import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,16 +123,34 @@ def check_options(cfg: Config, options: dict[str, Any], path: str | os.PathLike)
             raise ConfigError(f"--cfg-options {key}={value!r}: a learning rate must be positive and finite")
 
 
-def default_work_dir(path: str | os.PathLike) -> str:
-    """``work_dirs/<method>/<config name>``: configs of two methods for one dataset never share one."""
+def run_name(path: str | os.PathLike, overlays: tuple[str, ...] | list[str] = ()) -> str:
+    """The name of the run ``path`` (with ``overlays``) describes: method, variant and dataset.
+
+    Inside a ``configs`` folder it is the path below it (``gram/coop/toy_hues``: GRAM over CoOp, not
+    ``coop``), an overlay adding its leaf suffix (``maple/imagenet`` + cross_dataset is
+    ``maple/imagenet_xd``, as the leaf file is named) or ``_<overlay>``; elsewhere ``<folder>/<file stem>``.
+    """
+    from .compose import LEAF_SUFFIXES, _configs_root
+
     path = Path(path)
-    return str(Path("work_dirs") / path.parent.name / path.stem)
+    root = _configs_root(path.resolve())
+    name = (path.resolve().with_suffix("").relative_to(root).as_posix() if root is not None
+            else f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem)
+    suffix_of = {overlay: suffix for suffix, overlay in LEAF_SUFFIXES.items()}
+    for overlay in overlays:
+        name += suffix_of.get(overlay, f"_{overlay}")
+    return name
+
+
+def default_work_dir(path: str | os.PathLike, overlays: tuple[str, ...] | list[str] = ()) -> str:
+    """``work_dirs/<run name>`` (:func:`run_name`): two methods, or two variants of one, never share one."""
+    return str(Path("work_dirs") / run_name(path, overlays))
 
 
 def load_config(path: str | os.PathLike, work_dir: str | None = None, options: dict | None = None,
                 overlays: tuple[str, ...] | list[str] = ()) -> Config:
     """A config file with checked command-line overrides and its work dir
-    (``work_dirs/<method>/<config name>`` unless given or set in the config)."""
+    (:func:`default_work_dir` unless given or set in the config)."""
     from .compose import resolve_config
 
     cfg = resolve_config(path, overlays)  # a file, or configs/<method>/<dataset>.py composed (engine.compose)
@@ -137,5 +158,85 @@ def load_config(path: str | os.PathLike, work_dir: str | None = None, options: d
         check_options(cfg, options, path)
         cfg.merge_from_dict(options)
     check_config_names(cfg._cfg_dict._to_lazy_dict(), str(path))  # names from a file resolve among registered ones
-    cfg.work_dir = work_dir or cfg.get("work_dir") or default_work_dir(path)
+    cfg.work_dir = work_dir or cfg.get("work_dir") or default_work_dir(path, overlays)
     return cfg
+
+
+VOLATILE_KEYS = ("work_dir", "log_level", "default_hooks.logger", "experiment_name", "tensorboard")
+"""Config keys left out of a run's record: where it lives, what its logs are called and how often and where it
+logs do not change its result."""
+
+
+def json_plain(obj: Any) -> Any:
+    """``obj`` as JSON values (dicts with string keys, lists, numbers, strings, None); classes and
+    functions become their dotted name, anything else its ``repr``."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "__qualname__"):
+        return f"{getattr(obj, '__module__', '')}.{obj.__qualname__}"
+    return repr(obj)
+
+
+def plain_config(cfg: Config) -> dict[str, Any]:
+    """The config a run trains with, as plain JSON less :data:`VOLATILE_KEYS`, with the digests of the
+    ``.safetensors`` files it names (``input_files``): what a run's record compares. Builds nothing."""
+    plain = json_plain(cfg.to_dict())
+    for key in VOLATILE_KEYS:
+        *parents, leaf = key.split(".")
+        node = plain
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    files = input_file_digests(plain)
+    if files:
+        plain["input_files"] = files
+    return json.loads(json.dumps(plain))  # exactly what a JSON round trip gives back
+
+
+def input_file_digests(plain: Mapping[str, Any]) -> dict[str, str]:
+    """``{dotted key: sha256}`` of the ``.safetensors`` files a config names (a GRAM file, a source prompt
+    in ``load_from``): a run is reused only while the files it started from are the same, not just their
+    paths (re-meta-training rewrites ``gram.safetensors`` in place)."""
+    digests = {}
+    for key, value in flatten_config(dict(plain)).items():
+        if not isinstance(value, str) or not value.endswith(".safetensors"):
+            continue
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else Path(__file__).resolve().parents[2] / path
+        if path.is_file():
+            digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: leaf value}`` of a nested dict (an empty dict is a leaf)."""
+    if not isinstance(config, dict) or (prefix and not config):
+        return {prefix: config}
+    out = {}
+    for key, value in config.items():
+        out.update(flatten_config(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+_UNSET = object()
+
+
+def config_differences(recorded: Mapping, wanted: Mapping) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, recorded value, wanted value)`` for every leaf that differs (missing: ``<unset>``)."""
+    old, new = flatten_config(dict(recorded)), flatten_config(dict(wanted))
+    diffs = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key, _UNSET), new.get(key, _UNSET)
+        if a != b:
+            diffs.append((key, "<unset>" if a is _UNSET else a, "<unset>" if b is _UNSET else b))
+    return diffs
+
+
+def show_value(value: Any) -> str:
+    """A recorded value as JSON, for messages naming two configs (``<unset>`` as it is)."""
+    return value if value == "<unset>" else json.dumps(value)

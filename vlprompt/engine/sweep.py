@@ -12,7 +12,6 @@ differ, unless ``overwrite`` is given. :func:`run_or_reuse` runs one run under t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -26,11 +25,26 @@ from typing import Any
 
 from mmengine.config import DictAction
 
+from ..errors import hint_on_interrupt
 from ..io import atomic_write_text, config_hash
-from .config import load_config
+from .checkpoint import read_run_record, run_outputs
+from .config import (  # noqa: F401  (re-exported: the sweeps' names since before they moved)
+    VOLATILE_KEYS,
+    config_differences,
+    input_file_digests,
+    json_plain,
+    load_config,
+    plain_config,
+    show_value,
+)
 from .workdir import work_dir_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SWEEP_RESUME_HINT = ("rerun the same command to go on: finished runs are reused and the interrupted one resumes "
+                     "from its last checkpoint")
+"""What a sweep interrupted by Ctrl-C tells the user."""
+TRAIN_RESUME = "--resume"
+"""The flag every sweep gives ``tools/train.py``: a rerun resumes the run a sweep left unfinished."""
 RESULT_FILE = "sweep_result.json"
 """Written last in a run's folder, atomically: its presence means the run finished."""
 
@@ -100,8 +114,6 @@ def read_base2novel_results(method_dir: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(method_dir).glob(f"*/seed*/{RESULT_FILE}"))]
 
 
-VOLATILE_KEYS = ("work_dir", "log_level", "default_hooks.logger")
-"""Config keys left out of a run's record: where it lives and how often it logs do not change its result."""
 MAX_LISTED = 8
 """How many differing keys (and conflicting runs) a refusal lists before summing up the rest."""
 
@@ -116,20 +128,6 @@ def parse_options(options: Sequence[str]) -> dict[str, Any]:
     return namespace.cfg_options
 
 
-def json_plain(obj: Any) -> Any:
-    """``obj`` as JSON values (dicts with string keys, lists, numbers, strings, None); classes and
-    functions become their dotted name, anything else its ``repr``."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [json_plain(v) for v in obj]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if hasattr(obj, "__qualname__"):
-        return f"{getattr(obj, '__module__', '')}.{obj.__qualname__}"
-    return repr(obj)
-
-
 def effective_config(config: str | Path, options: Sequence[str] = ()) -> dict[str, Any]:
     """The config a run of ``config`` with ``options`` trains with, as plain JSON, less
     :data:`VOLATILE_KEYS`. Only the config file is read: no dataset or model is built."""
@@ -138,60 +136,7 @@ def effective_config(config: str | Path, options: Sequence[str] = ()) -> dict[st
         cfg = load_config(config, None, overrides)
     except Exception as err:  # a bad override or config file: name both
         raise SystemExit(f"cannot load {config} with --cfg-options {' '.join(options) or '(none)'}: {err}") from err
-    plain = json_plain(cfg.to_dict())
-    for key in VOLATILE_KEYS:
-        *parents, leaf = key.split(".")
-        node = plain
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
-    files = input_file_digests(plain)
-    if files:
-        plain["input_files"] = files
-    return json.loads(json.dumps(plain))  # exactly what a JSON round trip gives back
-
-
-def input_file_digests(plain: Mapping[str, Any]) -> dict[str, str]:
-    """``{dotted key: sha256}`` of the ``.safetensors`` files a config names (a GRAM file, a source prompt
-    in ``load_from``): a run is reused only while the files it started from are the same, not just their
-    paths (re-meta-training rewrites ``gram.safetensors`` in place)."""
-    digests = {}
-    for key, value in _flatten(dict(plain)).items():
-        if not isinstance(value, str) or not value.endswith(".safetensors"):
-            continue
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else REPO_ROOT / path
-        if path.is_file():
-            digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
-
-
-_UNSET = object()
-
-
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(config, dict) or (prefix and not config):
-        return {prefix: config}
-    out = {}
-    for key, value in config.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
-def config_differences(recorded: Mapping, wanted: Mapping) -> list[tuple[str, Any, Any]]:
-    """``(dotted key, recorded value, wanted value)`` for every leaf that differs (missing: ``<unset>``)."""
-    old, new = _flatten(dict(recorded)), _flatten(dict(wanted))
-    diffs = []
-    for key in sorted(old.keys() | new.keys()):
-        a, b = old.get(key, _UNSET), new.get(key, _UNSET)
-        if a != b:
-            diffs.append((key, "<unset>" if a is _UNSET else a, "<unset>" if b is _UNSET else b))
-    return diffs
-
-
-def _show(value: Any) -> str:
-    return value if value == "<unset>" else json.dumps(value)
+    return plain_config(cfg)
 
 
 @dataclass
@@ -225,6 +170,13 @@ def _verdict(run: SweepRun) -> tuple[dict | None, str | None]:
         if run.legacy_outputs and all((run.run_dir / f).is_file() for f in run.legacy_outputs):
             return None, (f"{run.run_dir} holds the outputs of a finished run ({', '.join(run.legacy_outputs)}) "
                           f"but no {RESULT_FILE} recording the config they came from")
+        record = read_run_record(run.run_dir)  # an interrupted run resumes only with the settings it started with
+        if record is not None and not record.get("finished") and isinstance(record.get("settings"), dict):
+            diffs = config_differences(record["settings"], run.config)
+            if diffs:
+                return None, (f"{run.run_dir} holds an unfinished run with other settings ("
+                              + ", ".join(f"{k}: {show_value(a)} -> {show_value(b)}" for k, a, b in diffs[:MAX_LISTED])
+                              + (f" and {len(diffs) - MAX_LISTED} more" if len(diffs) > MAX_LISTED else "") + ")")
         return None, None
     if not isinstance(done.get("config"), dict):
         return None, (f"{run.run_dir} finished before sweeps recorded their config (its {RESULT_FILE} has none), "
@@ -238,9 +190,9 @@ def _verdict(run: SweepRun) -> tuple[dict | None, str | None]:
     more = f" (and {len(diffs) - len(shown)} more keys)" if len(diffs) > len(shown) else ""
     if len(shown) == 1:
         key, old, new = shown[0]
-        return None, f"{run.run_dir} was run with {key}={_show(old)}, this sweep asks for {_show(new)}{more}"
-    return None, (f"{run.run_dir} was run with " + ", ".join(f"{k}={_show(a)}" for k, a, _ in shown)
-                  + "; this sweep asks for " + ", ".join(f"{k}={_show(b)}" for k, _, b in shown) + more)
+        return None, f"{run.run_dir} was run with {key}={show_value(old)}, this sweep asks for {show_value(new)}{more}"
+    return None, (f"{run.run_dir} was run with " + ", ".join(f"{k}={show_value(a)}" for k, a, _ in shown)
+                  + "; this sweep asks for " + ", ".join(f"{k}={show_value(b)}" for k, _, b in shown) + more)
 
 
 def _refusal(conflicts: Sequence[str], before_training: bool = True) -> SystemExit:
@@ -273,6 +225,8 @@ def plan_runs(runs: Sequence[SweepRun], overwrite: bool = False) -> list[SweepRu
 def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = False) -> tuple[dict, bool]:
     """The run's stored result if it matches (``(result, True)``), else run ``work()`` under the
     work dir's lock and store what it returns with ``seconds`` and the config (``(result, False)``).
+    ``work()`` trains with ``tools/train.py --resume`` (:data:`TRAIN_RESUME`): an interrupted run goes
+    on from its last checkpoint, a fresh one starts.
 
     A matching record is reused without the lock (a read-only work root is fine); otherwise the
     record is checked again under the lock, in case another sweep finished the run meanwhile. With
@@ -289,9 +243,13 @@ def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = Fals
             return done, True
         if conflict and not overwrite:
             raise _refusal([conflict], before_training=False)
+        if conflict:  # --overwrite: the old run's outputs go, so that its checkpoints are not resumed
+            for path in run_outputs(run.run_dir):
+                path.unlink()
         (run.run_dir / RESULT_FILE).unlink(missing_ok=True)  # never leave a record of the old run behind
         start = time.perf_counter()
-        result = work()
+        with hint_on_interrupt(SWEEP_RESUME_HINT):
+            result = work()
         config_file = Path(run.config_file).resolve()
         result.update(seconds=round(time.perf_counter() - start, 1), config_hash=run.digest,
                       config_file=str(config_file.relative_to(REPO_ROOT) if config_file.is_relative_to(REPO_ROOT)
