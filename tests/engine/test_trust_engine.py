@@ -329,26 +329,31 @@ def test_a_work_dir_of_another_run_is_refused_before_anything_loads(tmp_path, tr
 
     work = tmp_path / "run"
     shutil.copytree(trained, work)
-    with pytest.raises(CheckpointError, match=rf"{work} holds a run of coop/toy_shapes with other settings "
-                                              r"\(model.learner.n_ctx: 4 -> 8\)"):
-        _train(work, "model.learner.n_ctx=8", resume=resume)
+    if resume:  # resuming: the checkpoint's learner is compared with the config's
+        match = (rf"{work} holds checkpoints of another run: .*epoch_2.pth is learner 'coop' n_ctx=4 .* on backbone "
+                 r"'test-tiny' \(config .*toy_shapes.py\), but .*toy_shapes.py asks for learner 'coop' n_ctx=8")
+        with pytest.raises(CheckpointError, match=match):
+            _train(work, "model.learner.n_ctx=8", resume=resume)
+    else:  # a fresh run: the run record's settings are
+        with pytest.raises(CheckpointError, match=rf"{work} holds a run of coop/toy_shapes with other settings "
+                                                  r"\(model.learner.n_ctx: 4 -> 8\)"):
+            _train(work, "model.learner.n_ctx=8", resume=resume)
     assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_2.pth"]  # nothing was touched
+    assert json.loads((work / "run.json").read_text())["settings"]["model"]["learner"]["n_ctx"] == 4
 
 
 def test_a_work_dir_written_before_run_records_is_checked_by_its_checkpoints(tmp_path, trained):
-    """A work dir without run.json (vlprompt before it): --resume compares the checkpoint's learner."""
+    """A work dir without run.json (vlprompt before it): its results and checkpoints say which run it holds."""
     import shutil
 
     work = tmp_path / "run"
     shutil.copytree(trained, work)
     (work / "run.json").unlink()
-    with pytest.raises(CheckpointError, match=rf"{work} holds checkpoints of another run: .*epoch_2.pth is learner "
-                                              r"'coop' n_ctx=4 .* on backbone 'test-tiny' \(config .*toy_shapes.py\), "
-                                              r"but .*toy_shapes.py asks for learner 'coop' n_ctx=8"):
+    with pytest.raises(CheckpointError, match=r"holds checkpoints of another run: .* asks for learner 'coop' n_ctx=8"):
         _train(work, "model.learner.n_ctx=8", resume=True)
     with pytest.raises(CheckpointError, match=rf"{work} holds a finished run of coop/toy_shapes .*--overwrite"):
         _train(work, "model.learner.n_ctx=8")
-    assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_2.pth"]
+    assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_2.pth"] and not (work / "run.json").exists()
 
 
 def test_a_checkpoint_of_another_backbone_names_both(tmp_path, learned):

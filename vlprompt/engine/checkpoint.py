@@ -197,10 +197,11 @@ def claim_work_dir(work_dir: str | os.PathLike, *, name: str, config_file: str, 
     """Check what ``work_dir`` holds before a run named ``name`` trains into it, and record the run.
 
     Returns ``"fresh"`` (nothing there, or ``overwrite`` cleared the outputs of what was), or
-    ``"resume"`` (``resume`` and an unfinished run of the same config with the same ``settings``).
-    Refuses (:class:`WorkDirConflict`, naming the folder, both runs and the way out) to mix two runs:
-    another config's or another learner's outputs; this config's with other settings; this run
-    finished (``--overwrite`` trains it again); or unfinished without ``--resume``/``--overwrite``.
+    ``"resume"`` (``resume`` and a run of the same config whose checkpoints fit the learner; other
+    settings, such as a longer schedule, are named in a warning). Refuses (:class:`WorkDirConflict`,
+    naming the folder, both runs and the way out) to mix two runs: another config's or another
+    learner's outputs; without ``resume``, this config's with other settings, this run finished
+    (``--overwrite`` trains it again) or unfinished (``--resume`` continues it).
     Call it under the work dir's lock.
     """
     from .config import config_differences, json_plain, show_value
@@ -237,9 +238,11 @@ def claim_work_dir(work_dir: str | os.PathLike, *, name: str, config_file: str, 
         diffs = config_differences(record.get("settings") or {}, settings) if record else []
         if diffs:
             listed = ", ".join(f"{k}: {show_value(a)} -> {show_value(b)}" for k, a, b in diffs[:6])
-            more = f" and {len(diffs) - 6} more" if len(diffs) > 6 else ""
-            raise WorkDirConflict(f"{work_dir} holds a run of {name} with other settings ({listed}{more}); "
-                                  f"use another --work-dir, or --overwrite to replace it")
+            listed += f" and {len(diffs) - 6} more" if len(diffs) > 6 else ""
+            if not resume:
+                raise WorkDirConflict(f"{work_dir} holds a run of {name} with other settings ({listed}); "
+                                      f"use another --work-dir, or --overwrite to replace it")
+            logger.warning("--resume: %s goes on with other settings than it started with (%s)", work_dir, listed)
         finished = record.get("finished") if record else held.get("finished")
         if finished:
             if not resume:
@@ -250,8 +253,7 @@ def claim_work_dir(work_dir: str | os.PathLike, *, name: str, config_file: str, 
             where = f"its last checkpoint is {last[0].name}" if last else "it wrote no checkpoint yet"
             raise WorkDirConflict(f"{work_dir} holds an unfinished run of {name} ({where}); --resume continues "
                                   f"it, --overwrite starts it over")
-        if not record:  # written before run records: its newest checkpoint says which learner it trained
-            check_work_dir_run(work_dir, None, model_cfg, config_file)
+        check_work_dir_run(work_dir, None, model_cfg, config_file)  # its checkpoints fit this learner
         state = "resume"
     else:
         state = "fresh"
