@@ -17,7 +17,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, add_run_selection, cfg_options, run_selection, run_tool
+from vlprompt.cli import (
+    add_cfg_options,
+    add_debug_argument,
+    add_run_selection,
+    add_verbose_argument,
+    cfg_options,
+    run_selection,
+    run_tool,
+)
 
 if TYPE_CHECKING:  # torch, mmengine and vlprompt.engine are imported after the arguments are parsed
     from mmengine.config import Config
@@ -37,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--no-test", action="store_true", help="skip the evaluation after training")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    add_verbose_argument(parser)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     args.config, args.overlays = run_selection(args, parser)
@@ -61,8 +70,11 @@ def enable_amp(cfg: Config) -> None:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     from vlprompt.engine import build_runner, load_config
+    from vlprompt.engine.runner import announce_run
     from vlprompt.engine.workdir import work_dir_lock
+    from vlprompt.progress import set_verbose
 
+    set_verbose(args.verbose)
     cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options), overlays=args.overlays)
     if args.amp:
         enable_amp(cfg)
@@ -76,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     with work_dir_lock(cfg.work_dir, launcher=args.launcher):  # one process at a time trains into a work dir
         runner = build_runner(cfg, launcher=args.launcher)
+        announce_run(runner)
         runner.train()
         if cfg.get("test_dataloader") is None:
             return {}
