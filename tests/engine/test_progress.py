@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import uuid
 import warnings
 from pathlib import Path
@@ -83,3 +84,52 @@ def test_quiet_console_filters_the_terminal_only_and_verbose_restores_it(tmp_pat
     finally:
         set_verbose(False)
     assert "Config:" in capsys.readouterr().out
+
+
+FAKE_RUN = """
+import sys, time
+from vlprompt.progress import ProgressWriter
+
+writer, log = ProgressWriter(), sys.argv[1]
+print("the run's own output")
+for done in range(5):
+    epoch = 1 + done // 2
+    writer.write({"stage": "train", "done": done, "total": 4, "epoch": min(epoch, 2), "epochs": 2, "log": log},
+                 force=True)
+    time.sleep(0.3)
+"""
+
+
+def test_run_logged_prints_the_log_path_and_follows_the_run_to_its_total(tmp_path, monkeypatch, capsys):
+    from vlprompt.engine.sweep import run_logged
+
+    for key, value in _env(**{PROGRESS_ENV: "1"}).items():  # a bar even though stderr is captured
+        monkeypatch.setenv(key, value)
+    run_log, sweep_log = tmp_path / "20261204_120000.log", tmp_path / "sweep.log"
+    run_logged([sys.executable, "-c", textwrap.dedent(FAKE_RUN), str(run_log)], sweep_log)
+    out, err = capsys.readouterr()
+    assert f"log: {run_log}" in out.splitlines()
+    assert "train epoch 2/2" in err and "4/4" in err, err
+    assert "the run's own output" in sweep_log.read_text() and "the run's own output" not in out + err
+
+
+def test_run_logged_names_the_log_of_a_failed_run(tmp_path):
+    from vlprompt.engine.sweep import run_logged
+
+    with pytest.raises(RuntimeError, match=r"command failed \(3\): .*; see .*sweep\.log"):
+        run_logged([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "sweep.log")
+
+
+@pytest.mark.slow
+def test_a_sweep_run_shows_its_log_and_a_bar_over_its_training(tmp_path, monkeypatch, capsys):
+    from vlprompt.engine.sweep import run_logged
+
+    for key, value in _env(**{PROGRESS_ENV: "1"}).items():
+        monkeypatch.setenv(key, value)
+    work = tmp_path / "run"
+    run_logged([sys.executable, "tools/train.py", TOY, "--work-dir", str(work), "--cfg-options", *QUICK,
+                "train_cfg.max_epochs=2", f"experiment_name=run_{uuid.uuid4().hex[:8]}"], work / "sweep.log")
+    out, err = capsys.readouterr()
+    (log,) = [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("log: ")]
+    assert Path(log).is_file() and Path(log).parent.parent == work
+    assert "train epoch 2/2" in err and "test novel" in err
