@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
+from vlprompt.cli import add_cfg_options, add_debug_argument, add_verbose_argument, cfg_options, run_tool
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work-dir", default=None)
     add_cfg_options(parser)
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
+    add_verbose_argument(parser)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     from mmengine.dist import is_main_process
@@ -35,14 +36,16 @@ def main(argv: list[str] | None = None) -> dict:
     from vlprompt.backbones.checkpoint import CheckpointError
     from vlprompt.engine import evaluate, load_config
     from vlprompt.engine.results import write_results
+    from vlprompt.progress import set_verbose
 
+    set_verbose(args.verbose)
     cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options))
     checkpoint = None if args.checkpoint == "none" else Path(args.checkpoint)
     if checkpoint is not None and not checkpoint.is_file():
         what = "is a folder, not a file" if checkpoint.is_dir() else "does not exist"
         raise CheckpointError(f"checkpoint not found: {checkpoint} {what} (give an epoch_N.pth or "
                               "learned.safetensors from a work dir, or 'none' for zero-shot CLIP)")
-    metrics, model = evaluate(cfg, checkpoint, args.subsample, launcher=args.launcher)
+    metrics, model = evaluate(cfg, checkpoint, args.subsample, launcher=args.launcher, announce=True)
     if args.subsample:
         cfg.test_dataloader.dataset.subsample = args.subsample
     task = cfg.test_dataloader.dataset.get("subsample", "all")

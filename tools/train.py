@@ -18,7 +18,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, add_run_selection, cfg_options, run_selection, run_tool
+from vlprompt.cli import (
+    add_cfg_options,
+    add_debug_argument,
+    add_run_selection,
+    add_verbose_argument,
+    cfg_options,
+    run_selection,
+    run_tool,
+)
 
 if TYPE_CHECKING:  # torch, mmengine and vlprompt.engine are imported after the arguments are parsed
     from mmengine.config import Config
@@ -42,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none")
     parser.add_argument("--no-test", action="store_true", help="skip the evaluation after training")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
+    add_verbose_argument(parser)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     args.config, args.overlays = run_selection(args, parser)
@@ -70,9 +79,12 @@ def main(argv: list[str] | None = None) -> dict:
     from vlprompt.engine import build_runner, load_config
     from vlprompt.engine.checkpoint import claim_work_dir, mark_run_finished
     from vlprompt.engine.config import plain_config, run_name
+    from vlprompt.engine.runner import announce_run
     from vlprompt.engine.workdir import global_rank, work_dir_lock
     from vlprompt.errors import hint_on_interrupt
+    from vlprompt.progress import set_verbose
 
+    set_verbose(args.verbose)
     cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options), overlays=args.overlays)
     settings = plain_config(cfg)  # as configured, before --resume, --amp and --no-test change the run
     if args.amp:
@@ -95,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
                        "from its last checkpoint, or --overwrite to start over")
         with hint_on_interrupt(resume_hint):
             runner = build_runner(cfg, launcher=args.launcher)
+            announce_run(runner)
             runner.train()
             metrics = {} if cfg.get("test_dataloader") is None else test_after_training(cfg, args.launcher)
         if main_process:

@@ -73,6 +73,14 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"show the traceback of expected errors too (or set {DEBUG_ENV}=1)")
 
 
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--verbose``: mmengine's full console output (the environment, the config, the hook table
+    and every log line; the log file has them either way). ``VLPROMPT_VERBOSE=1`` does the same."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show mmengine's full log on the terminal too (environment, config, hooks, every "
+                             "logged line), as VLPROMPT_VERBOSE=1 does; by default they go to the log file only")
+
+
 def _key_value(text: str) -> str:
     if "=" not in text or text.startswith("="):
         raise argparse.ArgumentTypeError(f"{text!r} is not key=value")

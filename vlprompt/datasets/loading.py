@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 from tqdm import tqdm
 
+from ..progress import bar_disabled
+
 __all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'ImageCache', 'describe_error', 'image_exists', 'image_nbytes',
            'load_image', 'probe_image', 'split_zip_path', 'unreadable_images']
 
@@ -229,7 +231,8 @@ class ImageCache:
         before = len(self._images)
         chunk = max(1, workers * 4)
         with ThreadPoolExecutor(max_workers=workers) as pool, \
-                tqdm(total=len(todo), desc=desc, unit='img', disable=not progress, leave=False) as bar:
+                tqdm(total=len(todo), desc=desc, unit='img', disable=bar_disabled() if progress else True,
+                     leave=False) as bar:
             for start in range(0, len(todo), chunk):
                 batch = todo[start:start + chunk]
                 for path, img in zip(batch, pool.map(loader, batch), strict=True):

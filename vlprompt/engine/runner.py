@@ -21,6 +21,7 @@ from ..registry import find_registered
 from . import compat
 from .checkpoint import check_source_checkpoint, check_work_dir_run, find_resume_checkpoint, load_learned_into
 from .config import load_config  # noqa: F401  (re-exported: vlprompt.engine.runner.load_config)
+from .console import ProgressHook, quiet_console
 from .hooks import DurableCheckpointHook, NaNGuardHook, PromptCheckpointHook, runner_model
 
 _DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -52,9 +53,12 @@ class ClassSetHook(Hook):
 class PromptRunner(Runner):
     """mmengine's Runner, logging the environment and the config once per work dir and process (a
     training run builds more runners to test base and novel classes), with the device count named
-    for what it is."""
+    for what it is, and a quiet console (:mod:`vlprompt.engine.console`): the log file has it all."""
 
     _env_logged: set[str] = set()
+
+    def build_logger(self, log_level: int | str = "INFO", log_file: str | None = None, **kwargs: Any):  # noqa: D102
+        return quiet_console(super().build_logger(log_level, log_file, **kwargs))
 
     def load_or_resume(self) -> None:
         """``load_from`` a ``learned.safetensors`` (prompts only, no optimizer state) initialises the
@@ -186,7 +190,7 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
 
     custom_hooks = list(cfg.get("custom_hooks") or [])
     kinds = {h["type"] if isinstance(h["type"], str) else h["type"].__name__ for h in custom_hooks}
-    for hook in (ClassSetHook, NaNGuardHook, PromptCheckpointHook):
+    for hook in (ClassSetHook, NaNGuardHook, PromptCheckpointHook, ProgressHook):
         if hook.__name__ not in kinds:
             custom_hooks.append(dict(type=hook))
     for hook in custom_hooks:
@@ -233,12 +237,24 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     )
 
 
+def announce_run(runner: Runner) -> None:
+    """Print the run's header on the main process: its config, work dir and log file
+    (:func:`vlprompt.progress.run_header`), the first thing a quiet console shows of a run."""
+    from mmengine.dist import is_main_process
+
+    from ..progress import run_header
+
+    if is_main_process():
+        print(run_header(runner.cfg.filename, runner.work_dir, getattr(runner.logger, "log_file", None)), flush=True)
+
+
 def evaluate(cfg: Config, checkpoint: str | os.PathLike | None, subsample: str | None = None,
-             launcher: str = "none") -> tuple[dict[str, float], dict]:
+             launcher: str = "none", announce: bool = False) -> tuple[dict[str, float], dict]:
     """Test a checkpoint (``None``: nothing learned, e.g. zero-shot CLIP) on ``cfg``'s test split.
 
     ``subsample`` (base / novel / all) overrides the config's class subset; each subset is its
-    own task with its own class names. Returns the metrics and the model's metadata.
+    own task with its own class names. ``announce``: print the run's header (:func:`announce_run`)
+    once the runner is built. Returns the metrics and the model's metadata.
     """
     from .checkpoint import load_learned_into
 
@@ -251,6 +267,8 @@ def evaluate(cfg: Config, checkpoint: str | os.PathLike | None, subsample: str |
     cfg.load_from, cfg.resume = None, False
     cfg.experiment_name = f"{cfg.get('experiment_name') or Path(cfg.filename).stem}_test_{subsample or 'split'}"
     runner = build_runner(cfg, launcher=launcher)
+    if announce:
+        announce_run(runner)
     if checkpoint is not None:
         load_learned_into(runner.model, checkpoint)
     metrics = runner.test()

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from mmengine.config import DictAction
 
 from ..errors import hint_on_interrupt
 from ..io import atomic_write_text, config_hash
+from ..progress import PROGRESS_FILE_ENV, follow_process
 from .checkpoint import read_run_record, run_outputs
 from .config import (  # noqa: F401  (re-exported: the sweeps' names since before they moved)
     VOLATILE_KEYS,
@@ -82,14 +84,20 @@ def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
 
 
 def run_logged(cmd: list[str], log: Path, cwd: Path = REPO_ROOT) -> None:
-    """Run ``cmd`` with its output appended to ``log``; a failure names the command and the log."""
+    """Run ``cmd`` with its output appended to ``log``; a failure names the command and the log.
+
+    The run reports its progress through a file (:mod:`vlprompt.progress`): its log file's path is
+    printed when it starts and a bar follows its epochs and steps, below the sweep's bar of runs."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
+    with open(log, "a") as f, tempfile.TemporaryDirectory(prefix="vlprompt-progress-") as tmp:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
-    if proc.returncode != 0:
-        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+        progress = Path(tmp) / "progress.json"
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd,
+                                env={**os.environ, PROGRESS_FILE_ENV: str(progress)})
+        returncode = follow_process(proc, progress)
+    if returncode != 0:
+        raise RuntimeError(f"command failed ({returncode}): {' '.join(cmd)}; see {log}")
 
 
 def read_top1(path: Path) -> float:
