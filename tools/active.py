@@ -9,7 +9,8 @@ Each strategy and seed runs the rounds of :mod:`vlprompt.active.loop` in
 sweep started again resumes each run after its last finished round. Writes ``active.md``
 (accuracy and class balance per round per strategy), ``active.csv`` and ``active.png`` (accuracy
 and balance against the labelled budget, one line per strategy, the seeds' spread as a band) to
-the work root (default ``work_dirs/active/<config name>``).
+the work root (default ``work_dirs/active/<config name>``); each names the settings that differ from
+the shipped config (this call's ``--cfg-options`` and ``--rounds``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     from vlprompt.active import ActiveSettings, read_state, run_active
     from vlprompt.active.report import write_report
     from vlprompt.engine import load_config
+    from vlprompt.engine.sweep import option_settings
 
     cfg = load_config(args.config, None, cfg_options(args.cfg_options))
     root = Path(args.work_root or Path("work_dirs/active") / Path(args.config).stem)
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
 
                 run_active(cfg, root / settings.label / f"seed{seed}", settings, seed=seed, on_round=report)
         bar.close()
-    paths = write_report(root, order, title=f"{Path(args.config).stem}: active prompt learning")
+    settings = option_settings([*(args.cfg_options or []), *([f"active.rounds={args.rounds}"] if args.rounds else [])])
+    paths = write_report(root, order, title=f"{Path(args.config).stem}: active prompt learning", settings=settings)
     print(paths["table"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")

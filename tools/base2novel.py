@@ -7,7 +7,8 @@ Each run lives in ``<work-root>/<method>/<dataset>/seed<S>/`` and ends with ``re
 (base, novel, HM); finished runs are reused, so an interrupted sweep resumes where it stopped. A
 finished run records its effective config: one that another sweep ran with other settings stops
 this one before anything trains (``--overwrite`` retrains it).
-The sweep writes ``base2novel.md``, ``.csv`` and ``.png`` to ``<work-root>/<method>/``.
+The sweep writes ``base2novel.md``, ``.csv`` and ``.png`` to ``<work-root>/<method>/``; each names
+the settings the runs changed from the shipped configs (``--cfg-options``, read from the runs' records).
 ``--method zsclip`` evaluates zero-shot CLIP (nothing is trained).
 """
 
@@ -67,7 +68,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
     from vlprompt.engine.sweep import config_path, run_sweep
-    from vlprompt.evaluation.report import base2novel_table, markdown_table, write_base2novel_report
+    from vlprompt.evaluation.report import (
+        base2novel_table,
+        markdown_table,
+        run_settings,
+        seed_options,
+        write_base2novel_report,
+    )
+    from vlprompt.tables import settings_note
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
     for dataset in datasets:  # every config must exist before the first run starts
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     reused = [(dataset, seed) for (dataset, seed, _), (_, was_reused) in zip(jobs, done, strict=True) if was_reused]
     files = write_base2novel_report(runs, out_dir, args.method, reused)
     print(markdown_table(base2novel_table(runs), f"{args.method}: base-to-novel", per_seed=False))
+    print(settings_note(run_settings(runs, seed_options)) + "\n")
     print(f"{len(runs)} runs ({len(reused)} reused) in {time.perf_counter() - start:.0f} s; tables: {files['md']}, "
           f"{files['csv']}; plot: {files['png']}")
     return runs

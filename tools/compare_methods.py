@@ -5,7 +5,9 @@
 
 Reads ``<work-root>/<method>/<dataset>/seed<S>/sweep_result.json`` as written by
 ``tools/base2novel.py`` (never its logs). Per dataset base and novel are averaged over seeds and HM
-is taken of the means; the Average row is the HM of the averaged base and novel accuracies.
+is taken of the means; the Average row is the HM of the averaged base and novel accuracies. The
+best method's base, novel and HM of each row are bold; a last line names, per method, the settings
+its runs changed from the shipped configs (from the configs the runs recorded).
 Zero-shot CLIP (``zsclip``) needs no sweep of its own: for a dataset the other methods ran and
 zsclip has no results for, they are made first on the other methods' seeds (``tools/base2novel.py
 --method zsclip`` with the other runs' backbone; seconds per run, nothing is trained).
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> str:
     add_debug_argument(parser)
     args = parser.parse_args(argv)
     from vlprompt.engine.sweep import read_base2novel_results
-    from vlprompt.evaluation.report import comparison_table
+    from vlprompt.evaluation.report import comparison_table, run_settings, seed_options
     from vlprompt.io import atomic_write_text
+    from vlprompt.tables import settings_note
 
     def finished(method: str) -> list[dict]:
         return [r for r in read_base2novel_results(args.work_root / method)
@@ -81,7 +84,9 @@ def main(argv: list[str] | None = None) -> str:
         runs[method] = found
         seconds = sum(r.get("seconds", 0.0) for r in found)
         lines.append(f"- {method}: {len(found)} runs, {seconds / 60:.1f} min in all")
-    table = comparison_table(runs, "base-to-novel, mean over seeds") + "\n" + "\n".join(lines) + "\n"
+    changed = [f"{method}: {s}" for method, found in runs.items() for s in run_settings(found, seed_options)]
+    table = (comparison_table(runs, "base-to-novel, mean over seeds") + "\n" + "\n".join(lines) + "\n\n"
+             + settings_note(changed) + "\n")
     print(table)
     if args.out:
         atomic_write_text(args.out, table)

@@ -11,7 +11,8 @@ Runs live in ``<work-root>/<method>/<dataset>/shots<K>/seed<S>/``; finished ones
 their recorded config matches (a mismatch stops the sweep before anything trains; ``--overwrite``
 retrains). Zero-shot CLIP on the same test split (``configs/zsclip/<dataset>.py``, seconds) is the
 reference, in ``<work-root>/<method>/<dataset>/zero_shot/``. Writes ``fewshot.md``, ``fewshot.csv``
-and an accuracy-vs-shots ``fewshot.png`` with the zero-shot accuracy as a dashed line.
+and an accuracy-vs-shots ``fewshot.png`` with the zero-shot accuracy as a dashed line; each names
+the settings the runs changed from the shipped configs (``--cfg-options``, ``--epochs``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Zero-shot CLIP on all classes of the target test split (``configs/zsclip/<target
 in ``<work-root>/<family>/shots<K>/seed<S>/{source,source_only,random_init,mvlpt_init}/``; finished
 ones are reused when their recorded config matches (a mismatch stops the sweep before anything
 trains; ``--overwrite`` retrains). Writes ``multitask.md`` and ``multitask.csv`` (mean and
-population standard deviation over seeds) to the work root.
+population standard deviation over seeds) to the work root; both name the settings the runs changed
+from the shipped configs (the sweep's own seed, shots and source prompt are not changes).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
-from vlprompt.tables import markdown_table, write_tables
+from vlprompt.tables import markdown_table, summarise_settings, write_tables
 
 if TYPE_CHECKING:
     from vlprompt.engine.sweep import SweepRun
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from vlprompt.engine.sweep import (
         REPO_ROOT,
         SweepRun,
+        changed_settings,
         config_path,
         plan_runs,
         run_or_reuse,
@@ -128,23 +130,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
     plan_runs([run for *_, source, rows in jobs for run in (source, *(r for _, r in rows))], args.overwrite)
     zs = zero_shot_reference(config_path("zsclip", args.target), args.work_root / "zero_shot" / args.target,
                              ["test_dataloader.dataset.subsample=all", *zero_shot_options(common)])  # every class
-    results = []
+    results, changed = [], []
+
+    def record(run: SweepRun, result: dict) -> None:  # the run's changes from its shipped config
+        changed.append(changed_settings(result, [o for o in run.options if o not in common]))
+
     with tqdm(jobs, desc="MVLPT source -> target", unit="seed") as bar:
         for family, k, seed, source, rows in bar:
             bar.set_postfix_str(f"{family} {k}-shot seed {seed}")
             src, _ = run_or_reuse(source, lambda s=source: _train(s), args.overwrite)
+            record(source, src)
             learned = source.run_dir / "learned.safetensors"
             for row, run in rows:
                 work = (lambda r=run, c=learned: _test(r, c)) if row == "source only" else (lambda r=run: _train(r))
                 result, reused = run_or_reuse(run, work, args.overwrite)
+                record(run, result)
                 results.append({"family": family, "shots": k, "seed": seed, "row": row, "top1": result["top1"],
                                 "source_top1": src["top1"], "reused": reused})
             tqdm.write(f"{family} {k}-shot seed {seed}: source (its tasks) {src['top1']:.2f}; target: " + ", ".join(
                 f"{r['row']} {r['top1']:.2f}" for r in results[-3:]))
     summary = summarise(results)
     text = markdown(summary, zs["top1"], args.target)
-    write_tables(args.work_root, "multitask", text, ["family", "shots", "row", "seeds", "mean", "std"], summary)
-    print(text)
+    files = write_tables(args.work_root, "multitask", text, ["family", "shots", "row", "seeds", "mean", "std"], summary,
+                         summarise_settings(changed))
+    print(files["md"].read_text())
     print(f"tables: {args.work_root / 'multitask.md'}, {args.work_root / 'multitask.csv'}")
     return results
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from vlprompt.datasets import get_protocol
     from vlprompt.engine.sweep import REPO_ROOT, plan_runs, run_or_reuse, took
-    from vlprompt.evaluation.report import write_transfer_report
+    from vlprompt.evaluation.report import run_settings, seed_options, write_transfer_report
 
     try:
         protocol = get_protocol(args.protocol)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir = args.work_root / args.method / protocol.name
     runs = {seed: sweep_run(protocol, seed, out_dir / f"seed{seed}", Path(source_cfg), options) for seed in args.seeds}
     plan_runs(list(runs.values()), args.overwrite)  # every seed checked before the first one trains
-    per_seed = {}
+    per_seed, results = {}, []
     start = time.perf_counter()
     steps = 1 + len(protocol.targets)  # training, then one test per target
     with tqdm(total=len(args.seeds) * steps + len(protocol.targets), desc=f"{args.method} {protocol.name}",
@@ -134,11 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
                                           args.overwrite)
             bar.update(done + steps - bar.n)  # a reused seed skips its steps
             per_seed[seed] = result["accuracy"]
+            results.append(result)
             tqdm.write(f"seed {seed}: " + ", ".join(f"{t} {a:.2f}" for t, a in per_seed[seed].items())
                        + f" ({took(result, reused)})")
         tqdm.write(f"zero-shot CLIP on each target: logs in {(out_dir / 'zero_shot').resolve()}/<target>/sweep.log")
         zero_shot = zero_shot_row(protocol, out_dir, options, bar)
-    print(write_transfer_report(per_seed, protocol, out_dir, args.method, zero_shot))
+    print(write_transfer_report(per_seed, protocol, out_dir, args.method, zero_shot,
+                                run_settings(results, seed_options)))
     print(f"{time.perf_counter() - start:.0f} s; tables in {out_dir}")
     return per_seed
 

@@ -61,12 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------------------------------ table
-def write_table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[str, dict[str, Path]]:
+def write_table(rows: list[dict[str, Any]], out_dir: Path, settings: list[str] | None = None
+                ) -> tuple[str, dict[str, Path]]:
     """``tta.md`` and ``tta.csv`` in ``out_dir``: one line per run, and the mean top-1 of each method
-    over the datasets it ran on (when it ran on more than one)."""
+    over the datasets it ran on (when it ran on more than one). The best top-1 of each dataset (and
+    of the averages) is bold; ``settings`` (the ``--cfg-options``) are named under the table and in
+    the CSV's ``settings`` column."""
     import statistics
 
-    from vlprompt.tables import markdown_table, write_tables
+    from vlprompt.tables import bold_best, markdown_table, write_tables
 
     md = [[r["method"], r["dataset"], f"{r['samples']} / {r['of']}", r["views"], f"{r['top1']:.2f}",
            f"{r['sec_per_sample']:.3f}"] for r in rows]
@@ -76,13 +79,17 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[str, dict[st
         if len({r["dataset"] for r in mine}) > 1:
             top1 = statistics.fmean(r["top1"] for r in mine)
             sec = statistics.fmean(r["sec_per_sample"] for r in mine)
-            md.append([f"**{m}**", f"**average** ({len(mine)})", "", "", f"**{top1:.2f}**", f"{sec:.3f}"])
-    text = markdown_table(["method", "dataset", "samples", "views", "top-1", "s/sample"], md)
+            md.append([m, f"average ({len(mine)})", "", "", f"{top1:.2f}", f"{sec:.3f}"])
+    by_dataset: dict[str, list[tuple[int, int]]] = {}  # the methods on one dataset (or their averages) compete
+    for i, line in enumerate(md):
+        by_dataset.setdefault("average" if i >= len(rows) else line[1], []).append((i, 4))
+    text = markdown_table(["method", "dataset", "samples", "views", "top-1", "s/sample"],
+                          bold_best(md, groups=by_dataset.values()))
     keys = ["method", "dataset", "samples", "of", "classes", "views", "top1", "sec_per_sample", "processes", "device",
             "config", "work_dir"]
     files = write_tables(out_dir, "tta", text, keys,
-                         [[f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys] for r in rows])
-    return text, files
+                         [[f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys] for r in rows], settings)
+    return files["md"].read_text(), files
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -115,7 +122,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         cfgs.append(cfg)
     rows, rank = run_tta(cfgs, checkpoint, args.limit, args.launcher, args.device)
     if several and rank == 0:
-        text, files = write_table(rows, Path(args.work_dir) if args.work_dir else TABLE_ROOT)
+        from vlprompt.engine.sweep import option_settings
+
+        settings = option_settings(args.cfg_options or [])  # tta keeps no config record: its options are the changes
+        text, files = write_table(rows, Path(args.work_dir) if args.work_dir else TABLE_ROOT, settings)
         print("\n" + text + f"\ntables: {files['md']}, {files['csv']}")
     return rows
 

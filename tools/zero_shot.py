@@ -7,7 +7,8 @@
 
 Toy datasets are generated on first use into the cache (``~/.cache/vlprompt``). A test-only
 dataset (a domain such as toy-shapes-night, ImageNet-A) is probed with a classifier trained on
-the dataset that has the same classes.
+the dataset that has the same classes; each probe is fitted once (its features extracted and its
+weight decay searched once) and tested on every test set that shares its training set.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from vlprompt.backbones import build_clip, get_arch
     from vlprompt.datasets import build_dataset, build_test_transform, canonical_name
     from vlprompt.datasets.toyworld import TOY_DATASETS
-    from vlprompt.evaluation import extract_features, linear_probe_accuracy
+    from vlprompt.evaluation import extract_features, probe_accuracy, train_linear_probe
     from vlprompt.io import atomic_write_json
     from vlprompt.tables import markdown_table
     from vlprompt.zeroshot import class_text_features
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                                     transform=transform)
 
     rows, start = [], time.perf_counter()
+    probes = {}  # source dataset -> (probe, weight decay): fitted once for all its test sets (its domains)
     bar = tqdm(tests.items(), desc="zero-shot" + (" + linear probe" if args.linear_probe else ""), unit="dataset")
     for name, test in bar:
         bar.set_postfix_str(name)
@@ -96,16 +98,20 @@ def main(argv: list[str] | None = None) -> None:
             if source is None:
                 row["linear_probe"] = None
             else:
-                src_root = None if source in toy else data_root
-                train = build_dataset(source, data_root=src_root, split="train", num_shots=args.shots,
-                                      seed=args.seed, transform=transform)
-                val = build_dataset(source, data_root=src_root, split="val", num_shots=args.shots,
-                                    seed=args.seed, transform=transform)
-                acc, wd = linear_probe_accuracy(
-                    extract_features(clip, train, args.batch_size, desc=f"{source}: {args.shots}-shot train features"),
-                    (feats, labels), len(test.classnames),
-                    val=extract_features(clip, val, args.batch_size, desc=f"{source}: val features"),
-                    desc=f"{name}: probe weight-decay search")
+                if source not in probes:  # one (training set, shots, seed) per invocation: the source names it
+                    src_root = None if source in toy else data_root
+                    train = build_dataset(source, data_root=src_root, split="train", num_shots=args.shots,
+                                          seed=args.seed, transform=transform)
+                    val = build_dataset(source, data_root=src_root, split="val", num_shots=args.shots,
+                                        seed=args.seed, transform=transform)
+                    probes[source] = train_linear_probe(
+                        extract_features(clip, train, args.batch_size,
+                                         desc=f"{source}: {args.shots}-shot train features"),
+                        len(test.classnames),
+                        val=extract_features(clip, val, args.batch_size, desc=f"{source}: val features"),
+                        desc=f"{source}: probe weight-decay search")
+                head, wd = probes[source]
+                acc = probe_accuracy(head, feats, labels)
                 row.update(linear_probe=round(acc, 2), probe_trained_on=source, probe_weight_decay=wd)
         rows.append(row)
     bar.close()

@@ -35,7 +35,7 @@ def test_average_row_is_hm_of_averaged_base_and_novel_not_mean_of_hms():
     assert avg["hm"] != pytest.approx((a["hm"] + b["hm"]) / 2, abs=0.5)
 
     md = markdown_table(rows, "demo")
-    assert "| **Average** |  | 65.00 | 47.50 | 54.89 |" in md
+    assert "| Average |  | 65.00 | 47.50 | 54.89 |" in md  # bold is for the best of a comparison, not a label
     lines = list(csv.reader(io.StringIO(csv_table(rows))))
     assert lines[0] == ["dataset", "seed", "base", "novel", "hm"]
     assert ["a", "mean", "85.0000", "20.0000", f"{harmonic_mean(85, 20):.4f}"] in lines
@@ -73,11 +73,11 @@ def test_comparison_table_puts_methods_side_by_side_from_sweep_results(tmp_path)
     table = comparison_table(read)
     assert table.splitlines()[0] == ("| dataset | zsclip base | zsclip novel | zsclip HM | coop base | coop novel "
                                      "| coop HM |")
-    assert f"| a | 50.00 | 40.00 | {harmonic_mean(50, 40):.2f} | 75.00 | 25.00 | 37.50 |" in table
+    assert f"| a | 50.00 | **40.00** | **{harmonic_mean(50, 40):.2f}** | **75.00** | 25.00 | 37.50 |" in table
     assert "| b | 20.00 | 30.00 | 24.00 | - | - | - |" in table
     # zsclip's Average is the HM of its averaged base (35) and novel (35); coop ran one dataset only,
     # so it has no Average to stand beside zsclip's
-    assert "| **Average** | 35.00 | 35.00 | 35.00 | - | - | - |" in table
+    assert "| Average | 35.00 | 35.00 | 35.00 | - | - | - |" in table
 
     compare_methods = load_tool("compare_methods")  # tools/compare_methods.py, by its file
 
@@ -137,8 +137,9 @@ def test_transfer_table_has_a_zero_shot_row(tmp_path):
     per_seed = {1: {t: 40.0 for t in targets}}
     zero_shot = {t: 10.0 * (i + 1) for i, t in enumerate(targets)}
     text = write_transfer_report(per_seed, protocol, tmp_path, "coop", zero_shot)
-    assert "| zero-shot CLIP | 10.00 | 20.00 | 30.00 | 40.00 | 30.00 |" in text  # average over the 3 domains
-    assert "| coop | 40.00 | 40.00 | 40.00 | 40.00 | **40.00** |" in text
+    # average over the 3 domains; the best of each column bold (the last target: a tie)
+    assert "| zero-shot CLIP | 10.00 | 20.00 | 30.00 | **40.00** | 30.00 |" in text
+    assert "| coop | **40.00** | **40.00** | **40.00** | **40.00** | **40.00** |" in text
 
 
 def test_test_py_prints_a_summary_naming_the_subsample_and_writes_results_by_default(tmp_path, capsys):

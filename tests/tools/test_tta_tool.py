@@ -142,7 +142,8 @@ def test_several_configs_give_a_table_and_rlcf_runs_with_a_given_teacher(tmp_pat
     for name in ("toy_shapes_noise_toy_shapes_noise", "toy_shapes_noise_toy_shapes_night"):
         assert _results(tmp_path / name)["adapter"]["teacher"]["name"] == "test-tiny"
     md = (tmp_path / "tta.md").read_text()
-    assert "| rlcf-prompt | toy-shapes-night | 3 / 1200 | 4 |" in md and "**average** (2)" in md
+    assert "| rlcf-prompt | toy-shapes-night | 3 / 1200 | 4 |" in md and "| average (2) |" in md
+    assert "**" not in md.split("settings that differ")[0]  # one method: no rival, nothing bold
     lines = (tmp_path / "tta.csv").read_text().splitlines()
     assert lines[0].startswith("method,dataset,samples") and len(lines) == 3
 

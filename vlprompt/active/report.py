@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .. import tables
 from ..errors import UserError
-from ..io import atomic_write
 from .loop import STATE_FILE
 
 
@@ -75,9 +74,10 @@ def markdown_table(rows: list[dict], key: str = "top1", digits: int = 2) -> str:
     return tables.markdown_table(header, lines).removesuffix("\n")
 
 
-def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
+def plot(rows: list[dict], path: str | Path, title: str = "", settings: Sequence[str] | None = None) -> Path:
     """Accuracy (mean, with the seeds' spread as a band) and class balance against labelled images,
-    one line per strategy; a sampler and its PCB variant share a colour (PCB dashed)."""
+    one line per strategy; a sampler and its PCB variant share a colour (PCB dashed). ``settings``:
+    the changes from the shipped config, as a footnote (:func:`vlprompt.tables.save_plot`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,14 +107,13 @@ def plot(rows: list[dict], path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=Path(path).suffix)
-    finally:
-        plt.close(fig)
+    return tables.save_plot(fig, path, settings)
 
 
-def write_report(root: str | Path, order: Sequence[str] | None = None, title: str = "") -> dict[str, Path]:
-    """``active.md`` (accuracy and balance tables), ``active.csv`` and ``active.png`` in ``root``."""
+def write_report(root: str | Path, order: Sequence[str] | None = None, title: str = "",
+                 settings: Sequence[str] | None = None) -> dict[str, Path]:
+    """``active.md`` (accuracy and balance tables), ``active.csv`` and ``active.png`` in ``root``; with
+    ``settings`` (the changes from the shipped config) each names them."""
     root = Path(root)
     rows = summarise(collect(root), order)
     if not rows:
@@ -124,5 +123,6 @@ def write_report(root: str | Path, order: Sequence[str] | None = None, title: st
           "(r<k> (n): round k, n labelled images):\n\n" + markdown_table(rows) +
           "\n\nClass balance of the labelled set (entropy of its label histogram / log C; 1 = balanced):\n\n" +
           markdown_table(rows, key="balance") + "\n")
-    files = tables.write_tables(root, "active", md, list(rows[0]), rows)
-    return {"table": files["md"], "csv": files["csv"], "plot": plot(rows, root / "active.png", title or root.name)}
+    files = tables.write_tables(root, "active", md, list(rows[0]), rows, settings)
+    return {"table": files["md"], "csv": files["csv"],
+            "plot": plot(rows, root / "active.png", title or root.name, settings)}

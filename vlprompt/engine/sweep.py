@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,38 @@ def effective_config(config: str | Path, options: Sequence[str] = ()) -> dict[st
     except Exception as err:  # a bad override or config file: name both
         raise SystemExit(f"cannot load {config} with --cfg-options {' '.join(options) or '(none)'}: {err}") from err
     return plain_config(cfg)
+
+
+NOT_SETTINGS = ("data_root", "input_files")
+"""Recorded keys a report does not list as changed settings: where the data lives, and the digests of
+the files a config names (their paths are settings; the digests follow from them)."""
+
+
+@lru_cache(maxsize=256)
+def _shipped(config_file: str, implied: tuple[str, ...]) -> str:
+    return json.dumps(effective_config(config_file, implied))
+
+
+def changed_settings(result: Mapping, implied: Sequence[str] = ()) -> dict[str, Any] | None:
+    """``{dotted key: value}`` of the settings a finished run (its :data:`RESULT_FILE` record) was
+    trained with that differ from its shipped config (``config_file`` as it is now, with the sweep's
+    own per-run options ``implied``: seed, shots, schedule, protocol); ``None`` when the run recorded
+    no config. Read from the record, not from the sweep's options, so a run an earlier sweep made with
+    other ``--cfg-options`` shows them too. :data:`NOT_SETTINGS` are left out."""
+    recorded, config_file = result.get("config"), result.get("config_file")
+    if not isinstance(recorded, dict) or not config_file:
+        return None
+    path = Path(config_file)
+    path = path if path.is_absolute() else REPO_ROOT / path
+    shipped = json.loads(_shipped(str(path), tuple(implied)))
+    return {key: new for key, _, new in config_differences(shipped, recorded)
+            if key.split(".")[0] not in NOT_SETTINGS}
+
+
+def option_settings(options: Iterable[str]) -> list[str]:
+    """The user's ``key=value`` options as a report's changed settings (:data:`NOT_SETTINGS` left out):
+    for tools whose runs keep no config record to read them from (tools/tta.py, tools/active.py)."""
+    return sorted(o for o in options if o.split("=", 1)[0].split(".")[0] not in NOT_SETTINGS)
 
 
 @dataclass
@@ -324,9 +356,14 @@ def fewshot_run(method: str, dataset: str, shots: int, seed: int, run_dir: Path,
                 epochs: int | None) -> SweepRun:
     """The few-shot run (tools/fewshot.py) of ``method`` on K = ``shots`` shots of every class of
     ``dataset`` with ``seed``, on CoOp's few-shot schedule unless ``epochs`` is given."""
+    return SweepRun(run_dir, config_path(method, dataset), [*fewshot_options(dataset, shots, seed, epochs), *options])
+
+
+def fewshot_options(dataset: str, shots: int, seed: int, epochs: int | None = None) -> list[str]:
+    """The options a few-shot sweep gives its run of ``shots`` shots with ``seed`` (not the user's):
+    all classes, CoOp's schedule (or ``epochs``), the protocol's name and shot count."""
     epochs = epochs or fewshot_epochs(dataset, shots)
-    opts = [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
+    return [f"randomness.seed={seed}", f"train_dataloader.dataset.num_shots={shots}",
             "train_dataloader.dataset.subsample=all", "test_dataloader.dataset.subsample=all",
             *([f"train_cfg.max_epochs={epochs}"] if epochs else []), "protocol.name=fewshot",
-            f"protocol.num_shots={shots}", *options]
-    return SweepRun(run_dir, config_path(method, dataset), opts)
+            f"protocol.num_shots={shots}"]

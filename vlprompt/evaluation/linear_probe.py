@@ -38,9 +38,28 @@ def fit_linear_probe(
     return head
 
 
-def _accuracy(head: torch.nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> float:
+def probe_accuracy(head: torch.nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 (%) of a fitted probe on ``feats``."""
     with torch.no_grad():
         return (head(feats).argmax(-1) == labels).float().mean().item() * 100
+
+
+def train_linear_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+    weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
+    desc: str | None = None,
+) -> tuple[torch.nn.Linear, float]:
+    """The probe fitted on ``train`` with the weight decay that did best on ``val`` (``train`` when
+    there is no val), and that decay. Fit once, it can be tested on every test set with the training
+    set's classes (a dataset and its domains). ``desc``: show the search as a progress bar."""
+    from tqdm import tqdm
+
+    val = val if val is not None and len(val[1]) else train
+    search = tqdm(weight_decays, desc=desc, unit="decay", leave=False, disable=desc is None)
+    best = max(search, key=lambda wd: probe_accuracy(fit_linear_probe(*train, num_classes, wd), *val))
+    return fit_linear_probe(*train, num_classes, best), best
 
 
 def linear_probe_accuracy(
@@ -51,11 +70,8 @@ def linear_probe_accuracy(
     weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
     desc: str | None = None,
 ) -> tuple[float, float]:
-    """Top-1 (%) on ``test`` of the probe whose weight decay did best on ``val``; and that decay.
+    """Top-1 (%) on ``test`` of the probe whose weight decay did best on ``val``; and that decay
+    (:func:`train_linear_probe`, then :func:`probe_accuracy`).
     ``desc``: show the weight-decay search as a progress bar with this label."""
-    from tqdm import tqdm
-
-    val = val if val is not None and len(val[1]) else train
-    search = tqdm(weight_decays, desc=desc, unit="decay", leave=False, disable=desc is None)
-    best = max(search, key=lambda wd: _accuracy(fit_linear_probe(*train, num_classes, wd), *val))
-    return _accuracy(fit_linear_probe(*train, num_classes, best), *test), best
+    head, best = train_linear_probe(train, num_classes, val, weight_decays, desc)
+    return probe_accuracy(head, *test), best

@@ -9,11 +9,24 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .. import tables
-from ..io import atomic_write
+
+
+def run_settings(results: Iterable[Mapping], implied: Callable[[Mapping], Sequence[str]]) -> list[str]:
+    """What the finished runs (``sweep_result.json`` records) changed from their shipped configs, for a
+    report's note (:func:`vlprompt.tables.summarise_settings`). ``implied(result)``: the options the
+    sweep itself gave that run (seed, shots, ...), which are the protocol, not a change."""
+    from ..engine.sweep import changed_settings
+
+    return tables.summarise_settings([changed_settings(r, implied(r)) for r in results])
+
+
+def seed_options(result: Mapping) -> list[str]:
+    """The options a base-to-novel or transfer sweep gives a run: its seed."""
+    return [f"randomness.seed={result['seed']}"]
 
 
 def harmonic_mean(base: float, novel: float) -> float:
@@ -62,7 +75,7 @@ def markdown_table(rows: Sequence[Mapping], title: str | None = None, per_seed: 
     means = []
     for r in rows:
         seeds = ",".join(str(s) for s in r["seeds"])
-        name = f"**{r['dataset']}**" if r["dataset"] == "Average" else r["dataset"]
+        name = r["dataset"]
         base = f"{r['base']:.2f}" + (f" ± {r['base_std']:.2f}" if r["base_std"] else "")
         novel = f"{r['novel']:.2f}" + (f" ± {r['novel_std']:.2f}" if r["novel_std"] else "")
         means.append([name, seeds, base, novel, f"{r['hm']:.2f}"])
@@ -89,8 +102,10 @@ def _csv_rows(rows: Sequence[Mapping]) -> Iterable[list]:
         yield [r["dataset"], "mean", f"{r['base']:.4f}", f"{r['novel']:.4f}", f"{r['hm']:.4f}"]
 
 
-def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.PathLike) -> Path:
-    """Base vs novel accuracy per dataset (one marker per method), with iso-HM curves; PNG."""
+def plot_base_novel(by_method: Mapping[str, Sequence[Mapping]], path: str | os.PathLike,
+                    settings: Sequence[str] | None = None) -> Path:
+    """Base vs novel accuracy per dataset (one marker per method), with iso-HM curves; PNG (with the
+    settings that differ from the shipped configs as a footnote, when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +120,7 @@ def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.Path
         ax.plot(grid[keep], novel[keep], color="0.85", lw=0.8, zorder=0)
         ax.annotate(f"HM {hm}", (grid[keep][-1], novel[keep][-1]), fontsize=7, color="0.6")
     markers = "osD^vP*X"
-    for i, (method, rows) in enumerate(tables.items()):
+    for i, (method, rows) in enumerate(by_method.items()):
         pts = [r for r in rows if r["dataset"] != "Average"]
         ax.scatter([r["base"] for r in pts], [r["novel"] for r in pts], marker=markers[i % len(markers)],
                    label=method, s=40)
@@ -116,10 +131,7 @@ def plot_base_novel(tables: Mapping[str, Sequence[Mapping]], path: str | os.Path
            title="Base-to-novel generalisation")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
-    finally:
-        plt.close(fig)
+    return tables.save_plot(fig, path, settings)
 
 
 def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike, method: str,
@@ -128,7 +140,8 @@ def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike,
     finished run under it: a partial sweep (one dataset, one seed) adds to the report instead of
     replacing it. ``runs`` are this sweep's results (they win over the files); ``reused`` names the
     (dataset, seed) pairs of them that were taken from an earlier sweep, and runs found only on disk
-    are marked as from an earlier sweep."""
+    are marked as from an earlier sweep. The tables and the plot name the settings any of these runs
+    changed from the shipped configs (from the configs the runs recorded)."""
     from ..engine.sweep import read_base2novel_results
 
     reused = set(reused)
@@ -137,14 +150,16 @@ def write_base2novel_report(runs: Iterable[Mapping], out_dir: str | os.PathLike,
         key = (r["dataset"], r["seed"])
         merged[key] = {**r, "origin": "reused" if key in reused else "this sweep"}
     rows = base2novel_table(merged.values())
+    settings = run_settings(merged.values(), seed_options)
     out = Path(out_dir)
     files = tables.write_tables(out, "base2novel", markdown_table(rows, f"{method}: base-to-novel"), CSV_HEADER,
-                                _csv_rows(rows))
-    return {**files, "png": plot_base_novel({method: rows}, out / "base2novel.png")}
+                                _csv_rows(rows), settings)
+    return {**files, "png": plot_base_novel({method: rows}, out / "base2novel.png", settings)}
 
 
 def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str | None = None) -> str:
-    """Methods side by side: per dataset (and the Average row), base / novel / HM of each method.
+    """Methods side by side: per dataset (and the Average row), base / novel / HM of each method,
+    the best method's value of each in bold (:func:`vlprompt.tables.bold_best`).
 
     Each method's rows follow :func:`base2novel_table`; a dataset a method has no runs for shows
     ``-``, and so does the Average of a method that ran fewer than two datasets.
@@ -158,13 +173,14 @@ def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str
     methods = list(by_method)
     rows = []
     for d in datasets:
-        cells = [f"**{d}**" if d == "Average" else d]
+        cells = [d]
         for m in methods:
             r = by_method[m].get(d)
             cells += [f"{r['base']:.2f}", f"{r['novel']:.2f}", f"{r['hm']:.2f}"] if r else ["-", "-", "-"]
         rows.append(cells)
     header = ["dataset"] + [f"{m} {col}" for m in methods for col in ("base", "novel", "HM")]
-    return tables.markdown_table(header, rows, title)
+    rivals = [[(i, 1 + 3 * j + k) for j in range(len(methods))] for i in range(len(rows)) for k in range(3)]
+    return tables.markdown_table(header, tables.bold_best(rows, groups=rivals), title)
 
 
 def fewshot_summary(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
@@ -176,11 +192,21 @@ def fewshot_summary(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]
             for d, s in table.items()}
 
 
+def fewshot_implied(result: Mapping) -> list[str]:
+    """The options a few-shot sweep gives a run itself (:func:`vlprompt.engine.sweep.fewshot_options`)."""
+    from ..engine.sweep import fewshot_options
+
+    return fewshot_options(result["dataset"], result["shots"], result["seed"])
+
+
 def write_fewshot_report(runs: list[dict], out_dir: Path, method: str,
-                                 zero_shot: dict[str, float | None] | None = None) -> str:
-    """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir``; returns the table.
-    ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot."""
+                         zero_shot: dict[str, float | None] | None = None) -> str:
+    """Write ``fewshot.md``, ``.csv`` and ``.png`` (y from 0) to ``out_dir``; returns the Markdown.
+    ``zero_shot`` (top-1 per dataset) is a column of the table and a dashed line of the plot. The x
+    axis is log2 with the shot counts as its only ticks. Table and plot name the settings the runs
+    changed from the shipped configs (``--epochs`` included; CoOp's schedule is not a change)."""
     zero_shot = {d: a for d, a in (zero_shot or {}).items() if a is not None}
+    settings = run_settings(runs, fewshot_implied)
     summary = fewshot_summary(runs)
     shots = sorted({r["shots"] for r in runs})
     header = ["dataset", "zero-shot"] + [f"{k} shot{'s' if k > 1 else ''}" for k in shots]
@@ -188,14 +214,16 @@ def write_fewshot_report(runs: list[dict], out_dir: Path, method: str,
                                   *(f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots)]
                                  for dataset, row in summary.items()),
                         f"{method}: few-shot top-1 (all classes, mean ± std over seeds)")
-    tables.write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1"],
-                 ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"]
-                  for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"]))))
+    files = tables.write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1"],
+                                ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"]
+                                 for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"]))),
+                                settings)
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedFormatter, FixedLocator, NullLocator
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for dataset, row in summary.items():
@@ -206,19 +234,25 @@ def write_fewshot_report(runs: list[dict], out_dir: Path, method: str,
         if dataset in zero_shot:
             ax.axhline(zero_shot[dataset], ls="--", lw=1, color=color,
                        label=f"{dataset} zero-shot ({zero_shot[dataset]:.1f})")
-    ax.set(xscale="log", xticks=shots, xticklabels=[str(k) for k in shots], xlabel="shots per class",
-           ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning", ylim=(0, 100))
+    # log2 with the shot counts as the only ticks: a log10 axis labels minor ticks (3x10^0) when
+    # the shots span less than a decade
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(shots))
+    ax.xaxis.set_major_formatter(FixedFormatter([str(k) for k in shots]))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set(xlabel="shots per class", ylabel="top-1 accuracy (%)", title=f"{method}: few-shot learning", ylim=(0, 100))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(out_dir / "fewshot.png", lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
-    plt.close(fig)
-    return md
+    tables.save_plot(fig, out_dir / "fewshot.png", settings)
+    return files["md"].read_text()
 
 
 def write_transfer_report(per_seed: dict[int, dict[str, float]], protocol, out_dir: Path, method: str,
-                          zero_shot: dict[str, float | None] | None = None) -> str:
-    """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown table (with a zero-shot
-    CLIP row when ``zero_shot`` gives its top-1 per target)."""
+                          zero_shot: dict[str, float | None] | None = None,
+                          settings: Sequence[str] | None = None) -> str:
+    """Write ``<protocol>.md`` and ``.csv`` to ``out_dir``; returns the Markdown (with a zero-shot
+    CLIP row when ``zero_shot`` gives its top-1 per target). The best value of each column is bold,
+    whichever row has it; ``settings`` (:func:`run_settings`) are the changes from the shipped configs."""
     targets = [t.dataset for t in protocol.targets]
     mean = {t: statistics.fmean(acc[t] for acc in per_seed.values()) for t in targets}
     average = statistics.fmean(mean[t] for t in protocol.average) if protocol.average else None
@@ -230,10 +264,12 @@ def write_transfer_report(per_seed: dict[int, dict[str, float]], protocol, out_d
             cells.append(f"{statistics.fmean(known):.2f}" if None not in known else "-")
         rows.append(cells)
     ours = [method, *(f"{mean[t]:.2f}" for t in targets)]
-    rows.append(ours + ([f"**{average:.2f}**"] if average is not None else []))
+    rows.append(ours + ([f"{average:.2f}"] if average is not None else []))
     header = ["method", *targets] + (["average"] if average is not None else [])
+    rows = tables.bold_best(rows, columns=range(1, len(header)))
     text = (tables.markdown_table(header, rows, f"{protocol.name} ({protocol.description})")
             + f"\nseeds: {sorted(per_seed)}; the average is over {', '.join(protocol.average)}\n")
-    tables.write_tables(out_dir, protocol.name, text, ["target", "seed", "top1"],
-                 ([t, seed, f"{acc[t]:.4f}"] for seed, acc in sorted(per_seed.items()) for t in targets))
-    return text
+    files = tables.write_tables(out_dir, protocol.name, text, ["target", "seed", "top1"],
+                                ([t, seed, f"{acc[t]:.4f}"] for seed, acc in sorted(per_seed.items()) for t in targets),
+                                settings)
+    return files["md"].read_text()
