@@ -242,6 +242,7 @@ def claim_work_dir(work_dir: str | os.PathLike, *, name: str, config_file: str, 
             if not resume:
                 raise WorkDirConflict(f"{work_dir} holds a run of {name} with other settings ({listed}); "
                                       f"use another --work-dir, or --overwrite to replace it")
+            check_work_dir_run(work_dir, None, model_cfg, config_file)  # another learner: refused, not warned of
             logger.warning("--resume: %s goes on with other settings than it started with (%s)", work_dir, listed)
         finished = record.get("finished") if record else held.get("finished")
         if finished:
