@@ -1,4 +1,5 @@
-"""Test-wide settings: no network, deterministic torch, small shared models."""
+"""Test-wide settings: no network, deterministic torch, small shared models, and no file written into the
+checkout (checkout_guard: tests write only into temporary folders)."""
 
 import os
 
@@ -10,6 +11,7 @@ os.environ.setdefault("VLPROMPT_CACHE", os.path.join(os.path.dirname(__file__), 
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from checkout_guard import pytest_sessionfinish, pytest_sessionstart  # noqa: E402, F401
 
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 

@@ -18,18 +18,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
+from vlprompt.cli import HelpFormatter, add_cfg_options, add_debug_argument, cfg_options, run_tool
 
 SAMPLER_NAMES = ("random", "entropy", "coreset", "badge")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="an active-learning config (configs/active/...)")
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLER_NAMES), metavar="NAME",
                         help=f"samplers to run (default: {' '.join(SAMPLER_NAMES)})")
     parser.add_argument("--pcb", choices=("both", "on", "off"), default="both",
-                        help="each sampler with PCB, without, or both (default)")
+                        help="each sampler with PCB (on), without (off), or both")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--rounds", type=int, help="override active.rounds (8)")
     parser.add_argument("--work-root", help="default: work_dirs/active/<config name>")

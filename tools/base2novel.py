@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
+from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
@@ -59,7 +59,7 @@ def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--method", required=True, help="a folder of configs/ (coop, cocoop, maple, zsclip, ...)")
     parser.add_argument("--datasets", nargs="+", default=["all"], help="'all' for the 11 benchmarks, or names")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])

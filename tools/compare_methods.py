@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vlprompt.cli import add_debug_argument, run_tool
+from vlprompt.cli import HelpFormatter, add_debug_argument, run_tool
 
 ZERO_SHOT = "zsclip"
 
@@ -56,7 +56,7 @@ def make_zero_shot_runs(work_root: Path, others: list[dict], have: list[dict]) -
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--methods", nargs="+", required=True)
     parser.add_argument("--datasets", nargs="+", default=None, help="only these datasets (default: all found)")
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/base2novel"))

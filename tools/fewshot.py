@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
+from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
@@ -53,7 +53,7 @@ def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--method", required=True)
     parser.add_argument("--datasets", nargs="+", default=["all"])
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8, 16])

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from vlprompt.cli import add_debug_argument, run_tool  # noqa: E402
+from vlprompt.cli import HelpFormatter, add_debug_argument, run_tool  # noqa: E402
 from vlprompt.toyworld import (  # noqa: E402
     DEFAULT_SEED,
     TOY_ALL,
@@ -30,7 +30,7 @@ from vlprompt.toyworld import (  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, generate the requested datasets, print where they are and the time taken."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--root", default=None, help="output folder (default: $VLPROMPT_CACHE/toyworld "
                     "or ~/.cache/vlprompt/toyworld)")
     ap.add_argument("--datasets", nargs="+", default=list(TOY_ALL), choices=list(TOY_ALL), metavar="NAME",

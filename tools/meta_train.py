@@ -17,11 +17,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
+from vlprompt.cli import HelpFormatter, add_cfg_options, add_debug_argument, cfg_options, run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="a meta-training config (configs/gram/meta_*.py)")
     parser.add_argument("--work-dir", help="default: work_dirs/gram/<config name>")
     parser.add_argument("--restart", action="store_true", help="ignore a saved state and start over")

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vlprompt.cli import add_sweep_arguments, run_tool, sweep_options
+from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_options
 from vlprompt.tables import markdown_table, summarise_settings, write_tables
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def markdown(summary: list[dict], zero_shot: float, target: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])

@@ -18,14 +18,16 @@ import argparse
 import os
 import sys
 
-from vlprompt.cli import DATA_ENV, add_debug_argument, run_tool
+from vlprompt.cli import DATA_ENV, HelpFormatter, add_debug_argument, run_tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Check datasets on disk (see datasets/README.md).")
+    parser = argparse.ArgumentParser(description="Check datasets on disk (see datasets/README.md).",
+                                     formatter_class=HelpFormatter)
     add_debug_argument(parser)  # before or after the command: run_tool reads it from the command line
     sub = parser.add_subparsers(dest="command", required=True)
-    verify = sub.add_parser("verify", help="check that datasets are present and complete")
+    verify = sub.add_parser("verify", help="check that datasets are present and complete",
+                            formatter_class=HelpFormatter)
     verify.add_argument("--data-root", default=None, help=f"folder holding the datasets (default: ${DATA_ENV})")
     verify.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
                         help='registry names (default: the 16 benchmarks); "all" adds the toy datasets and the '

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from vlprompt.cli import add_debug_argument, run_tool
+from vlprompt.cli import HelpFormatter, add_debug_argument, run_tool
 
 #: the options that set a field of PretrainConfig; unset ones keep the recipe's default
 RECIPE_FIELDS = ("arch", "steps", "batch_size", "lr", "warmup_steps", "seed", "max_minutes", "aux_weight")
@@ -31,7 +31,7 @@ RECIPE_NAMES = ("toy", "toy-teacher")
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, pretrain, write the checkpoint and its loss log."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter,
                                      epilog="Unset recipe options keep PretrainConfig's defaults "
                                             "(vlprompt/toyworld/pretrain.py).")
     parser.add_argument("--recipe", default="toy", choices=RECIPE_NAMES,

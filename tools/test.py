@@ -15,11 +15,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, add_verbose_argument, cfg_options, run_tool
+from vlprompt.cli import (
+    HelpFormatter,
+    add_cfg_options,
+    add_debug_argument,
+    add_verbose_argument,
+    cfg_options,
+    run_tool,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config")
     parser.add_argument("checkpoint", help="epoch_N.pth, learned.safetensors, or 'none' (zero-shot CLIP)")
     parser.add_argument("--subsample", choices=["base", "novel", "new", "all"], default=None)

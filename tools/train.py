@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlprompt.cli import (
+    HelpFormatter,
     add_cfg_options,
     add_debug_argument,
     add_run_selection,
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # torch, mmengine and vlprompt.engine are imported after the 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_run_selection(parser)
     parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<method>/<dataset>, "
                                            "e.g. work_dirs/gram/coop/toy_hues: one folder per run)")

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlprompt.cli import OVERWRITE_HELP, UsageError, add_sweep_arguments, run_tool, sweep_options
+from vlprompt.cli import OVERWRITE_HELP, HelpFormatter, UsageError, add_sweep_arguments, run_tool, sweep_options
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
@@ -93,7 +93,7 @@ def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--method", required=True)
     parser.add_argument("--protocol", default="cross-dataset",
                         help="cross-dataset, domain-generalization or toy-domain-generalization")

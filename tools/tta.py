@@ -31,7 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vlprompt.cli import add_cfg_options, add_debug_argument, cfg_options, run_tool
+from vlprompt.cli import HelpFormatter, add_cfg_options, add_debug_argument, cfg_options, run_tool
 
 # torch, mmengine and vlprompt.engine are imported after the arguments are parsed; the loop itself is
 # vlprompt.adapters.run (this tool keeps the arguments and the table)
@@ -41,7 +41,7 @@ TABLE_ROOT = Path("work_dirs/tta")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("configs", nargs="+", metavar="CONFIG", help="configs/tpt/*.py, configs/rlcf/*.py")
     parser.add_argument("--checkpoint", help="a trained learner (work_dirs/.../learned.safetensors) whose text "
                                              "context is adapted (default: zero-shot 'a photo of a')")

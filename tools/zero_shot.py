@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vlprompt.cli import DATA_ENV, UsageError, add_debug_argument, run_tool
+from vlprompt.cli import DATA_ENV, HelpFormatter, UsageError, add_debug_argument, run_tool
 
 
 def _templates(kind: str, dataset: str) -> str | list[str]:
@@ -31,7 +31,7 @@ def _templates(kind: str, dataset: str) -> str | list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--backbone", default="toy")
     parser.add_argument("--pretrained", default=None, help="tag or weight file (default: the packaged one)")
     parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME",

@@ -20,6 +20,7 @@ collected as raw ``key=value`` strings (:func:`add_cfg_options`) and converted b
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -53,6 +54,41 @@ OVERWRITE_HELP = ("retrain finished runs whose recorded config differs from this
                   "reused)")
 
 T = TypeVar("T")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every tool's ``--help``: the module docstring as written, and each option's default.
+
+    A default is shown as one would type it (``--seeds 1 2 3`` shows ``(default: 1 2 3)``), also for an
+    option without a help string (argparse's own formatter skips those). Not shown: a default of
+    ``None``, ``False`` or an empty value (nothing is set), a flag's (``store_true``...), and a help
+    string that already speaks of its default (``default: $VLPROMPT_DATA``)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not (action.help or "").strip() and _shown_default(action) is not None:
+            action = copy.copy(action)  # argparse writes no help line at all for an action without help
+            action.help = self._get_help_string(action)
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        shown = _shown_default(action)
+        if shown is None:
+            return action.help
+        help = (action.help or "").strip()
+        return (help + " " if help else "") + "(default: " + shown.replace("%", "%%") + ")"
+
+
+def _shown_default(action: argparse.Action) -> str | None:
+    """``action``'s default as its help shows it, or ``None`` when the help should not show one."""
+    default = action.default
+    if (default is None or default is False or default is argparse.SUPPRESS or action.nargs == 0
+            or "default" in (action.help or "").lower()):
+        return None
+    if not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)):
+        return None  # a required positional: its default is never used
+    if isinstance(default, (list, tuple)):
+        return " ".join(str(value) for value in default) or None
+    return str(default) or None
 
 
 class UsageError(UserError, ValueError):

@@ -118,7 +118,8 @@ def test_a_truncated_safetensors_checkpoint(tmp_path):
     save_safetensors({"ctx": torch.zeros(4, 8)}, good, {"format": "vlprompt"})
     bad = tmp_path / "learned.safetensors"
     bad.write_bytes(good.read_bytes()[:20])
-    line = _one_error_line(_run("tools/test.py", "configs/coop/toy_shapes.py", str(bad)))
+    line = _one_error_line(_run("tools/test.py", "configs/coop/toy_shapes.py", str(bad),
+                                "--work-dir", str(tmp_path / "run")))  # the runner is built before the file is read
     assert line.startswith(f"error: {bad}: not a readable safetensors file")
 
 

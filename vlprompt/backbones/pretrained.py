@@ -12,6 +12,9 @@ import json
 import logging
 import math
 import os
+import socket
+import urllib.parse
+import urllib.request
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -143,7 +146,96 @@ def _preprocess_from_metadata(
     return PreprocessCfg(image_size=size, mean=stats["mean"], std=stats["std"], **choices)
 
 
+OFFLINE_ENVS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+"""Environment variables that declare the machine offline (huggingface_hub's): a tag is then looked up in
+the caches only, and fails at once when it is not there."""
+CONNECT_TIMEOUT_S = 10.0
+"""How long the one connection attempt before a download may take (no retry: an offline machine answers at once)."""
+_TRUE_VALUES = ("1", "ON", "YES", "TRUE")
+
+
+def offline_mode() -> str | None:
+    """The variable of :data:`OFFLINE_ENVS` that is set to a true value (``1``, ``yes``...), or ``None``."""
+    for key in OFFLINE_ENVS:
+        if os.environ.get(key, "").strip().upper() in _TRUE_VALUES:
+            return key
+    return None
+
+
+def _unreachable(url: str) -> str | None:
+    """Why ``url``'s host (or the proxy that serves it) cannot be reached, or ``None`` when it can.
+
+    One connection attempt: huggingface_hub retries a failed request five times with a growing wait
+    (about 50 s offline for one tag), so the download starts only once the host answered."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_parts.hostname or "", proxy_parts.port or 80
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+            return None
+    except OSError as err:
+        return f"cannot reach {host}:{port} ({type(err).__name__}: {err})"
+
+
+def _hub_file(cfg: dict) -> tuple[str, str] | None:
+    """The Hugging Face repository and file open_clip downloads a tag from, or ``None`` when it uses the URL."""
+    hub = cfg.get("hf_hub", "")
+    if not hub or not open_clip.pretrained.has_hf_hub():
+        return None
+    repo, filename = os.path.split(hub)
+    return repo, filename or open_clip.pretrained.HF_WEIGHTS_NAME
+
+
+def _cached_tag_file(cfg: dict, cache: Path, hub_cache: str) -> str | None:
+    """A tag's weight file already on this machine (no network): the URL's file in ``cache``, or the hub
+    file (or its safetensors twin, which open_clip prefers) in the Hugging Face cache."""
+    url = cfg.get("url", "")
+    if url and (cache / os.path.basename(url)).is_file():
+        return str(cache / os.path.basename(url))
+    hub = _hub_file(cfg)
+    if hub is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, filename = hub
+    safe = getattr(open_clip.pretrained, "_get_safe_alternatives", lambda name: ())
+    for name in (*safe(filename), filename):
+        found = try_to_load_from_cache(repo, name, cache_dir=hub_cache)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _unavailable(arch: ClipArch, tag: str, cfg: dict, cache: Path, hub_cache: str, own_cache: bool,
+                 reason: str) -> PretrainedUnavailable:
+    """The error for a tag whose weights are neither cached nor downloadable: where to put them instead."""
+    places = []
+    if cfg.get("url"):
+        name = os.path.basename(cfg["url"])
+        places.append(f"put {name} ({cfg['url']}) in {cache}"
+                      + ("" if own_cache else " (VLPROMPT_CLIP_CACHE names another folder)"))
+    hub = _hub_file(cfg)
+    if hub:
+        places.append(f"copy a Hugging Face cache holding {hub[0]}/{hub[1]} (https://huggingface.co/{hub[0]}) "
+                      f"into {hub_cache}")
+    places.append(f"pass the weight file's path instead of the tag: build_clip({arch.name!r}, "
+                  f"pretrained='/path/to/file.pt') or load_prompted_clip({{'backbone': {arch.name!r}, "
+                  f"'pretrained': '/path/to/file.pt'}})")
+    return PretrainedUnavailable(
+        f"no pretrained weights {arch.name}/{tag} (architecture {arch.name}, tag {tag!r}) on this machine, and "
+        f"they cannot be downloaded: {reason}. On a machine with network they download on first use; here, "
+        + "; or ".join(places) + "."
+    )
+
+
 def _download_tag(arch: ClipArch, tag: str, cache_dir: str | None) -> tuple[Path, dict]:
+    """The weight file of open_clip tag ``tag``: from the caches, else downloaded once the host answers.
+
+    Offline (:func:`offline_mode`) or when the first connection fails, the error comes at once (no
+    retries) and says where to put the file."""
     cfg = open_clip.get_pretrained_cfg(arch.open_clip_name, tag)
     if not cfg:
         tags = list(arch.local_weights) + open_clip.list_pretrained_tags_by_model(arch.open_clip_name)
@@ -152,17 +244,29 @@ def _download_tag(arch: ClipArch, tag: str, cache_dir: str | None) -> tuple[Path
             f"known tags: {', '.join(tags) or 'none'}"
         )
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    hub_cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    hub = _hub_file(cfg)
+    hub_cache, endpoint = "", cfg.get("url", "")
+    if hub:
+        from huggingface_hub import constants
+
+        hub_cache = str(Path(cache_dir).expanduser()) if cache_dir else constants.HF_HUB_CACHE
+        endpoint = constants.ENDPOINT
+    target = _cached_tag_file(cfg, cache, hub_cache)
+    url_copy = bool(cfg.get("url")) and target == str(cache / os.path.basename(cfg["url"]))
+    if target is None:
+        offline = offline_mode()
+        reason = f"{offline} is set" if offline else _unreachable(endpoint)
+        if reason:
+            raise _unavailable(arch, tag, cfg, cache, hub_cache, bool(cache_dir), reason)
     try:
-        target = open_clip.download_pretrained(cfg, cache_dir=str(cache_dir) if cache_dir else None)
+        if target is None:  # the hub's cache is open_clip's for hub downloads; URL downloads go to ``cache``
+            target = open_clip.download_pretrained(cfg, cache_dir=cache_dir if hub else str(cache))
+        elif url_copy and not offline_mode():  # open_clip checks the SHA-256 (a partial copy is fetched again)
+            target = open_clip.pretrained.download_pretrained_from_url(cfg["url"], cache_dir=str(cache))
     except Exception as err:  # network, hub or cache errors all mean the same thing to the user
-        raise PretrainedUnavailable(
-            f"could not fetch pretrained weights {arch.name}/{tag} ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}). This machine may be offline. "
-            f"open_clip looks for them in its cache ({cache} for URL downloads, {hub_cache} for "
-            f"Hugging Face hub downloads). Copy the weight file there on a machine with network, or "
-            f"pass its path instead of the tag: build_clip({arch.name!r}, pretrained='/path/to/file.pt')."
-        ) from None
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
+        raise _unavailable(arch, tag, cfg, cache, hub_cache, bool(cache_dir),
+                           f"{type(err).__name__}: {detail}") from None
     if not target:
         raise PretrainedUnavailable(f"open_clip gave no file for {arch.name}/{tag}")
     return Path(target), cfg
