@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     add_sweep_arguments(parser, "work_dirs/base2novel", data_root_help="benchmarks' root (default: $VLPROMPT_DATA)")
     args = parser.parse_args(argv)
+    from vlprompt.cli import dataset_arguments, method_argument
+
+    args.method = method_argument(args.method)  # one name per method and dataset: one run folder, one table row
+    if args.datasets != ["all"]:
+        args.datasets = dataset_arguments(args.datasets)
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
     from vlprompt.engine.sweep import config_path, run_sweep

@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    if args.datasets is not None:  # one name per dataset, as tools/base2novel.py names its run folders and rows
+        from vlprompt.cli import dataset_arguments
+
+        args.datasets = dataset_arguments(args.datasets)
     from vlprompt.engine.sweep import read_base2novel_results
     from vlprompt.evaluation.report import comparison_table, run_settings, seed_options
     from vlprompt.io import atomic_write_text

@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=None, help="override the per-shot schedule")
     add_sweep_arguments(parser, "work_dirs/fewshot")
     args = parser.parse_args(argv)
+    from vlprompt.cli import dataset_arguments, method_argument
+
+    args.method = method_argument(args.method)  # one name per method and dataset: one run folder, one table row
+    if args.datasets != ["all"]:
+        args.datasets = dataset_arguments(args.datasets)
+
     from tqdm import tqdm
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS

@@ -27,7 +27,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--restart", action="store_true", help="ignore a saved state and start over")
     add_cfg_options(parser)
     add_debug_argument(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    from vlprompt.cli import config_argument
+
+    args.config = config_argument(args.config)  # a mistyped path is answered before torch is imported
+    return args
 
 
 def main(argv: list[str] | None = None) -> str:

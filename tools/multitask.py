@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="target config, {family} filled in (default configs/mvlpt/{family}/toy_target.py)")
     add_sweep_arguments(parser, "work_dirs/multitask", overwrite_help="retrain finished runs whose config differs")
     args = parser.parse_args(argv)
+    from vlprompt.cli import dataset_arguments
+
+    args.target = dataset_arguments([args.target], "--target")[0]  # one name per dataset: one reference folder
     from tqdm import tqdm
 
     from vlprompt.engine.compose import config_exists

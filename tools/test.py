@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     add_verbose_argument(parser)
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    from vlprompt.cli import config_argument
+
+    args.config = config_argument(args.config)  # a mistyped path is answered before torch is imported
     from mmengine.dist import is_main_process
 
     from vlprompt.backbones.checkpoint import CheckpointError

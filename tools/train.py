@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     main_process = global_rank(args.launcher) == 0
     with work_dir_lock(cfg.work_dir, launcher=args.launcher):  # one process at a time trains into a work dir
         if main_process:  # refuse to mix two runs in one folder, before anything is built
-            claim_work_dir(cfg.work_dir, name=run_name(args.config, args.overlays), config_file=str(args.config),
+            claim_work_dir(cfg.work_dir, name=run_name(cfg.filename, args.overlays), config_file=cfg.filename,
                            settings=settings, model_cfg=cfg.model, resume=bool(args.resume),
                            overwrite=args.overwrite)
         resume_hint = (f"{cfg.work_dir} holds the unfinished run: add --resume to the same command to continue "

@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="default: configs/<method>/<source dataset>_xd.py")
     add_sweep_arguments(parser, "work_dirs/transfer", overwrite_help=OVERWRITE_HELP.replace("runs", "seeds", 1))
     args = parser.parse_args(argv)
+    from vlprompt.cli import config_argument, method_argument
+
+    if args.source_config is None:  # the method names the source config: a typo is answered before torch loads
+        args.method = method_argument(args.method)
+    else:
+        args.source_config = Path(config_argument(str(args.source_config)))
     from tqdm import tqdm
 
     from vlprompt.datasets import get_protocol

@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
+    from vlprompt.cli import config_argument, dataset_arguments
+
+    args.configs = [config_argument(c) for c in args.configs]  # checked before torch is imported
+    if args.datasets is not None:  # one name per dataset: one run folder and one table row each
+        args.datasets = dataset_arguments(args.datasets)
     return args
 
 

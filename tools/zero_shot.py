@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vlprompt.cli import DATA_ENV, HelpFormatter, UsageError, add_debug_argument, run_tool
+from vlprompt.cli import DATA_ENV, HelpFormatter, add_debug_argument, dataset_arguments, run_tool
 
 
 def _templates(kind: str, dataset: str) -> str | list[str]:
@@ -48,11 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
+    if args.datasets is not None:  # one name per dataset (one row each); a typo is refused before torch is imported
+        args.datasets = dataset_arguments(args.datasets)
     import torch
     from tqdm import tqdm
 
     from vlprompt.backbones import build_clip, get_arch
-    from vlprompt.datasets import build_dataset, build_test_transform, canonical_name
+    from vlprompt.datasets import build_dataset, build_test_transform
     from vlprompt.datasets.toyworld import TOY_DATASETS
     from vlprompt.evaluation import extract_features, probe_accuracy, train_linear_probe
     from vlprompt.io import atomic_write_json
@@ -63,11 +65,6 @@ def main(argv: list[str] | None = None) -> None:
         args.datasets = list(TOY_DATASETS)
     if args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    for name in args.datasets:  # a typo stops the tool before the CLIP is built
-        try:
-            canonical_name(name)
-        except KeyError as err:
-            raise UsageError(f"--datasets {name}: {err.args[0]}") from None
     arch = get_arch(args.backbone)
     pretrained = args.pretrained or next(iter(arch.local_weights), None)
     clip = build_clip(args.backbone, pretrained=pretrained, device=args.device)

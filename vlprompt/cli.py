@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from .errors import UserError
+from . import names
+from .errors import ConfigNotFoundError, UserError
 
 DEBUG_ENV = "VLPROMPT_DEBUG"
 """Set to 1 to see the traceback of expected errors (as ``--debug`` does)."""
@@ -142,18 +143,53 @@ def add_run_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def run_selection(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[str, list[str]]:
-    """The config path and overlays that ``args`` name; a usage error when they name none or both."""
+    """The config path and overlays that ``args`` name, the path checked and with its dataset's one name
+    (:func:`config_argument`); a usage error when they name none or both."""
     if (args.method is None) != (args.dataset is None):
         parser.error("--method and --dataset go together")
     if args.method and args.config:
         parser.error("give a config path or --method/--dataset, not both")
     if args.method:
-        return os.path.join("configs", args.method, f"{args.dataset.replace('-', '_')}.py"), list(args.overlay)
+        method = method_argument(args.method)
+        dataset = dataset_arguments([args.dataset], "--dataset")[0]
+        return config_argument(os.path.join("configs", method, f"{names.leaf_name(dataset)}.py")), list(args.overlay)
     if not args.config:
         parser.error("a config path or --method and --dataset are required")
     if args.overlay:
         parser.error("--overlay goes with --method and --dataset")
-    return args.config, []
+    return config_argument(args.config), []
+
+
+def config_argument(path: str) -> str:
+    """A tool's config path, checked right after parsing (before torch is imported): ``path`` if it is a
+    file, else the composed run it names, spelled with its dataset's one name (``configs/coop/toy-shapes.py``
+    is ``configs/coop/toy_shapes.py``); a :class:`~vlprompt.errors.ConfigNotFoundError` naming the closest
+    config files and composable runs when it names neither (:func:`vlprompt.names.check_config_path`)."""
+    return names.check_config_path(path)
+
+
+def dataset_arguments(datasets: Sequence[str], option: str = "--datasets") -> list[str]:
+    """The datasets a tool's ``option`` names, each as its one name (the reader's registry name:
+    ``toy_shapes`` and ``Toy-Shapes`` are ``toy-shapes``) and once, in order; so every spelling makes
+    the same run folder, config path and table row. An unknown name is a :class:`UsageError` naming the
+    closest datasets. Checked before torch is imported (:data:`vlprompt.names.DATASET_SPELLINGS`)."""
+    out = []
+    for name in datasets:
+        try:
+            out.append(names.canonical_dataset(name))
+        except names.UnknownNameError as err:
+            raise UsageError(f"{option} {name}: {err}") from None
+    return list(dict.fromkeys(out))
+
+
+def method_argument(method: str, option: str = "--method") -> str:
+    """A tool's method as the folder of ``configs/`` that holds its ``_method.py`` (``CoOp`` and
+    ``configs/coop/`` are ``coop``; variants such as ``gram/coop`` too); an unknown one is a
+    :class:`UsageError` naming the closest methods and listing them all."""
+    try:
+        return names.canonical_method(method)
+    except ConfigNotFoundError as err:
+        raise UsageError(f"{option} {method}: {err}") from None
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser, work_root: str, data_root_help: str | None = None,

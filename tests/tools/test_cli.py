@@ -98,8 +98,9 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 def test_a_missing_config(tmp_path):
     line = _one_error_line(_run("tools/train.py", "configs/coop/toy_shape.py", "--work-dir", str(tmp_path / "w")))
-    assert line.startswith("error: config not found: configs/coop/toy_shape.py: unknown dataset 'toy_shape' "
-                           "(did you mean toy-shapes")
+    assert line.startswith("error: config not found: configs/coop/toy_shape.py (did you mean "
+                           "configs/coop/toy_shapes.py?): no such file, and no run to compose: unknown dataset "
+                           "'toy_shape' (did you mean toy-shapes")
     assert not (tmp_path / "w").exists()
 
 
@@ -126,7 +127,7 @@ def test_a_truncated_safetensors_checkpoint(tmp_path):
 def test_an_unknown_dataset_name_in_a_sweep(tmp_path):
     line = _one_error_line(_run("tools/base2novel.py", "--method", "coop", "--datasets", "nope",
                                 "--work-root", str(tmp_path)))
-    assert "no config for coop on nope: unknown dataset 'nope'" in line and "known: " in line and "toy-shapes" in line
+    assert "--datasets nope: unknown dataset 'nope'" in line and "known: " in line and "toy-shapes" in line
     assert list(tmp_path.iterdir()) == []
 
 

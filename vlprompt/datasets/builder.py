@@ -21,20 +21,17 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ..names import canonical_dataset
 from ..registry import DATASETS
 from .base import BenchmarkDataset
 from .protocol import BASE2NOVEL_DATASETS, DG_TARGETS, IMAGENET_FAMILY
 
 __all__ = ['BENCHMARKS', 'build_dataset', 'build_dataset_from_cfg', 'canonical_name', 'dataset_facts',
-           'get_dataset_class', 'list_datasets']
+           'dataset_spellings', 'get_dataset_class', 'list_datasets']
 
 # The published benchmarks in table order: base-to-novel, ImageNet variants, CODaN.
 BENCHMARKS: tuple[str, ...] = BASE2NOVEL_DATASETS + DG_TARGETS + ('codan',)
 _GENERIC = ('split-folder',)
-
-
-def _key(name: str) -> str:
-    return name.strip().lower().replace('_', '-')
 
 
 def _readers() -> dict[str, type[BenchmarkDataset]]:
@@ -53,21 +50,22 @@ def list_datasets(toy: bool = True) -> list[str]:
     return ordered if toy else [n for n in ordered if n in BENCHMARKS]
 
 
-def canonical_name(name: str) -> str:
-    """The registry name for ``name``; Dassl class names and folder names are accepted too."""
+def dataset_spellings() -> dict[str, tuple[str, ...]]:
+    """Every registered dataset (in :func:`list_datasets`'s order) and the other spellings its reader
+    accepts: Dassl class names, aliases, its folder name (the table :data:`vlprompt.names.DATASET_SPELLINGS`
+    copies, for the tools that check names before importing the readers)."""
     readers = _readers()
-    if name in readers:
-        return name
-    key = _key(name)
-    for reg_name, cls in readers.items():
-        if key == _key(reg_name) or key in {_key(a) for a in (*cls.aliases, cls.dataset_dir) if a}:
-            return reg_name
-    import difflib
+    spellings = {name: (*readers[name].aliases, readers[name].dataset_dir) for name in list_datasets()}
+    return {name: tuple(dict.fromkeys(s for s in other if s and s != name)) for name, other in spellings.items()}
 
-    known = list_datasets()
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-    hint = f' (did you mean {" or ".join(close)}?)' if close else ''
-    raise KeyError(f'unknown dataset {name!r}{hint}; known: {", ".join(known)}')
+
+def canonical_name(name: str) -> str:
+    """The registry name for ``name`` (the one name of a dataset); Dassl class names, aliases and folder names
+    are accepted too, case and ``_``/``-`` aside. An unknown name is a ``KeyError`` naming the closest datasets
+    (:func:`vlprompt.names.canonical_dataset`, with the registry's spellings)."""
+    if name in _readers():
+        return name
+    return canonical_dataset(name, dataset_spellings())
 
 
 def dataset_facts(name: str) -> dict[str, Any]:

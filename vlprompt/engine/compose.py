@@ -25,7 +25,6 @@ dataset name; the recipe entries apply on top of it).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -34,21 +33,16 @@ from typing import Any
 
 from mmengine.config import Config
 
+from .. import names
 from ..errors import ConfigNotFoundError
+from ..names import CONFIGS_ROOT, LEAF_SUFFIXES, METHOD_FILE, check_method, list_methods
 
-CONFIGS_ROOT = Path(__file__).resolve().parents[2] / "configs"
-"""The shipped configs (a config path outside it is composed against the ``configs`` folder it names)."""
-METHOD_FILE = "_method.py"
+__all__ = ["CONFIGS_ROOT", "LEAF_SUFFIXES", "METHOD_FILE", "OVERLAY_DIR", "canonical_config", "check_method",
+           "compose_config", "config_exists", "fill_placeholders", "list_methods", "list_overlays", "recipe_keys",
+           "resolve_config", "split_leaf"]
+
 OVERLAY_DIR = "_overlays_"
-LEAF_SUFFIXES = {"_xd": "cross_dataset"}
-"""Leaf-name suffixes that ask for an overlay: ``imagenet_xd`` is ImageNet's cross-dataset source run."""
 _PLACEHOLDER = re.compile(r"^<dataset(?:\.(\w+))?>$")
-
-
-def list_methods(root: Path = CONFIGS_ROOT) -> list[str]:
-    """Every method and variant of ``root``: the folders (``coop``, ``gram/coop``) holding ``_method.py``."""
-    return sorted(str(p.parent.relative_to(root).as_posix()) for p in root.rglob(METHOD_FILE)
-                  if not p.parent.name.startswith("_"))
 
 
 def list_overlays(root: Path = CONFIGS_ROOT) -> list[str]:
@@ -56,41 +50,17 @@ def list_overlays(root: Path = CONFIGS_ROOT) -> list[str]:
     return sorted(p.stem for p in (root / OVERLAY_DIR).glob("[!_]*.py"))
 
 
-def _configs_root(path: Path) -> Path | None:
-    """The ``configs`` folder that ``path`` lies in, if any."""
-    for parent in path.parents:
-        if parent.name == "configs":
-            return parent
-    return None
+def _registered_datasets() -> dict[str, tuple[str, ...]]:
+    """The registered datasets and their spellings (a dataset registered at run time counts too)."""
+    from ..datasets.builder import dataset_spellings
 
-
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
-def check_method(method: str, root: Path = CONFIGS_ROOT) -> Path:
-    """The folder of ``method``, or an error naming the closest methods and listing them all."""
-    folder = root / method
-    if not (folder / METHOD_FILE).is_file():
-        methods = list_methods(root)
-        raise ConfigNotFoundError(f"unknown method {method!r}{_suggest(method, methods)}: {folder / METHOD_FILE} "
-                                  f"does not exist; methods: {', '.join(methods)}")
-    return folder
+    return dataset_spellings()
 
 
 def split_leaf(stem: str) -> tuple[str, list[str]]:
-    """A leaf name as its dataset and the overlays its suffix asks for (``imagenet_xd``)."""
-    from ..datasets import canonical_name
-
-    try:
-        return canonical_name(stem), []
-    except KeyError:
-        for suffix, overlay in LEAF_SUFFIXES.items():
-            if stem.endswith(suffix):
-                dataset, overlays = split_leaf(stem[: -len(suffix)])
-                return dataset, [*overlays, overlay]
-        raise
+    """A leaf name as its dataset's one name and the overlays its suffix asks for (``imagenet_xd``);
+    a ``KeyError`` naming the closest datasets when it names none (:func:`vlprompt.names.split_leaf`)."""
+    return names.split_leaf(stem, _registered_datasets())
 
 
 def fill_placeholders(node: Any, facts: Mapping[str, Any]) -> Any:
@@ -155,7 +125,8 @@ def _compose(cfg: Config, source: Path, dataset: str, overlays: Sequence[str], r
     known = list_overlays(root)
     for name in overlays:
         if name not in known:
-            raise ConfigNotFoundError(f"unknown overlay {name!r}{_suggest(name, known)}; overlays: {', '.join(known)}")
+            raise ConfigNotFoundError(f"unknown overlay {name!r}{names.did_you_mean(names.closest(name, known))}; "
+                                      f"overlays: {', '.join(known)}")
     _dataset_defaults(cfg, facts)
     for name in overlays:
         cfg.merge_from_dict(Config.fromfile(str(root / OVERLAY_DIR / f"{name}.py")).to_dict())
@@ -171,17 +142,19 @@ def _compose(cfg: Config, source: Path, dataset: str, overlays: Sequence[str], r
     return Config(plain, cfg_text=text, filename=str(filename))
 
 
+def canonical_config(path: str | os.PathLike) -> str:
+    """``path`` if it is a file, else the composed run it names, its leaf the dataset's one name
+    (``configs/coop/toy-shapes.py`` is ``configs/coop/toy_shapes.py``); a path that names neither is a
+    :class:`~vlprompt.errors.ConfigNotFoundError` naming the closest config files and composable runs
+    (:func:`vlprompt.names.check_config_path`, with the registered datasets)."""
+    return os.fspath(path) if Path(path).is_file() else names.check_config_path(path, _registered_datasets())
+
+
 def config_exists(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a config file or a run that :func:`resolve_config` composes (no file is read)."""
-    path = Path(path)
-    if path.is_file():
-        return True
-    root = _configs_root(path.resolve())
-    if root is None or path.suffix != ".py" or not (path.resolve().parent / METHOD_FILE).is_file():
-        return False
     try:
-        split_leaf(path.stem)
-    except KeyError:
+        canonical_config(path)
+    except ConfigNotFoundError:
         return False
     return True
 
@@ -194,19 +167,13 @@ def resolve_config(path: str | os.PathLike, overlays: Sequence[str] = ()) -> Con
     if path.is_file():
         cfg = Config.fromfile(str(path))
         if isinstance(cfg.get("dataset"), str):  # a leaf of pure composition: a method's file + a dataset name
-            root = _configs_root(path.resolve()) or CONFIGS_ROOT
+            root = names.configs_root(path) or CONFIGS_ROOT
             return _compose(cfg, path, cfg.dataset, overlays, root, path)
         if overlays:
             raise ConfigNotFoundError(f"{path} is a whole run: overlays ({', '.join(overlays)}) apply to composed runs")
         return cfg
-    root = _configs_root(path.resolve())
-    if root is None or path.suffix != ".py":
-        raise ConfigNotFoundError(f"config not found: {path} (a config is a file, or configs/<method>/<dataset>.py "
-                                  f"for a composed run)")
-    method = path.resolve().parent.relative_to(root).as_posix()
-    check_method(method, root)
-    try:
-        dataset, leaf_overlays = split_leaf(path.stem)
-    except KeyError as err:
-        raise ConfigNotFoundError(f"config not found: {path}: {err.args[0]}") from None
+    path = Path(canonical_config(path))  # refused here, naming the closest configs, when it names no run
+    root = names.configs_root(path)
+    method = Path(os.path.abspath(path)).parent.relative_to(root).as_posix()
+    dataset, leaf_overlays = split_leaf(path.stem)
     return compose_config(method, dataset, [*leaf_overlays, *overlays], root=root, filename=path)

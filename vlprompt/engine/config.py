@@ -151,8 +151,9 @@ def load_config(path: str | os.PathLike, work_dir: str | None = None, options: d
                 overlays: tuple[str, ...] | list[str] = ()) -> Config:
     """A config file with checked command-line overrides and its work dir
     (:func:`default_work_dir` unless given or set in the config)."""
-    from .compose import resolve_config
+    from .compose import canonical_config, resolve_config
 
+    path = canonical_config(path)  # by its dataset's one name: configs/coop/toy-shapes.py is toy_shapes.py
     cfg = resolve_config(path, overlays)  # a file, or configs/<method>/<dataset>.py composed (engine.compose)
     if options:
         check_options(cfg, options, path)

@@ -66,11 +66,12 @@ def fewshot_epochs(dataset: str, shots: int) -> int | None:
 
 
 def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
-    """``configs/<method>/<dataset with underscores>.py``: a file, or a run composed from the method's
-    recipe and the dataset's facts (:mod:`vlprompt.engine.compose`); an unknown method or dataset is
-    refused at once, naming the closest ones."""
+    """``configs/<method>/<dataset's one name, with underscores>.py`` (any spelling of the dataset: ``toy_shapes``
+    and ``toy-shapes`` are one config): a file, or a run composed from the method's recipe and the dataset's
+    facts (:mod:`vlprompt.engine.compose`); an unknown method or dataset is refused at once, naming the
+    closest ones."""
     from ..errors import ConfigNotFoundError
-    from .compose import check_method, split_leaf
+    from .compose import canonical_config, check_method, split_leaf
 
     path = root / "configs" / method / f"{dataset.replace('-', '_')}.py"
     if path.is_file():
@@ -80,7 +81,7 @@ def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
         split_leaf(path.stem)
     except (ConfigNotFoundError, KeyError) as err:
         raise SystemExit(f"no config for {method} on {dataset}: {err.args[0]}") from None
-    return path
+    return Path(canonical_config(path))
 
 
 def run_logged(cmd: list[str], log: Path, cwd: Path = REPO_ROOT) -> None:
