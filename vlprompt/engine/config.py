@@ -130,10 +130,10 @@ def run_name(path: str | os.PathLike, overlays: tuple[str, ...] | list[str] = ()
     ``coop``), an overlay adding its leaf suffix (``maple/imagenet`` + cross_dataset is
     ``maple/imagenet_xd``, as the leaf file is named) or ``_<overlay>``; elsewhere ``<folder>/<file stem>``.
     """
-    from .compose import LEAF_SUFFIXES, _configs_root
+    from ..names import LEAF_SUFFIXES, configs_root
 
     path = Path(path)
-    root = _configs_root(path.resolve())
+    root = configs_root(path.resolve())
     name = (path.resolve().with_suffix("").relative_to(root).as_posix() if root is not None
             else f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem)
     suffix_of = {overlay: suffix for suffix, overlay in LEAF_SUFFIXES.items()}
