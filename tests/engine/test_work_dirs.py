@@ -4,6 +4,7 @@ run's files is refused, and a rerun resumes or refuses instead of silently start
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,5 +130,8 @@ def test_a_sweep_rerun_resumes_its_interrupted_run(tmp_path):
                            "--shots", "1", "--seeds", "1", "--epochs", "2", "--work-root", str(tmp_path),
                            "--cfg-options", *options], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    log = (run.run_dir / "sweep.log").read_text()
-    assert "resumed epoch: 1" in log and (run.run_dir / "sweep_result.json").is_file()
+    # the quiet sweep log names the run's own log, where mmengine reports what it resumed
+    run_log = re.search(r"^log: +(\S+)$", (run.run_dir / "sweep.log").read_text(), re.M)
+    assert run_log, (run.run_dir / "sweep.log").read_text()[-2000:]
+    assert "resumed epoch: 1" in Path(run_log.group(1)).read_text()
+    assert (run.run_dir / "sweep_result.json").is_file()
