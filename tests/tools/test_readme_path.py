@@ -3,11 +3,14 @@
 The commands are read from the fenced bash block under ``## Try it`` in README.md, so the README
 cannot drift from the tools: a tool, config, flag or value that disappears fails the fast tests, and
 so does a command that needs an output no earlier command makes (compare_methods once needed a
-zero-shot sweep nothing made). The slow test runs every command in order, shortened.
+zero-shot sweep nothing made). The slow test runs every command in order, shortened. The quick-look
+block below it is checked the same way, and each block's table of times must give every command a
+time and a total that adds up (issue 31).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -31,14 +34,44 @@ SHORTEN = {  # flags appended to each README command (a later flag of the same n
 }
 
 
-def try_it_commands() -> list[list[str]]:
-    """The argv of each line of the bash block under ``## Try it`` (comments dropped)."""
+def _try_it_section() -> str:
     text = (ROOT / "README.md").read_text()
     section = re.search(r"^## Try it\n(.*?)(?=^## )", text, re.S | re.M)
     assert section, "README.md has no '## Try it' section"
-    block = re.search(r"```bash\n(.*?)```", section.group(1), re.S)
-    assert block, "README.md's 'Try it' section has no ```bash block"
-    return [shlex.split(line, comments=True) for line in block.group(1).splitlines() if line.strip()]
+    return section.group(1)
+
+
+def try_it_blocks() -> list[tuple[list[list[str]], str]]:
+    """Each ```bash block under ``## Try it``: the argv of its lines (comments dropped) and the text
+    between it and the next block (where its table of times is)."""
+    section = _try_it_section()
+    blocks = list(re.finditer(r"```bash\n(.*?)```", section, re.S))
+    assert blocks, "README.md's 'Try it' section has no ```bash block"
+    out = []
+    for i, block in enumerate(blocks):
+        after = section[block.end():blocks[i + 1].start() if i + 1 < len(blocks) else len(section)]
+        argvs = [shlex.split(line, comments=True) for line in block.group(1).splitlines() if line.strip()]
+        out.append((argvs, after))
+    return out
+
+
+def try_it_commands() -> list[list[str]]:
+    """The full path: the first bash block under ``## Try it``."""
+    return try_it_blocks()[0][0]
+
+
+def quick_look_commands() -> list[list[str]]:
+    """The quick look (one seed, few epochs): the second bash block under ``## Try it``."""
+    blocks = try_it_blocks()
+    assert len(blocks) >= 2, "README.md's 'Try it' section has no quick-look block after the full one"
+    return blocks[1][0]
+
+
+def _seconds(text: str) -> int:
+    """'4 min 1 s' -> 241; '34 s' -> 34."""
+    match = re.fullmatch(r"\**(?:(\d+) min)? ?(?:(\d+) s)?\**", text.strip())
+    assert match and any(match.groups()), f"README 'Try it': {text!r} is not a time like '4 min 1 s'"
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
 
 
 def _tool(argv: list[str]) -> str:
@@ -63,23 +96,55 @@ def _env() -> dict[str, str]:
 
 
 def test_try_it_commands_name_existing_tools_configs_flags_and_values():
+    commands = try_it_commands()
+    assert len(commands) >= 7 and {"compare_methods.py", "fewshot.py", "transfer.py"} <= {_tool(c) for c in commands}
+    _check_commands(commands)
+
+
+def test_the_quick_look_names_existing_tools_and_flags_in_its_own_folders():
+    quick = quick_look_commands()
+    assert {"train.py", "base2novel.py", "fewshot.py"} <= {_tool(c) for c in quick}
+    _check_commands(quick)
+    for argv in quick:  # never the full path's folders, so neither block reuses the other's runs
+        folder = _values(argv, "--work-dir") + _values(argv, "--work-root")
+        assert folder and folder[0].startswith("work_dirs/quick/"), f"quick look writes outside work_dirs/quick: {argv}"
+        assert _values(argv, "--seeds") in ([], ["1"]), f"quick look runs more than one seed: {argv}"
+
+
+def test_each_try_it_block_states_each_commands_time_and_a_total_that_adds_up():
+    for commands, after in try_it_blocks()[:2]:  # the full path and the quick look (not the real-data lines)
+        rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+                for line in after.splitlines() if line.strip().startswith("|")]
+        rows = [r for r in rows if not set(r[0]) <= set("-: ") and not r[0].startswith("Command")]
+        assert len(rows) == len(commands) + 1, (
+            f"README 'Try it': the table after {shlex.join(commands[0])}... needs one time per command and a total")
+        for argv, (name, time) in zip(commands, rows[:-1], strict=True):
+            assert _tool(argv) in name, f"README 'Try it': the time row {name!r} is not for {shlex.join(argv)}"
+            assert _seconds(time) > 0
+        name, total = rows[-1]
+        assert "block" in name, f"README 'Try it': the last row {name!r} should be the block's total"
+        parts = sum(_seconds(time) for _, time in rows[:-1])
+        assert abs(_seconds(total) - parts) <= len(rows), f"README 'Try it': total {total}, the rows add to {parts} s"
+
+
+@functools.cache
+def _help(tool: str) -> str:
+    proc = subprocess.run([sys.executable, tool, "--help"], cwd=ROOT, capture_output=True, text=True,
+                          env=_env(), timeout=120)
+    assert proc.returncode == 0, f"{tool} --help failed: {proc.stderr[-1000:]}"
+    return proc.stdout
+
+
+def _check_commands(commands: list[list[str]]) -> None:
     from vlprompt.datasets import get_protocol
     from vlprompt.engine.sweep import config_path
 
-    commands = try_it_commands()
-    assert len(commands) >= 7 and {"compare_methods.py", "fewshot.py", "transfer.py"} <= {_tool(c) for c in commands}
-    helps: dict[str, str] = {}
     for argv in commands:
         tool = _tool(argv)
         assert (ROOT / argv[1]).is_file(), f"README 'Try it': {argv[1]} does not exist"
         assert tool in SHORTEN, f"README 'Try it' runs {tool}: add how to shorten it to SHORTEN in {__file__}"
-        if tool not in helps:
-            proc = subprocess.run([sys.executable, argv[1], "--help"], cwd=ROOT, capture_output=True, text=True,
-                                  env=_env(), timeout=120)
-            assert proc.returncode == 0, f"{argv[1]} --help failed: {proc.stderr[-1000:]}"
-            helps[tool] = proc.stdout
         for flag in [a for a in argv[2:] if a.startswith("--")] + [a for a in SHORTEN[tool] if a.startswith("--")]:
-            assert re.search(rf"{re.escape(flag)}\b", helps[tool]), f"{argv[1]} --help has no {flag} (README: {argv})"
+            assert re.search(rf"{re.escape(flag)}\b", _help(argv[1])), f"{argv[1]} --help has no {flag} ({argv})"
         for arg in argv[2:]:
             if arg.endswith(".py"):
                 from vlprompt.engine.compose import config_exists  # a file, or a run composed from method + dataset
