@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .backbones import CheckpointError, build_clip, list_clips, read_safetensors
+from .backbones import CheckpointError, build_clip, check_tensor_values, list_clips, read_safetensors
 from .learners import PromptLearner, build_learner, list_learners
 from .registry import LEARNERS
 
@@ -146,8 +146,8 @@ def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any
 
 def check_state_fits(learner: PromptLearner, state: dict[str, torch.Tensor], path: str | os.PathLike,
                      file_backbone: str | None = None) -> None:
-    """The file's parameters are the learner's, with the learner's shapes; otherwise an error that
-    names the file, the parameter and both backbones."""
+    """The file's parameters are the learner's, with the learner's shapes, floating and finite; otherwise
+    an error that names the file, the parameter (and both backbones for a shape that does not fit)."""
     expected = learner.state_dict()
     if set(state) != set(expected):
         raise CheckpointError(
@@ -161,6 +161,7 @@ def check_state_fits(learner: PromptLearner, state: dict[str, torch.Tensor], pat
                    "the checkpoint's parameters do not fit the backbone its metadata names")
             raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)} in the checkpoint but "
                                   f"{tuple(expected[key].shape)} for backbone {arch!r} ({why})")
+    check_tensor_values(state, expected, path)
 
 
 def load_learned_into(model: torch.nn.Module, path: str | os.PathLike) -> None:

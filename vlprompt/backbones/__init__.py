@@ -15,7 +15,15 @@ import open_clip
 import torch
 
 from .archs import ClipArch, get_arch, list_clips, register_clip
-from .checkpoint import CheckpointError, check_state_dict, read_safetensors, read_weights, save_safetensors
+from .checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    check_tensor_values,
+    check_tensors_fit,
+    read_safetensors,
+    read_weights,
+    save_safetensors,
+)
 from .pretrained import (
     ActivationUnknownWarning,
     PreprocessCfg,
@@ -44,6 +52,8 @@ __all__ = [
     "TokenLayout",
     "WeightsInfo",
     "build_clip",
+    "check_tensor_values",
+    "check_tensors_fit",
     "build_open_clip_model",
     "install_conv_stem",
     "get_arch",

@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -346,19 +347,52 @@ def check_state_dict(
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]})")
         raise CheckpointError(f"{path}: weights do not fit architecture {arch!r}: {'; '.join(parts)}")
-    for key, value in expected.items():
-        if not value.is_floating_point():
+    check_tensor_values(state, expected, path)
+
+
+def check_tensor_values(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        path: str | os.PathLike, prefix: str = "") -> None:
+    """Every tensor of ``given`` that stands for a floating tensor of ``expected`` is floating and finite.
+
+    ``load_state_dict`` and ``copy_`` would silently cast integers or booleans, and nan/inf would silently
+    poison every output; integer tensors the model itself keeps integer are left alone. Float64 values are
+    checked as float32, the precision they are loaded in, so that values beyond its range are refused.
+    ``prefix`` is put before each key in the message (the key as it is written in the file).
+    """
+    for key, like in expected.items():
+        given_value = given.get(key)
+        if given_value is None or not like.is_floating_point():
             continue
-        given = state[key]
-        if not given.is_floating_point():
+        if not given_value.is_floating_point():
             raise CheckpointError(
-                f"{path}: {key} holds {given.dtype} values in the file, but the model's {key} is floating "
-                f"point ({value.dtype}); refusing to cast them"
+                f"{path}: {prefix}{key} holds {given_value.dtype} values in the file, but it stands for a floating "
+                f"point tensor ({like.dtype}); refusing to cast them"
             )
-        checked = given.float() if given.dtype == torch.float64 else given
+        checked = given_value.float() if given_value.dtype == torch.float64 else given_value
         if checked.numel() and not bool(torch.isfinite(checked).all()):
-            kind = "nan" if bool(torch.isnan(given).any()) else "inf (or beyond float32 range)"
-            raise CheckpointError(f"{path}: {key} holds non-finite values ({kind})")
+            kind = "nan" if bool(torch.isnan(given_value).any()) else "inf (or beyond float32 range)"
+            raise CheckpointError(f"{path}: {prefix}{key} holds non-finite values ({kind})")
+
+
+def check_tensors_fit(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                      path: str | os.PathLike, owner: str, prefix: str = "") -> None:
+    """The one check of tensors read from a file against what they will be loaded into (``owner``, named
+    in the message): the same keys, the same shapes, floating and finite where the owner's are floating.
+    A :class:`CheckpointError` names the file and the first key at fault."""
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if missing or unexpected:
+        parts = ([f"lacks {prefix}{missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")]
+                 if missing else [])
+        if unexpected:
+            parts.append(f"has {prefix}{unexpected[0]}" + (f" (and {len(unexpected) - 1} more)"
+                                                           if len(unexpected) > 1 else "") + f" that {owner} has not")
+        raise CheckpointError(f"{path}: its tensors do not fit {owner}: it {' and '.join(parts)}")
+    for key, like in expected.items():
+        if tuple(given[key].shape) != tuple(like.shape):
+            raise CheckpointError(f"{path}: {prefix}{key} has shape {tuple(given[key].shape)} in the file but "
+                                  f"{tuple(like.shape)} in {owner}")
+    check_tensor_values(given, expected, path, prefix)
 
 
 def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata: dict) -> None:

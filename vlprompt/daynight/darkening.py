@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..backbones import CheckpointError, read_safetensors, save_safetensors
+from ..backbones import CheckpointError, check_tensors_fit, read_safetensors, save_safetensors
 
 __all__ = [
     "DARKENING_ARCH", "DarkeningLoss", "DarkeningNet", "DarkeningSettings", "colour_constancy_loss",
@@ -315,10 +315,6 @@ def load_darkening(path: str | os.PathLike, expect: Mapping[str, Any] | None = N
         net = DarkeningNet(**args)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: darkening metadata cannot build a module ({err})") from None
-    own = net.state_dict()
-    if set(own) != set(state) or any(tuple(own[k].shape) != tuple(state[k].shape) for k in own):
-        odd = sorted(set(own) ^ set(state)) or [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
-        raise CheckpointError(f"{path}: its tensors do not fit a darkening module of width {net.width} "
-                              f"(first mismatch: {odd[0]!r})")
+    check_tensors_fit(state, net.state_dict(), path, f"a darkening module of width {net.width}")
     net.load_state_dict(state)
     return net.to(device).eval().requires_grad_(False)

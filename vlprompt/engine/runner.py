@@ -61,11 +61,12 @@ class PromptRunner(Runner):
         return quiet_console(super().build_logger(log_level, log_file, **kwargs))
 
     def load_or_resume(self) -> None:
-        """``load_from`` a ``learned.safetensors`` (prompts only, no optimizer state) initialises the
-        learner's parameters, checked against the learner and backbone (a source prompt starting a
-        target task, as in MVLPT); everything else goes through mmengine."""
+        """``load_from`` a ``learned.safetensors`` or ``epoch_N.pth`` (prompts only, no optimizer state)
+        initialises the learner's parameters, checked against the learner and backbone (shapes, floating,
+        finite: a source prompt starting a target task, as in MVLPT); resuming goes through mmengine."""
+        model = getattr(self.model, "module", self.model)
         if not self._has_loaded and not self._resume and self._load_from is not None \
-                and str(self._load_from).endswith(".safetensors"):
+                and (str(self._load_from).endswith(".safetensors") or hasattr(model, "learner")):
             load_learned_into(self.model, self._load_from)
             self.logger.info(f"learner parameters initialised from {self._load_from}")
             self._has_loaded = True

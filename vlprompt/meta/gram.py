@@ -28,6 +28,7 @@ pseudo-classes (a learner's own regularisers apply downstream).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -41,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import CheckpointError, build_clip, save_safetensors
+from ..backbones import CheckpointError, build_clip, check_tensor_values, check_tensors_fit, save_safetensors
 from ..engine.checkpoint import comparable, describe_run, read_vlprompt_safetensors
 from ..learners import PromptLearner, build_learner, list_learners
 from ..registry import LEARNERS
@@ -233,15 +234,41 @@ class MetaLearner:
                 "optimizer": self.optimizer.state_dict(), "rng": json.dumps(self.rng.bit_generator.state),
                 "history": json.dumps(self.history)}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], source: str | os.PathLike = "the meta-training state") -> None:
+        """Resume from :meth:`state_dict`'s output; anything that does not fit is a :class:`CheckpointError`
+        naming ``source`` (the state file) and the key, before anything is changed."""
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{source}: not a meta-training state (a {type(state).__name__}, not a mapping)")
+        missing = [k for k in ("iteration", "init", "regulator", "optimizer", "rng", "history") if k not in state]
+        if missing:
+            raise CheckpointError(f"{source}: not a meta-training state (it lacks {', '.join(map(repr, missing))})")
+        for key in ("init", "regulator", "optimizer"):
+            if not isinstance(state[key], Mapping):
+                raise CheckpointError(f"{source}: key {key!r} is a {type(state[key]).__name__}, not a mapping")
+        check_tensors_fit(state["init"], {n: p.detach() for n, p in self.params.items()}, source,
+                          "the learner's prompt parameters", "init.")
+        check_tensors_fit(state["regulator"], self.regulator.state_dict(), source,
+                          f"regulator {self.regulator.regulator_name!r}", "regulator.")
+        try:
+            rng, history, iteration = json.loads(state["rng"]), json.loads(state["history"]), int(state["iteration"])
+            if not isinstance(history, list) or iteration < 0:
+                raise ValueError(f"history {type(history).__name__}, iteration {iteration}")
+            saved_rng = self.rng.bit_generator.state
+            self.rng.bit_generator.state = rng
+            optimizer = copy.deepcopy(self.optimizer.state_dict())
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (TypeError, ValueError, KeyError, IndexError, json.JSONDecodeError, RuntimeError) as err:
+            if "saved_rng" in locals():
+                self.rng.bit_generator.state = saved_rng
+            if "optimizer" in locals():
+                self.optimizer.load_state_dict(optimizer)
+            raise CheckpointError(f"{source}: its iteration, rng, history or optimizer state cannot be resumed "
+                                  f"({type(err).__name__}: {err})") from None
         with torch.no_grad():
             for n, p in self.params.items():
                 p.copy_(state["init"][n])
         self.regulator.load_state_dict(state["regulator"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.bit_generator.state = json.loads(state["rng"])
-        self.iteration = int(state["iteration"])
-        self.history = json.loads(state["history"])
+        self.iteration, self.history = iteration, history
 
 
 # ------------------------------------------------------------------------------------ the GRAM file
@@ -284,8 +311,12 @@ def read_gram_file(path: str | os.PathLike) -> GRAMFile:
         raise CheckpointError(f"GRAM file not found: {path} (make it with tools/meta_train.py <config>)")
     tensors, meta = read_vlprompt_safetensors(path)
     if not isinstance(meta, dict) or meta.get("kind") != "gram":
-        raise CheckpointError(f"{path}: not a GRAM meta-trained file (metadata kind={meta.get('kind')!r}; "
+        kind = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: not a GRAM meta-trained file (metadata kind={kind!r}; "
                               "a learned.safetensors goes to load_from=, not gram.file=)")
+    for key in ("learner", "regulator", "backbone", "info"):
+        if not isinstance(meta.get(key) or {}, dict):
+            raise CheckpointError(f"{path}: metadata key {key!r} = {meta[key]!r} is not a mapping")
     learner, regulator = meta.get("learner") or {}, meta.get("regulator") or {}
     if learner.get("type") not in LEARNERS.module_dict:
         raise CheckpointError(f"{path}: metadata key 'learner.type' = {learner.get('type')!r} is not a registered "
@@ -298,6 +329,14 @@ def read_gram_file(path: str | os.PathLike) -> GRAMFile:
         raise CheckpointError(f"{path}: unexpected tensors {bad[:5]} (a GRAM file holds init.* and regulator.*)")
     init = {k[len("init."):]: v for k, v in tensors.items() if k.startswith("init.")}
     reg = {k[len("regulator."):]: v for k, v in tensors.items() if k.startswith("regulator.")}
+    # the initialisation: floating and finite (its shapes are checked against the run's learner when applied)
+    check_tensor_values(init, {k: torch.empty(0) for k in init}, path, "init.")
+    try:  # the regulator the file records, built as training will build it, and its tensors checked against it
+        like = build_regulator(regulator, {n: tuple(t.shape) for n, t in init.items()}).state_dict()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: metadata key 'regulator' = {regulator!r} does not build a regulator "
+                              f"({err})") from None
+    check_tensors_fit(reg, like, path, f"regulator {regulator['type']!r}", "regulator.")
     return GRAMFile(init, reg, dict(learner), dict(meta.get("backbone") or {}), dict(regulator),
                     dict(meta.get("info") or {}))
 

@@ -121,6 +121,9 @@ def meta_train(
     state = None
     if resume and state_path.is_file():
         state = torch_load_plain(state_path, state_path)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{state_path}: not a meta-training state (a {type(state).__name__}, not a mapping)"
+                                  "; --restart starts over")
         if state.get("config_hash") != key:
             raise CheckpointError(
                 f"{state_path} is the state of another meta-training (config hash {state.get('config_hash')}, "
@@ -147,7 +150,7 @@ def meta_train(
     sampler = TaskSampler(hierarchy, _settings(TaskSettings, "tasks", plain["tasks"]))
     meta = MetaLearner(learner, regulator, features, sampler, settings)
     if state is not None:
-        meta.load_state_dict(state)
+        meta.load_state_dict(state, state_path)
         log(f"resumed from {state_path} at meta-iteration {meta.iteration}")
     step_seconds = float(state.get("step_seconds", 0.0)) if state is not None else 0.0
     while meta.iteration < settings.iterations:
