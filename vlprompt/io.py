@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["atomic_output", "atomic_write", "atomic_write_json", "atomic_write_text", "config_hash",
-           "durable_replace", "fsync_path"]
+           "durable_replace", "file_digest", "fsync_path"]
 
 
 def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
@@ -103,3 +103,24 @@ def config_hash(config: Any, *, length: int = 64, compact: bool = True) -> str:
     separators = (",", ":") if compact else None
     text = json.dumps(config, sort_keys=True, separators=separators, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+_digests: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, remembered per (path, device, inode, size, mtime in ns) so that a
+    file read by many runs of one sweep is hashed once; any rewrite changes the size or the
+    nanosecond mtime and is hashed again (an edit that keeps both, such as ``touch -d`` back to the
+    old stamp after a same-size write, is the one case this shortcut trusts)."""
+    real = os.path.realpath(path)
+    stat = os.stat(real)
+    key = (real, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    digest = _digests.get(key)
+    if digest is None:
+        sha = hashlib.sha256()
+        with open(real, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                sha.update(block)
+        digest = _digests[key] = sha.hexdigest()
+    return digest

@@ -11,7 +11,6 @@ a constructor, and is refused naming the key and the closest existing ones.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
 import json
 import os
@@ -22,6 +21,7 @@ from typing import Any
 from mmengine.config import Config
 
 from ..errors import ConfigError
+from ..io import file_digest
 from ..registry import check_config_names
 from .checkpoint import value_kind
 
@@ -200,18 +200,39 @@ def plain_config(cfg: Config) -> dict[str, Any]:
 
 
 def input_file_digests(plain: Mapping[str, Any]) -> dict[str, str]:
-    """``{dotted key: sha256}`` of the ``.safetensors`` files a config names (a GRAM file, a source prompt
-    in ``load_from``): a run is reused only while the files it started from are the same, not just their
-    paths (re-meta-training rewrites ``gram.safetensors`` in place)."""
+    """``{dotted key: sha256}`` of every file a config names by path (a GRAM file, ``load_from``, a
+    knowledge JSON, a backbone weights file, a split file; ``key[i]`` for one in a list): a run is reused
+    only while the files it started from hold the same bytes, not just the same paths (re-meta-training
+    rewrites ``gram.safetensors`` in place, a knowledge file is edited). A relative path is looked up
+    under the data root (``data_root``, else ``$VLPROMPT_DATA``), the working folder, then the
+    repository; folders such as ``data_root`` are not hashed."""
+    data_root = plain.get("data_root") or os.environ.get("VLPROMPT_DATA")
+    roots = [Path(data_root).expanduser()] if isinstance(data_root, str) and data_root else []
+    roots += [Path.cwd(), Path(__file__).resolve().parents[2]]
     digests = {}
     for key, value in flatten_config(dict(plain)).items():
-        if not isinstance(value, str) or not value.endswith(".safetensors"):
-            continue
-        path = Path(value).expanduser()
-        path = path if path.is_absolute() else Path(__file__).resolve().parents[2] / path
-        if path.is_file():
-            digests[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            path = _named_file(item, roots)
+            if path is not None:
+                digests[key if index is None else f"{key}[{index}]"] = file_digest(path)
     return digests
+
+
+def _named_file(value: Any, roots: list[Path]) -> Path | None:
+    """The regular file a config string names (absolute, or relative to one of ``roots``: the data
+    root, the working folder, the repository), or None: words, tags, URLs, folders and devices are not
+    files."""
+    if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096 or "://" in value:
+        return None
+    path = Path(value).expanduser()
+    for candidate in [path] if path.is_absolute() else [root / path for root in roots]:
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name too long for the file system, or a loop of links
+            return None
+    return None
 
 
 def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
