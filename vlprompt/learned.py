@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-from .backbones import CheckpointError, build_clip, check_tensor_values, list_clips, read_safetensors
+from .backbones import (
+    CheckpointError,
+    build_clip,
+    check_same_weights,
+    check_tensor_values,
+    list_clips,
+    read_safetensors,
+)
 from .learners import PromptLearner, build_learner, list_learners
 from .registry import LEARNERS
 
@@ -171,6 +178,8 @@ def load_learned_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
     state, meta = read_learned(path)
     file_backbone = (meta.get("backbone") or {}).get("name") if isinstance(meta, dict) else None
     check_state_fits(learner, state, path, file_backbone)
+    check_same_weights(meta.get("backbone_weights") if isinstance(meta, dict) else None, learner.backbone, path,
+                       "trained")
     learner.load_state_dict(state)
 
 
@@ -201,5 +210,7 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu",
         raise CheckpointError(f"{path}: no class names in the metadata; pass class_names=")
     learner = build_learner(name, build_clip(**backbone_args, device=device), class_names or names, **hparams)
     check_state_fits(learner, state, path, backbone_args["name"])
+    if not backbone:  # the recorded weights must still be what the recorded tag or file holds
+        check_same_weights(meta.get("backbone_weights"), learner.backbone, path, "trained")
     learner.load_state_dict({k: v.to(device) for k, v in state.items()})
     return learner.eval()

@@ -348,3 +348,25 @@ def test_darkening_checkpoint_of_another_architecture_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"w2/darkening\.safetensors.*another architecture"):
         _train(TOY, work, *TOY_FAST)
     assert not (work / "learned.safetensors").exists() and not list(work.glob("*.pth"))
+
+
+def test_a_reused_darkening_module_must_come_from_this_stage1_config_and_weights(tmp_path):
+    """Issue 30 item 3: the work dir's darkening.safetensors from another stage-1 config is not reused
+    silently, and a module given by path must come from this run's CLIP weights; the record says which."""
+    from dataclasses import asdict
+
+    from vlprompt.daynight.darkening import DarkeningSettings
+
+    settings = json.loads(json.dumps(asdict(DarkeningSettings(epochs=7, batch_size=8, lr=1e-3))))  # the toy's lr
+    work = tmp_path / "w"
+    work.mkdir()
+    save_darkening(DarkeningNet(width=8), work / "darkening.safetensors", {"settings": settings})
+    with pytest.raises(UserError, match=r"w/darkening\.safetensors was trained by another stage-1 config "
+                                        r"\(epochs: 7 -> 1\);"):
+        _train(TOY, work, *TOY_FAST)
+    assert not (work / "learned.safetensors").exists()
+    other = save_darkening(DarkeningNet(width=8), tmp_path / "other.safetensors",
+                           {"settings": settings, "backbone_weights": "0123456789abcdef"})
+    with pytest.raises(UserError, match=r"other\.safetensors was trained \(stage 1\) on backbone weights "
+                                        r"0123456789abcdef, .* has random \(untrained\) weights"):
+        _train(TOY, tmp_path / "w3", *TOY_FAST, f"model.darkening.path={other}")

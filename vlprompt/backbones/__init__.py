@@ -17,12 +17,14 @@ import torch
 from .archs import ClipArch, get_arch, list_clips, register_clip
 from .checkpoint import (
     CheckpointError,
+    check_same_weights,
     check_state_dict,
     check_tensor_values,
     check_tensors_fit,
     read_safetensors,
     read_weights,
     save_safetensors,
+    state_digest,
 )
 from .pretrained import (
     ActivationUnknownWarning,
@@ -52,6 +54,7 @@ __all__ = [
     "TokenLayout",
     "WeightsInfo",
     "build_clip",
+    "check_same_weights",
     "check_tensor_values",
     "check_tensors_fit",
     "build_open_clip_model",
@@ -62,6 +65,7 @@ __all__ = [
     "read_weights",
     "register_clip",
     "save_safetensors",
+    "state_digest",
     "token_layout",
 ]
 
@@ -120,6 +124,8 @@ def build_clip(
             "loaded %s weights for %s from %s (quick_gelu=%s)", loaded.source_format, name, pretrained,
             info.quick_gelu,
         )
+    # the weights' identity as loaded (float32), before a cast to a lower precision changes their values
+    digest = state_digest(model.state_dict()) if loaded is not None and dtype != torch.float32 else None
     model = model.to(device=device, dtype=dtype)
     return PromptableCLIP(model, info, text_checkpointing=text_checkpointing,
-                          vision_checkpointing=vision_checkpointing)
+                          vision_checkpointing=vision_checkpointing, weights_digest=digest)

@@ -12,6 +12,7 @@ Three formats are read:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -20,11 +21,15 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import UserError
 from ..io import atomic_write
+
+if TYPE_CHECKING:
+    from .promptable import PromptableCLIP
 
 # Non-tensor entries that OpenAI's state dicts carry beside the weights.
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -407,3 +412,36 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata:
         os.chmod(tmp, 0o644)  # an ordinary, shareable file (the temporary one may be created private)
 
     atomic_write(path, write)
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """The first 16 hex digits of the sha256 of a state dict's names, shapes and values (float tensors
+    hashed as float32, so the digest does not depend on the precision a file stored them in): one
+    digest per set of weights, whatever file or tag they came from."""
+    sha = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        tensor = tensor.float() if tensor.is_floating_point() else tensor
+        tensor = tensor.cpu().contiguous()
+        sha.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        sha.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return sha.hexdigest()[:16]
+
+
+def check_same_weights(recorded: object, backbone: PromptableCLIP, path: str | os.PathLike, made: str = "made") -> None:
+    """Stop when a file was ``made`` on other backbone weights than ``backbone``'s (its recorded
+    ``backbone_weights`` digest, see :attr:`PromptableCLIP.weights_digest`), naming both. Files that
+    record none (written before vlprompt recorded it) are not compared."""
+    if recorded is None:
+        return
+    current = backbone.weights_digest
+    if not isinstance(recorded, str):
+        raise CheckpointError(f"{path}: metadata key 'backbone_weights' = {recorded!r} is not a weights digest")
+    if recorded != current:
+        def describe(digest: str) -> str:
+            return "random (untrained) weights" if digest == "random" else f"weights {digest}"
+
+        raise CheckpointError(
+            f"{path} was {made} on backbone {describe(recorded)}, but this run's backbone {backbone.arch!r} "
+            f"(pretrained={backbone.info.pretrained!r}) has {describe(current)}; use the file with the weights it "
+            "was made on")

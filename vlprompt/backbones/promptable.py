@@ -19,6 +19,7 @@ import torch.utils.checkpoint
 from PIL import Image
 from torch import nn
 
+from .checkpoint import state_digest
 from .pretrained import WeightsInfo
 from .prompts import ImagePrompts, TextPrompts, TokenInsertion
 from .tokenizer import PromptTokenizer
@@ -80,7 +81,7 @@ class PromptableCLIP(nn.Module):
     """
 
     def __init__(self, model: open_clip.CLIP, info: WeightsInfo, text_checkpointing: bool = False,
-                 vision_checkpointing: bool = False) -> None:
+                 vision_checkpointing: bool = False, weights_digest: str | None = None) -> None:
         super().__init__()
         if not isinstance(model, open_clip.CLIP):
             raise TypeError(f"expected an open_clip CLIP with the text tower on the model, got {type(model)}")
@@ -98,11 +99,27 @@ class PromptableCLIP(nn.Module):
         self.text_checkpointing = bool(text_checkpointing)
         #: the same for the ViT blocks, when image prompts need gradients (deep visual prompts over a batch)
         self.vision_checkpointing = bool(vision_checkpointing)
+        self._weights_digest = weights_digest
 
     # ------------------------------------------------------------------ description
     @property
     def arch(self) -> str:
         return self.info.arch
+
+    @property
+    def weights_digest(self) -> str:
+        """What the frozen weights are, for files made on them to record and check: ``"random"`` when the
+        backbone was built without weights (never the same twice), else the first 16 hex digits of
+        :func:`state_digest` over the weights as loaded (computed once, on first use)."""
+        if self._weights_digest is None:
+            self._weights_digest = "random" if self.info.pretrained is None else state_digest(self.model.state_dict())
+        return self._weights_digest
+
+    @property
+    def identity(self) -> dict[str, str | None]:
+        """``{"arch", "pretrained", "weights"}``: the backbone a learned file, a GRAM file or an adapter
+        state was made on, as recorded in them and compared when they are used."""
+        return {"arch": self.arch, "pretrained": self.info.pretrained, "weights": self.weights_digest}
 
     @property
     def is_vit(self) -> bool:

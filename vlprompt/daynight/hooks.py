@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from mmengine.dist import barrier
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS, MODELS
 
+from ..backbones import CheckpointError, PromptableCLIP, check_same_weights
 from ..datasets import CLIP_MEAN, CLIP_STD, build_dataset
 from ..engine.hooks import runner_model
 from ..engine.model import PromptModel
@@ -42,6 +44,7 @@ from .darkening import (
     DarkeningSettings,
     check_exposure_range,
     load_darkening,
+    read_darkening_meta,
     save_darkening,
     train_darkening,
 )
@@ -91,6 +94,29 @@ def _pixels(image: torch.Tensor) -> torch.Tensor:
 def _settings(cfg: Mapping[str, Any]) -> DarkeningSettings:
     keys = DarkeningSettings.__dataclass_fields__
     return DarkeningSettings(**{k: copy.deepcopy(v) for k, v in cfg.items() if k in keys})
+
+
+def check_stage1_record(path: Path, cfg: Mapping[str, Any] | None, backbone: PromptableCLIP | None = None
+                        ) -> dict[str, Any]:
+    """The stage-1 record a reused darkening module carries (its training settings and the digest of
+    the CLIP weights it was trained against), after refusing, naming the file and both values, one
+    trained with other stage-1 settings than ``cfg``'s (None: not compared) or on other weights than
+    ``backbone``'s (None: not built yet). A module from before vlprompt recorded them is not compared."""
+    _, meta = read_darkening_meta(path)
+    recorded = meta.get("settings")
+    if recorded is not None and not isinstance(recorded, dict):
+        raise CheckpointError(f"{path}: darkening metadata key 'settings' = {recorded!r} is not a mapping")
+    if recorded is not None and cfg is not None:
+        wanted = json.loads(json.dumps(asdict(_settings(cfg))))
+        differ = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+        if differ:
+            shown = ", ".join(f"{k}: {recorded.get(k)!r} -> {wanted.get(k)!r}" for k in differ[:5])
+            raise CheckpointError(
+                f"{path} was trained by another stage-1 config ({shown}); delete it to train stage 1 again, or "
+                "name it in model.darkening.path to use it as it is")
+    if backbone is not None:
+        check_same_weights(meta.get("backbone_weights"), backbone, path, "trained (stage 1)")
+    return {k: meta[k] for k in ("settings", "backbone_weights", "config", "epochs", "images", "seconds") if k in meta}
 
 
 @MODELS.register_module(force=True)
@@ -154,6 +180,7 @@ class DayNightModel(PromptModel):
             load_darkening(Path(path).expanduser(), expect)
         elif cfg.get("work_dir") and (Path(cfg.work_dir) / darkening["file"]).is_file():
             load_darkening(Path(cfg.work_dir) / darkening["file"], expect)  # stage 1 would be skipped for it
+            check_stage1_record(Path(cfg.work_dir) / darkening["file"], darkening)
 
     # ------------------------------------------------------------------ darkening
     @property
@@ -234,8 +261,11 @@ class DarkeningHook(Hook):
         path = Path(given).expanduser() if given else Path(runner.work_dir) / cfg["file"]
         if path.is_file():
             net = load_darkening(path, expect, model.learner.device)
+            # the work dir's own module is reused only if this config would train the same one; a module
+            # named in model.darkening.path is the user's choice, but must come from this run's CLIP weights
+            record = check_stage1_record(path, None if given else cfg, model.learner.backbone)
             runner.logger.info(f"stage 1 (darkening) skipped: using {path}")
-            self.stage1 = {"skipped": True, "path": str(path)}
+            self.stage1 = {"skipped": True, "path": str(path), **record}
         elif given:
             raise ConfigError(f"model.darkening.path = {given!r}: no such file")
         else:  # one process trains it (the others wait, then read the file)
@@ -268,7 +298,8 @@ class DarkeningHook(Hook):
         result = train_darkening(net, encode, batches, settings, generator=generator, progress=self.progress,
                                  log=runner.logger.info)
         info = {"seconds": result["seconds"], "epochs": settings.epochs, "images": len(loader.dataset),
-                "config": getattr(runner.cfg, "filename", None), "final": result["epochs"][-1]}
+                "config": getattr(runner.cfg, "filename", None), "final": result["epochs"][-1],
+                "settings": json.loads(json.dumps(asdict(settings))), "backbone_weights": backbone.weights_digest}
         save_darkening(net, path, info)
         atomic_write_text(path.with_suffix(".json"), json.dumps({**result, "file": str(path)}, indent=1))
         runner.logger.info(f"stage 1 (darkening) took {result['seconds']:.1f} s; module written to {path}")

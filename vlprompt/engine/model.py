@@ -69,4 +69,5 @@ class PromptModel(BaseModel):
             "learner": {"type": self.learner.learner_name, **self.learner.hparams()},
             "class_names": list(self.class_names),
             "backbone_info": self.learner.backbone.info.to_dict(),
+            "backbone_weights": self.learner.backbone.weights_digest,
         }

@@ -283,6 +283,7 @@ class GRAMFile:
     backbone: dict[str, Any]
     regulator: dict[str, Any]  # {"type": name, **settings}
     info: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None  # the backbone weights' digest (PromptableCLIP.weights_digest); None: not recorded
 
     def build_regulator(self) -> GradientRegulator:
         shapes = {n: tuple(t.shape) for n, t in self.init.items()}
@@ -298,6 +299,7 @@ def save_gram_file(path: str | os.PathLike, learner: PromptLearner, backbone_cfg
     tensors.update({f"regulator.{k}": v.detach() for k, v in regulator.state_dict().items()})
     meta = {"kind": "gram", "learner": {"type": learner.learner_name, **learner.hparams()},
             "backbone": dict(backbone_cfg), "backbone_info": learner.backbone.info.to_dict(),
+            "backbone_weights": learner.backbone.weights_digest,
             "regulator": {"type": regulator.regulator_name, **regulator.settings()}, "info": dict(info)}
     save_safetensors(tensors, path, {"vlprompt": json.dumps(meta, default=str)})
     return Path(path)
@@ -337,8 +339,11 @@ def read_gram_file(path: str | os.PathLike) -> GRAMFile:
         raise CheckpointError(f"{path}: metadata key 'regulator' = {regulator!r} does not build a regulator "
                               f"({err})") from None
     check_tensors_fit(reg, like, path, f"regulator {regulator['type']!r}", "regulator.")
+    weights = meta.get("backbone_weights")
+    if weights is not None and not isinstance(weights, str):
+        raise CheckpointError(f"{path}: metadata key 'backbone_weights' = {weights!r} is not a weights digest")
     return GRAMFile(init, reg, dict(learner), dict(meta.get("backbone") or {}), dict(regulator),
-                    dict(meta.get("info") or {}))
+                    dict(meta.get("info") or {}), weights)
 
 
 def check_gram_fits(gram: GRAMFile, learner_cfg: Mapping[str, Any], backbone_cfg: Mapping[str, Any],

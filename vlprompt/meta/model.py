@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from mmengine.registry import MODELS
 
-from ..backbones import CheckpointError
+from ..backbones import CheckpointError, check_same_weights
 from ..engine.model import PromptModel
 from .gram import apply_init, check_gram_fits, prompt_parameters, read_gram_file
 from .regulator import GradientRegulator, build_regulator
@@ -64,6 +64,7 @@ class GRAMModel(PromptModel):
         if path is not None:
             gram_file = read_gram_file(path)
             check_gram_fits(gram_file, self.learner_cfg, self.backbone_cfg, path)
+            check_same_weights(gram_file.weights, self.learner.backbone, path, "meta-trained")
             if self.gram_cfg["init"]:
                 apply_init(self.learner, gram_file, path)
         if self.gram_cfg["regulate"]:
