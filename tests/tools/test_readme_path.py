@@ -219,3 +219,22 @@ def test_the_library_example_runs_as_written(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(runnable, "README.md", "exec"), namespace)  # noqa: S102  (the README's own example)
     assert namespace["probs"].shape == (4, 4) and len(namespace["images"]) == 4
+
+
+def test_set_up_keeps_the_plain_install_first_and_shows_the_cpu_only_install():
+    """Issue 31 item 8: the default stays ``pip install -e ".[dev]"``; a CPU-only user is shown PyTorch's
+    CPU wheel index with the torch/torchvision pair the README says is tested and pyproject allows."""
+    text = (ROOT / "README.md").read_text()
+    setup = re.search(r"^## Set-up\n(.*?)(?=^## )", text, re.S | re.M)
+    assert setup, "README.md has no '## Set-up' section"
+    blocks = re.findall(r"```bash\n(.*?)```", setup.group(1), re.S)
+    assert len(blocks) >= 2 and 'pip install -e ".[dev]"' in blocks[0].split("#")[0]
+    cpu = next((b for b in blocks[1:] if "download.pytorch.org/whl/cpu" in b), None)
+    assert cpu, "README Set-up shows no CPU-only install (PyTorch's CPU wheel index)"
+    pins = dict(re.findall(r"\b(torch|torchvision)==([\d.]+)", cpu))
+    assert set(pins) == {"torch", "torchvision"}, f"the CPU-only line should pin torch and torchvision: {cpu}"
+    tested = re.search(r"torch ([\d.]+) \+ torchvision ([\d.]+)", setup.group(1))
+    assert tested and (pins["torch"], pins["torchvision"]) == tested.groups(), "pinned pair is not the tested pair"
+    upper = re.search(r'"torch>=[\d.]+,<=([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert upper and upper.group(1) == pins["torch"], "pyproject's torch bound is not the pinned CPU build"
+    assert cpu.index("--index-url") < cpu.index('pip install -e ".[dev]"'), "torch's CPU build must come first"
