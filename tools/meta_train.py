@@ -9,7 +9,9 @@ CLIP (cached in the work dir), a cross-modal hierarchical clustering makes domai
 and the bi-level meta-training runs with a progress bar, saving a resumable state every
 ``meta.checkpoint_interval`` steps: run the same command again after an interruption to continue
 (``--restart`` starts over). Writes ``<work-dir>/gram.safetensors`` (default work dir
-``work_dirs/gram/<config name>``), which the configs of ``configs/gram/<learner>/`` start from.
+``work_dirs/gram/<config name>``), which the configs of ``configs/gram/<learner>/`` start from. The run
+holds the work dir's lock throughout: a second run into the same work dir stops at once, naming the pid
+that holds it (two runs there would interleave their states, and one result would be lost).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from .config import (  # noqa: F401  (re-exported: the sweeps' names since befor
     plain_config,
     show_value,
 )
-from .workdir import work_dir_lock
+from .workdir import held_lock_fds, work_dir_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SWEEP_RESUME_HINT = ("rerun the same command to go on: finished runs are reused and the interrupted one resumes "
@@ -88,13 +88,15 @@ def run_logged(cmd: list[str], log: Path, cwd: Path = REPO_ROOT) -> None:
     """Run ``cmd`` with its output appended to ``log``; a failure names the command and the log.
 
     The run reports its progress through a file (:mod:`vlprompt.progress`): its log file's path is
-    printed when it starts and a bar follows its epochs and steps, below the sweep's bar of runs."""
+    printed when it starts and a bar follows its epochs and steps, below the sweep's bar of runs. The run
+    is handed the work-dir locks this process holds (:func:`~vlprompt.engine.workdir.held_lock_fds`): it
+    keeps its run folder locked while it writes there, even if the sweep is killed first."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as f, tempfile.TemporaryDirectory(prefix="vlprompt-progress-") as tmp:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
         progress = Path(tmp) / "progress.json"
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd,
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, pass_fds=held_lock_fds(),
                                 env={**os.environ, PROGRESS_FILE_ENV: str(progress)})
         returncode = follow_process(proc, progress)
     if returncode != 0:
@@ -211,11 +213,14 @@ def _verdict(run: SweepRun) -> tuple[dict | None, str | None]:
         if run.legacy_outputs and all((run.run_dir / f).is_file() for f in run.legacy_outputs):
             return None, (f"{run.run_dir} holds the outputs of a finished run ({', '.join(run.legacy_outputs)}) "
                           f"but no {RESULT_FILE} recording the config they came from")
-        record = read_run_record(run.run_dir)  # an interrupted run resumes only with the settings it started with
-        if record is not None and not record.get("finished") and isinstance(record.get("settings"), dict):
+        # an interrupted run resumes only with the settings it started with; so does a finished one whose
+        # sweep record was never written (a full disk): resuming it pairs its prompts with other results
+        record = read_run_record(run.run_dir)
+        if record is not None and isinstance(record.get("settings"), dict):
             diffs = config_differences(record["settings"], run.config)
             if diffs:
-                return None, (f"{run.run_dir} holds an unfinished run with other settings ("
+                state = "a finished" if record.get("finished") else "an unfinished"
+                return None, (f"{run.run_dir} holds {state} run with other settings ("
                               + ", ".join(f"{k}: {show_value(a)} -> {show_value(b)}" for k, a, b in diffs[:MAX_LISTED])
                               + (f" and {len(diffs) - MAX_LISTED} more" if len(diffs) > MAX_LISTED else "") + ")")
         return None, None

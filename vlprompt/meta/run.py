@@ -111,11 +111,30 @@ def meta_train(
     """Meta-train as ``cfg`` says into ``work_dir``; returns the ``gram.safetensors`` path.
 
     A state left by an interrupted run of the same config is resumed (``resume=False`` starts over);
-    one from another config stops the run, naming both hashes, before anything is computed.
+    one from another config stops the run, naming both hashes, before anything is computed. The whole
+    run holds the work dir's lock (:func:`~vlprompt.engine.workdir.work_dir_lock`): a second run into the
+    same work dir is refused with :class:`~vlprompt.engine.workdir.WorkDirLocked`, naming the holder,
+    before it reads or writes anything (two runs would interleave states and one result would be lost).
     """
+    from ..engine.workdir import work_dir_lock
+
+    meta_config(cfg)  # a bad config is answered before the work dir is made
+    with work_dir_lock(work_dir):
+        return _meta_train_locked(cfg, Path(work_dir), resume, on_step, on_pairs, log, config_name)
+
+
+def _meta_train_locked(
+    cfg: Mapping[str, Any],
+    work_dir: Path,
+    resume: bool,
+    on_step: Callable[[dict[str, float]], None] | None,
+    on_pairs: Callable[[int], None] | None,
+    log: Callable[[str], None],
+    config_name: str,
+) -> Path:
+    """:func:`meta_train`'s work, under the work dir's lock."""
     plain = meta_config(cfg)
     key = resume_hash(plain)
-    work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     state_path, gram_path = work_dir / STATE_FILE, work_dir / GRAM_FILE
     state = None
