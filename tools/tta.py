@@ -22,6 +22,12 @@ them. ``--launcher pytorch`` under torchrun shards the test set (rank r takes sa
 ...) and gathers the predictions; each sample's views depend only on its index and the seed, so
 the accuracy does not depend on the process count. ``--limit N`` keeps N samples, drawn with the
 config's seed (the same samples for every method).
+
+Each prediction is recorded as it is made (``tta_predictions.jsonl`` in the run's work dir, with the
+settings that shape it): a run stopped by a kill, Ctrl-C or a full disk goes on from the recorded
+samples when the same command is run again (under other settings it is refused, naming them), and
+ends with the results of an uninterrupted run. A full disk stops it with one line naming the file
+and the space left.
 """
 
 from __future__ import annotations
@@ -57,11 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
-    from vlprompt.cli import config_argument, dataset_arguments
+    from vlprompt.cli import config_argument, dataset_arguments, device_argument
 
     args.configs = [config_argument(c) for c in args.configs]  # checked before torch is imported
     if args.datasets is not None:  # one name per dataset: one run folder and one table row each
         args.datasets = dataset_arguments(args.datasets)
+    args.device = device_argument(args.device)  # a device this machine lacks: one line, before any work
     return args
 
 

@@ -4,22 +4,82 @@ A file written here is never seen half-written, and once the call returns it sur
 the content goes to a temporary file in the same folder, which is flushed and synced, renamed over
 the target with ``os.replace`` and the folder synced; on any failure the temporary file is removed
 and the target is left as it was. Two processes writing the same file at once never mix their
-content (the temporary names differ); the last rename wins.
+content (the temporary names differ); the last rename wins. A writer killed before its rename
+(``kill -9``, a lost node) cannot clean up: the next write of the same file removes the temporary
+files of writers that are no longer running (their pid, and host, are in the name).
+
+A full disk or quota (``ENOSPC``, ``EDQUOT``) while writing raises :class:`DiskFullError`: one line
+naming the file and the space left on its file system, which the tools print without a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_output", "atomic_write", "atomic_write_json", "atomic_write_text", "config_hash",
-           "durable_replace", "file_digest", "fsync_path"]
+from .errors import UserError
+
+__all__ = ["DISK_FULL_ERRNOS", "DiskFullError", "atomic_output", "atomic_write", "atomic_write_json",
+           "atomic_write_text", "config_hash", "disk_full_names", "durable_replace", "file_digest", "fsync_path",
+           "remove_stale_temporaries", "space_left"]
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""The errors of a write that found no room: no space left on the device, the user's quota exceeded."""
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{int(n)} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def space_left(path: str | os.PathLike) -> str:
+    """The free space (``1.5 GiB``) of the file system that holds ``path`` (or its nearest existing folder)."""
+    where = Path(os.path.abspath(path))
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        return _size(shutil.disk_usage(where).free)
+    except OSError:
+        return "an unknown amount of space"
+
+
+class DiskFullError(UserError, OSError):
+    """A write found no room (``ENOSPC``, ``EDQUOT``): the message names the file and the space left where it
+    goes, and what to do next (``then``); ``errno`` is the original's, so ``except OSError`` still catches it."""
+
+    def __init__(self, path: str | os.PathLike, code: int = errno.ENOSPC, then: str = "free some space and rerun"
+                 ) -> None:
+        super().__init__(f"{os.strerror(code)} while writing {path} ({space_left(path)} free there); {then}")
+        self.errno = code
+        self.path = Path(path)
+
+
+@contextlib.contextmanager
+def disk_full_names(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a full disk or quota (an ``OSError`` with an errno of :data:`DISK_FULL_ERRNOS`) inside the block into
+    :class:`DiskFullError` naming ``path``, the file being written; other errors pass as they are."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as err:
+        if err.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(path, err.errno) from err
+        raise
 
 
 def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
@@ -44,8 +104,41 @@ def durable_replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     fsync_path(Path(dst).parent, directory=True)
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+"""This machine, in the temporary names (a shared file system may hold other hosts' writers' files)."""
+
+
 def _temporary_name(path: Path, suffix: str) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}-{_HOST}.tmp{suffix}")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``path`` (``.<name>.<pid>-<id>[-<host>].tmp*``) whose writer, a process of
+    this host, is no longer running: what a write killed before its rename leaves. Returns what was removed.
+
+    A live writer's file and another host's are kept (names without a host, from before hosts were named,
+    count as this host's)."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]{{8}}(?:-([0-9a-f]{{8}}))?\.tmp")
+    removed = []
+    for entry in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp*")):
+        found = pattern.match(os.path.basename(entry))
+        if not found or (found[2] and found[2] != _HOST) or _running(int(found[1])):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry)
+            removed.append(Path(entry))
+    return removed
 
 
 @contextlib.contextmanager
@@ -54,14 +147,18 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     ``suffix`` ends the temporary name (``".png"`` for writers that infer the format from it).
     The folder is created. If the block raises, the temporary file is removed and ``path`` is
-    untouched.
+    untouched; a full disk raises :class:`DiskFullError` naming ``path``. Temporary files of
+    ``path`` that killed writers left are removed first (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with disk_full_names(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = _temporary_name(path, suffix)
     try:
-        yield tmp
-        durable_replace(tmp, path)
+        with disk_full_names(path):
+            yield tmp
+            durable_replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -11,6 +11,10 @@ The adapter tunes that learner on each sample's views (seeded per sample) and pr
   r + world, ...; the predictions are gathered, and since each sample's views depend only on its
   index and the seed, the accuracy does not depend on the process count).
 * :func:`run_one`: one config; writes ``results.json`` to its work dir and returns its table row.
+  Each prediction is recorded as it is made (:class:`PredictionLog`, ``tta_predictions.jsonl`` in
+  the work dir, with the settings that shape the predictions), so that a run stopped by a kill or a
+  full disk goes on from its recorded predictions when the same command is run again (a run under
+  other settings is refused, naming them); the log goes once ``results.json`` holds them all.
 * :func:`build_run_learner`, :func:`build_adapter_of` (RLCF's teachers built once per process by
   :func:`build_teachers`), :func:`build_views`: the pieces, for tests and other tools.
 
@@ -20,8 +24,11 @@ module's import.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +38,9 @@ if TYPE_CHECKING:
 
     from ..learners import PromptLearner
 
-__all__ = ["build_adapter_of", "build_run_learner", "build_teachers", "build_views", "init_distributed",
-           "method_label", "pick_device", "run_one", "run_tta", "sample_indices"]
+__all__ = ["PREDICTIONS_FILE", "PredictionLog", "build_adapter_of", "build_run_learner", "build_teachers",
+           "build_views", "init_distributed", "method_label", "pick_device", "recorded_predictions", "run_one",
+           "run_tta", "run_settings", "sample_indices"]
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -45,11 +53,14 @@ def init_distributed(launcher: str) -> tuple[int, int]:
 
 
 def pick_device(requested: str | None, launcher: str) -> torch.device:
-    """The device of this process: ``requested``, else its local GPU, else the CPU."""
+    """The device of this process: ``requested`` (a :class:`~vlprompt.cli.UsageError` naming it when this
+    machine lacks it), else its local GPU, else the CPU."""
     import torch
 
     if requested:
-        return torch.device(requested)
+        from ..cli import device_argument
+
+        return torch.device(device_argument(requested))
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0)) if launcher != "none" else 0
         torch.cuda.set_device(local)
@@ -153,6 +164,172 @@ def method_label(cfg: Config, model: dict[str, Any]) -> str:
     return base
 
 
+# ------------------------------------------------------------------------------- recorded predictions
+PREDICTIONS_FILE = "tta_predictions.jsonl"
+"""The predictions of an unfinished run, in its work dir (rank r > 0 of a sharded run writes
+``tta_predictions.rank<r>.jsonl``)."""
+
+Record = tuple[int, int, int, float, float]
+"""One sample's ``(index, prediction, label, adapting seconds, view-making seconds)``."""
+
+
+def predictions_path(work_dir: str | os.PathLike, rank: int = 0) -> Path:
+    """Where process ``rank`` records its predictions in ``work_dir``."""
+    name = PREDICTIONS_FILE if rank == 0 else PREDICTIONS_FILE.replace(".jsonl", f".rank{rank}.jsonl")
+    return Path(work_dir) / name
+
+
+def run_settings(cfg: Config, checkpoint: Path | None, limit: int | None, items: Iterable[tuple[str, int]]
+                 ) -> dict[str, Any]:
+    """What shapes a run's predictions: the config (as a run record holds it, with the digests of the files
+    it names), the checkpoint's digest, ``--limit`` and the test set's images and labels (a digest). The
+    device and the process count are not settings: a sample's views depend only on its index and the seed."""
+    from ..engine.config import plain_config
+    from ..io import file_digest
+
+    listing = hashlib.sha256()
+    count = 0
+    for path, label in items:
+        listing.update(f"{path}\t{label}\n".encode())
+        count += 1
+    return {"config": plain_config(cfg), "checkpoint_sha256": file_digest(checkpoint) if checkpoint else None,
+            "limit": limit, "test_set": {"samples": count, "sha256": listing.hexdigest()}}
+
+
+def _read_log(path: Path) -> tuple[dict | None, dict[int, Record], int]:
+    """A prediction log's header (``None``: none, or unreadable), its records by index, and the length of its
+    good part: a line cut short by a kill or a full disk, and anything after it, is not read."""
+    header, records, good = None, {}, 0
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, {}, 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            break
+        if header is None:
+            if not (isinstance(entry, dict) and isinstance(entry.get("settings"), dict)):
+                break
+            header = entry
+        else:
+            try:
+                record = (int(entry["i"]), int(entry["p"]), int(entry["y"]), float(entry["adapt_s"]),
+                          float(entry["views_s"]))
+            except (KeyError, TypeError, ValueError):
+                break
+            records[record[0]] = record
+        good += len(line)
+    return header, records, good
+
+
+def recorded_predictions(work_dir: str | os.PathLike, settings: dict[str, Any]) -> dict[int, Record]:
+    """The predictions recorded in ``work_dir`` by earlier, unfinished runs (every process's log), by index.
+
+    A log made under other ``settings`` stops the run (:class:`~vlprompt.errors.ConfigError` naming the file
+    and the settings that differ): its predictions and this run's are not to be mixed."""
+    from ..engine.config import config_differences, show_value
+    from ..errors import ConfigError
+
+    settings = json.loads(json.dumps(settings))
+    done: dict[int, Record] = {}
+    for path in sorted(Path(work_dir).glob(PREDICTIONS_FILE.replace(".jsonl", "*.jsonl"))):
+        header, records, _ = _read_log(path)
+        if header is None:
+            continue
+        diffs = config_differences(header["settings"], settings)
+        if diffs:
+            listed = ", ".join(f"{k}: {show_value(a)} -> {show_value(b)}" for k, a, b in diffs[:6])
+            listed += f" and {len(diffs) - 6} more" if len(diffs) > 6 else ""
+            raise ConfigError(f"{path} records {len(records)} predictions made with other settings ({listed}); "
+                              "rerun with those settings to finish that run, or remove the file (or use another "
+                              "--work-dir) to start this one")
+        done.update(records)
+    return done
+
+
+class PredictionLog:
+    """An append-only JSON-lines file of a run's predictions: a header with the settings that shape them,
+    then one line per sample, flushed as it is written (a kill loses at most the sample being written) and
+    synced every :attr:`SYNC_EVERY` samples. A full disk raises :class:`~vlprompt.io.DiskFullError` naming
+    the file. Opening an existing log keeps its good part (:func:`_read_log`) and appends after it."""
+
+    SYNC_EVERY = 32
+
+    def __init__(self, path: str | os.PathLike, settings: dict[str, Any]) -> None:
+        from ..io import disk_full_names
+
+        self.path = Path(path)
+        self.written = 0
+        header, _, good = _read_log(self.path)
+        with disk_full_names(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "r+b" if header is not None else "wb")  # noqa: SIM115 (closed by close())
+            try:
+                if header is None:
+                    self.write_line(json.dumps({"settings": settings}) + "\n")
+                else:
+                    self._file.truncate(good)
+                    self._file.seek(good)
+            except BaseException:
+                self._file.close()
+                raise
+
+    def write_line(self, line: str) -> None:
+        """Write one line and hand it to the operating system (it survives this process being killed)."""
+        self._file.write(line.encode())
+        self._file.flush()
+
+    def append(self, record: Record) -> None:
+        """Record one sample's prediction."""
+        from ..io import disk_full_names
+
+        index, pred, label, adapt_s, views_s = record
+        with disk_full_names(self.path):
+            self.write_line(json.dumps({"i": index, "p": pred, "y": label, "adapt_s": adapt_s, "views_s": views_s})
+                            + "\n")
+            self.written += 1
+            if self.written % self.SYNC_EVERY == 0:
+                os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Sync and close the file (what could not be written is not read back: :func:`_read_log`)."""
+        from contextlib import suppress
+
+        with suppress(OSError):
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        with suppress(OSError):
+            self._file.close()
+
+
+def _keeps_state(adapter: Any) -> bool:
+    """Whether the adapter carries what it learns from one sample to the next (``episodic=False``, a momentum
+    buffer): its predictions then depend on the samples before, and a stopped run cannot go on from its log."""
+    return not getattr(adapter, "episodic", True) or getattr(adapter, "momentum", None) is not None
+
+
+def _resume(cfg: Config, checkpoint: Path | None, limit: int | None, dataset: Any, adapter: Any, mine: list[int],
+            rank: int, label: str, name: str) -> tuple[list[Record], PredictionLog | None]:
+    """This process's recorded predictions of ``mine`` (an earlier run's, made under the same settings) and the
+    log the run records the rest in; an adapter that keeps state across samples records none and starts over."""
+    settings = run_settings(cfg, checkpoint, limit, ((item.impath, item.label) for item in dataset.items))
+    done = recorded_predictions(cfg.work_dir, settings)  # other settings: refused before any sample
+    if _keeps_state(adapter):
+        if done and rank == 0:
+            print(f"{label} on {name}: the adapter keeps state across samples (episodic=False or a momentum buffer), "
+                  f"so the {len(done)} recorded predictions cannot be gone on from: starting over", flush=True)
+        return [], None
+    records = [done[i] for i in mine if i in done]
+    if records and rank == 0:
+        print(f"{label} on {name}: going on from {len(done)} recorded predictions ({predictions_path(cfg.work_dir)})",
+              flush=True)
+    return records, PredictionLog(predictions_path(cfg.work_dir, rank), settings)
+
+
 # ------------------------------------------------------------------------------------------ one run
 def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: str, device: torch.device,
             rank: int, world: int) -> dict[str, Any]:
@@ -163,6 +340,8 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
 
     from ..datasets.builder import build_dataset_from_cfg
     from ..engine.results import write_results
+    from ..errors import hint_on_interrupt
+    from ..io import DiskFullError
 
     data = dict(cfg.test_dataloader.dataset)
     data.setdefault("data_root", cfg.get("data_root"))
@@ -183,23 +362,42 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     indices = sample_indices(len(dataset), limit, seed)
     mine = indices[rank::world]
     label = method_label(cfg, model)
-    records = []
-    correct = adapt_s = views_s = 0.0
-    bar = tqdm(mine, desc=f"{label} on {name}", unit="sample", disable=rank != 0, dynamic_ncols=True)
-    for done, index in enumerate(bar, 1):
-        item = dataset.items[index]
-        start = time.perf_counter()
-        views = make_views(dataset.load_image(item.impath), torch.Generator().manual_seed(seed * 1_000_003 + index))
-        made = time.perf_counter()
-        logits = adapter(views, index)
-        pred = int(logits.argmax(dim=-1)[0])  # the host read ends the sample's device work
-        took = time.perf_counter() - made
-        views_s += made - start
-        adapt_s += took
-        correct += pred == item.label
-        records.append((index, pred, item.label, took, made - start))
-        bar.set_postfix_str(f"acc {100 * correct / done:.1f}%  {adapt_s / done:.3f} s/sample")
-    bar.close()
+    records, log = _resume(cfg, checkpoint, limit, dataset, adapter, mine, rank, label, name)
+    recorded = {r[0] for r in records}
+    todo = [i for i in mine if i not in recorded]
+    correct = sum(r[1] == r[2] for r in records)
+    adapt_s = sum(r[3] for r in records)
+    bar = tqdm(todo, desc=f"{label} on {name}", unit="sample", disable=rank != 0, dynamic_ncols=True,
+               initial=len(records), total=len(mine))
+    stopped = (f"the predictions made so far are recorded in {log.path}: the same command goes on from there"
+               if log else "the adapter keeps state across samples, so the same command starts over")
+    try:
+        with hint_on_interrupt(stopped):
+            for index in bar:
+                item = dataset.items[index]
+                start = time.perf_counter()
+                views = make_views(dataset.load_image(item.impath),
+                                   torch.Generator().manual_seed(seed * 1_000_003 + index))
+                made = time.perf_counter()
+                logits = adapter(views, index)
+                pred = int(logits.argmax(dim=-1)[0])  # the host read ends the sample's device work
+                took = time.perf_counter() - made
+                record = (index, pred, item.label, took, made - start)
+                if log is not None:
+                    log.append(record)
+                records.append(record)
+                adapt_s += took
+                correct += pred == item.label
+                bar.set_postfix_str(f"acc {100 * correct / len(records):.1f}%  {adapt_s / len(records):.3f} s/sample")
+    except DiskFullError as err:
+        where = (f"{len(records)} of {len(mine)} samples are recorded in {log.path}, the same command goes on "
+                 "from there") if log else "the same command starts over (the adapter keeps state across samples)"
+        raise DiskFullError(err.path, err.errno, f"free some space and rerun: {where}") from err
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    records.sort()
     if world > 1:
         import torch.distributed as dist
 
@@ -216,12 +414,19 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
         metrics = {"accuracy/top1": top1, "sec_per_sample": sec,
                    "views_sec_per_sample": sum(r[4] for r in records) / max(n, 1)}
         spec = cfg.adapter.to_dict() if hasattr(cfg.adapter, "to_dict") else dict(cfg.adapter)
-        path = write_results(Path(cfg.work_dir) / "results.json", metrics, cfg, model, adapter=spec,
-                             views={"n_views": make_views.n_views, "augmix": make_views.augmix,
-                                    "crop_scale": list(make_views.crop_scale)},
-                             samples={"count": n, "of": len(dataset), "limit": limit, "seed": seed},
-                             processes=world, device=str(device),
-                             predictions=[[i, p] for i, p, *_ in records])
+        try:
+            path = write_results(Path(cfg.work_dir) / "results.json", metrics, cfg, model, adapter=spec,
+                                 views={"n_views": make_views.n_views, "augmix": make_views.augmix,
+                                        "crop_scale": list(make_views.crop_scale)},
+                                 samples={"count": n, "of": len(dataset), "limit": limit, "seed": seed},
+                                 processes=world, device=str(device),
+                                 predictions=[[i, p] for i, p, *_ in records])
+        except DiskFullError as err:
+            kept = (f"the {n} predictions are recorded in {predictions_path(cfg.work_dir)}, the same command only "
+                    "writes the results" if log else "the same command starts over")
+            raise DiskFullError(err.path, err.errno, f"free some space and rerun: {kept}") from err
+        for log_file in Path(cfg.work_dir).glob(PREDICTIONS_FILE.replace(".jsonl", "*.jsonl")):
+            log_file.unlink(missing_ok=True)  # results.json holds them all now
         print(f"{Path(cfg.filename).stem} ({label}): top-1 {top1:.2f} on {n} of {len(dataset)} samples of {name} "
               f"({sec:.3f} s/sample, {make_views.n_views} views; results: {path})", flush=True)
     return row

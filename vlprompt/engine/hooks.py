@@ -20,7 +20,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 
 from ..backbones import save_safetensors
-from ..io import atomic_write_text, durable_replace
+from ..io import atomic_write_text, disk_full_names, durable_replace
+from .results import open_output_set
 
 LEARNED_FILE = "learned.safetensors"
 _BUFFER_TAG = "__history_buffer__"
@@ -85,7 +86,9 @@ class PromptCheckpointHook(Hook):
     the model's metadata (backbone, learner and its hyper-parameters, class names) is added under
     ``"vlprompt"``; after loading, the history buffers are rebuilt for resuming. When training ends,
     the learned parameters alone go to ``<work_dir>/learned.safetensors`` with the same metadata:
-    the small artifact :func:`vlprompt.load_prompted_clip` reads.
+    the small artifact :func:`vlprompt.load_prompted_clip` reads. Before it is written, the work dir's
+    output set is reopened (:func:`vlprompt.engine.results.open_output_set`): ``run.json`` says
+    unfinished and the results measured on the learned file being replaced go.
     """
 
     priority = "VERY_LOW"
@@ -114,6 +117,7 @@ class PromptCheckpointHook(Hook):
             model = runner_model(runner)
             check_finite_parameters(runner, runner.epoch, f"{LEARNED_FILE} is not written")
             meta = {**self._metadata(runner), "epoch": runner.epoch, "iter": runner.iter}
+            open_output_set(runner.work_dir, LEARNED_FILE)  # run.json: unfinished; the old learned file's results go
             save_safetensors(model.learner.learned_state_dict(), Path(runner.work_dir) / LEARNED_FILE,
                              {"vlprompt": json.dumps(to_plain(meta))})
         barrier()  # every rank may read the file next (evaluation after training)
@@ -161,7 +165,8 @@ class DurableCheckpointHook(CheckpointHook):
     in between leaves nothing to resume from. Here the learned parameters are checked for
     non-finite values first (a diverged model is never saved), the new checkpoint is written to a
     temporary name and synced, renamed into place, ``last_checkpoint`` is switched atomically, and
-    only then are checkpoints beyond ``max_keep_ckpts`` deleted. Other file back-ends than the
+    only then are checkpoints beyond ``max_keep_ckpts`` deleted. A full disk is one line naming the
+    checkpoint and the space left (:class:`vlprompt.io.DiskFullError`). Other file back-ends than the
     local disk keep mmengine's behaviour.
     """
 
@@ -182,12 +187,14 @@ class DurableCheckpointHook(CheckpointHook):
         self.last_ckpt = final
         runner.message_hub.update_info("last_ckpt", final)
         try:
-            runner.save_checkpoint(self.out_dir, f".{name}.partial", self.file_client_args,
-                                   save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
-                                   meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
-            if not is_main_process():
-                return
-            durable_replace(partial, final)
+            with disk_full_names(final):
+                runner.save_checkpoint(self.out_dir, f".{name}.partial", self.file_client_args,
+                                       save_optimizer=self.save_optimizer,
+                                       save_param_scheduler=self.save_param_scheduler, meta=meta,
+                                       by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+                if not is_main_process():
+                    return
+                durable_replace(partial, final)
         except BaseException:
             if is_main_process() and os.path.exists(partial):
                 os.remove(partial)
