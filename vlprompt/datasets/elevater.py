@@ -30,6 +30,15 @@ counts of the toolkit's list checked. Few-shot sampling, base/novel subsets, the
 the checks are :class:`~vlprompt.datasets.base.BenchmarkDataset`'s; a bad line of an index file or
 labelmap (or a listed image missing from its archive) stops the build with the file and line.
 
+Index paths stay inside the task folder: an image path (iris line, or COCO ``zip_file`` + ``file_name``)
+that is absolute, that has a ``..`` part, or that names a zip archive other than the split's own (its
+``vision_datasets.json`` entry: ``train.zip`` for cifar-10's train index) is a bad line, refused with the
+index file and the line. The rule is lexical, on the path as written: symbolic links that the user made
+inside the task folder (an image folder or an archive kept on another disk) are followed, since placing
+them there is the user's own choice; only the index file cannot lead out. The member part after
+``<archive>.zip@`` is a name inside the archive, never a file-system path. Members are bounded in size
+before they are inflated (:data:`~vlprompt.datasets.loading.MAX_MEMBER_BYTES`).
+
 Differences from the official pipeline, kept on purpose:
 
 * few-shot picks follow CoOp's rule (per class, ``random.Random(seed).sample``) like every other
@@ -154,6 +163,21 @@ ELEVATER_TASKS: dict[str, ElevaterTask] = {t.name: t for t in (
 )}
 
 
+def _outside_problem(rel: str, archives: Sequence[str]) -> str | None:
+    """Why the index path ``rel`` would read outside the task folder (see the module doc), else ``None``:
+    absolute, a ``..`` part, or a zip archive not among ``archives`` (the split's own)."""
+    at = re.search(r'\.zip@', rel, re.IGNORECASE)
+    on_disk = rel if at is None else rel[:at.start() + 4]  # the member after '@' is a name inside the archive
+    if os.path.isabs(on_disk) or on_disk.startswith('~'):
+        return f'image path {rel!r} is absolute: index paths are relative to the task folder'
+    if '..' in re.split(r'[/\\]', on_disk):
+        return f"image path {rel!r} climbs out of the task folder with '..'"
+    if at is not None and os.path.normpath(on_disk) not in archives:
+        return (f"image path {rel!r} names archive {os.path.normpath(on_disk)!r}, not one of this split's archives "
+                f"({', '.join(archives)})")
+    return None
+
+
 def elevater_registry_name(task: str) -> str:
     """``'elevater-<task>'`` in registry style (``resisc45_clip`` -> ``elevater-resisc45-clip``)."""
     return 'elevater-' + task.strip().lower().replace('_', '-')
@@ -264,6 +288,7 @@ class ElevaterDataset(BenchmarkDataset):
         path = self.index_path(split)
         names = self.all_classnames
         root = str(self.dataset_path)
+        archives = self.task.splits[split][1]
         items: list[Datum] = []
         problems: list[str] = []
         try:
@@ -293,6 +318,10 @@ class ElevaterDataset(BenchmarkDataset):
                 problems.append(f'line {lineno}: {problem}')
                 continue
             rel, label = parts[0].strip(), int(parts[1])
+            outside = _outside_problem(rel, archives)
+            if outside is not None:
+                problems.append(f'line {lineno}: {outside}')
+                continue
             impath = os.path.join(root, rel)
             self._where[impath] = f'{path.name} line {lineno}'
             items.append(Datum(impath, label, names[label]))
@@ -338,6 +367,10 @@ class ElevaterDataset(BenchmarkDataset):
                     continue
                 img = images[image_id]
                 rel = (f'{img["zip_file"]}@' if img.get('zip_file') else '') + str(img['file_name'])
+                outside = _outside_problem(rel, self.task.splits[split][1])
+                if outside is not None:
+                    problems.append(f'image id {image_id!r}: {outside}')
+                    continue
                 impath = os.path.join(root, rel)
                 self._where[impath] = f'{path.name} image id {image_id!r}'
                 pairs.append((impath, found[0]))

@@ -171,6 +171,9 @@ def parse_descriptions(text: str, path: str, fld: str | None = None) -> dict[str
             data = json.loads(stripped)
         except json.JSONDecodeError as err:
             raise KnowledgeError(f'{path}: not valid JSON ({err})') from None
+        except RecursionError:  # hostile or broken nesting: one line, not Python's recursion traceback
+            raise KnowledgeError(f'{path}: JSON nested too deeply to read (descriptions are one or two levels '
+                                 'deep)') from None
         if isinstance(data, dict):
             if fld is not None:
                 raise KnowledgeError(f'{path}: field={fld!r} applies to record lists, this is a '

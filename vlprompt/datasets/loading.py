@@ -21,6 +21,11 @@ and the ``vision-datasets`` package use, e.g. ``cifar_10/train.zip@images/0.png`
 :func:`load_image`, :func:`probe_image` and :func:`image_exists` read the member without extracting
 it. One ``ZipFile`` is kept open per archive and process (forked loader workers open their own).
 
+Archive members are bounded before they are inflated: a member whose recorded size is over
+:data:`MAX_MEMBER_BYTES` (a zip member here, a webdataset tar member in :mod:`vlprompt.datasets.pairs`)
+is refused with :class:`MemberTooLargeError`, naming the archive and the member, instead of being read
+whole into memory (a decompression bomb: a few MB of zip or gzip that inflate to GBs).
+
 ``short_side`` optionally shrinks cached images so their shorter side is at most that many pixels
 (bicubic), to fit more in the budget. It is off by default: the random-resized crop then sees the
 original pixels, as in the published runs.
@@ -39,13 +44,38 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
 from tqdm import tqdm
 
+from ..errors import UserError
 from ..progress import bar_disabled
 
-__all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'ImageCache', 'describe_error', 'image_exists', 'image_nbytes',
-           'load_image', 'probe_image', 'split_zip_path', 'unreadable_images']
+__all__ = ['DEFAULT_CACHE_BYTES', 'IMG_EXTENSIONS', 'MAX_MEMBER_BYTES', 'ImageCache', 'MemberTooLargeError',
+           'check_member_size', 'describe_error', 'image_exists', 'image_nbytes', 'load_image', 'probe_image',
+           'split_zip_path', 'unreadable_images']
 
 DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB
 IMG_EXTENSIONS: tuple[str, ...] = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm')
+
+MAX_MEMBER_BYTES = 256 << 20  # 256 MiB
+"""The largest archive member (one image, caption or JSON record of a zip or tar archive) a data reader
+inflates into memory: far above any real image (a 100-megapixel PNG is about 150 MB) or caption, and small
+enough that the few loader threads reading at once cannot exhaust memory. Also bounds the metadata headers
+of a tar archive (long names, pax records), which ``tarfile`` would otherwise read whole."""
+
+
+class MemberTooLargeError(UserError, ValueError):
+    """An archive member larger than :data:`MAX_MEMBER_BYTES`: refused before it is read (a decompression bomb)."""
+
+
+def check_member_size(archive: str | os.PathLike[str], member: str, size: int) -> None:
+    """Refuse ``member`` of ``archive`` whose recorded (uncompressed) ``size`` is over :data:`MAX_MEMBER_BYTES`.
+
+    Called with the size an archive's directory or header records, before anything is inflated: ``zipfile``
+    and ``tarfile`` then never return more than that size for the member.
+    """
+    limit = MAX_MEMBER_BYTES
+    if size > limit:
+        raise MemberTooLargeError(
+            f'{archive}: member {member!r} is {size} bytes, more than the {limit} bytes allowed for one image or '
+            f'caption (vlprompt.datasets.loading.MAX_MEMBER_BYTES); refusing to inflate it')
 
 
 _ZIP_MEMBER = re.compile(r'\.zip@', re.IGNORECASE)
@@ -98,9 +128,13 @@ def image_exists(path: str) -> bool:
 
 
 def _read_member(archive: str, member: str) -> io.BytesIO:
-    """The bytes of ``member`` of ``archive`` (``OSError`` when either is missing or unreadable)."""
+    """The bytes of ``member`` of ``archive`` (``OSError`` when either is missing or unreadable,
+    :class:`MemberTooLargeError` when the member is over :data:`MAX_MEMBER_BYTES`)."""
     try:
-        data = _zip(archive).read(member)
+        zf = _zip(archive)
+        info = zf.getinfo(member)
+        check_member_size(archive, member, info.file_size)
+        data = zf.read(info)  # never more than info.file_size bytes
     except KeyError:
         raise FileNotFoundError(f'no member {member!r} in {archive}') from None
     except zipfile.BadZipFile as err:

@@ -5,11 +5,23 @@ from the paper).
 frozen CLIP's normalised image and caption embeddings (and, for learners that prompt the image tower,
 keeps the preprocessed images as a uint8 file), cached on disk so later runs skip it. The clustering and
 the tasks drawn from these features are in :mod:`vlprompt.meta.tasks`.
+
+The cache is keyed on content: besides the source's description, the backbone and ``keep_images``, it
+records the sha256 of every file the pass opened (the TSV / JSONL file and each image it names, or the
+shards; :attr:`~vlprompt.datasets.pairs.PairSource.opened`), with each file's size, nanosecond mtime and
+inode. It is reused only while every such file still has the recorded content: a file whose size, mtime
+or inode changed is hashed again and must match (a ``touch`` still reuses; an inverted image or a
+same-size caption edit does not); one whose three are unchanged is trusted without reading it (the
+shortcut of :func:`vlprompt.io.file_digest`: only an edit that restores the old nanosecond mtime by hand
+passes). A file that changed while the pass read it is recorded as unknown, so the next run recomputes.
+The records (one per image: too many for the safetensors header, which already holds the captions) are
+in ``pair_inputs.json`` beside the features, whose metadata holds that file's sha256.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,11 +34,12 @@ import torch
 from ..backbones import PromptableCLIP, save_safetensors
 from ..datasets.pairs import PairSource
 from ..engine.checkpoint import read_vlprompt_safetensors
-from ..io import atomic_output, config_hash
+from ..io import atomic_output, atomic_write_json, config_hash, file_digest
 from ..learners.common import fit_to_context
 
 FEATURES_FILE = "pair_features.safetensors"
 IMAGES_FILE = "pair_images.u8"
+INPUTS_FILE = "pair_inputs.json"  # what the pass read: {path: [size, mtime_ns, inode, sha256]}, see the module doc
 
 @dataclass
 class PairFeatures:
@@ -70,6 +83,59 @@ def _fingerprint(source: PairSource, backbone: PromptableCLIP, keep_images: bool
     return config_hash(info, length=16, compact=False)
 
 
+def _input_records(opened: dict[str, tuple[int, int, int] | None]) -> dict[str, list[Any] | None]:
+    """What the cache records of each file a pass opened: ``[size, mtime_ns, inode, sha256]`` (``None`` for a
+    file that was missing); a file whose stat changed since it was opened gets no digest (it matches nothing)."""
+    records: dict[str, list[Any] | None] = {}
+    for path, when_opened in opened.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            records[path] = None if when_opened is None else [-1, -1, -1, None]
+            continue
+        now = (st.st_size, st.st_mtime_ns, st.st_ino)
+        try:
+            digest = file_digest(path) if now == when_opened else None
+        except OSError:
+            digest = None
+        records[path] = [*now, digest]
+    return records
+
+
+def _inputs_unchanged(inputs_file: Path, digest: Any) -> bool:
+    """Whether ``inputs_file`` is the one the features were written with (its sha256 is ``digest``) and every
+    input it records still has its recorded content (see the module doc)."""
+    if not isinstance(digest, str) or not inputs_file.is_file():
+        return False  # a cache from before inputs were recorded, or its records are gone
+    try:
+        if file_digest(inputs_file) != digest:
+            return False
+        records = json.loads(inputs_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    if not isinstance(records, dict):
+        return False
+    for path, record in records.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is None or record is None:
+            if st is None and record is None:
+                continue  # missing then, missing now
+            return False
+        if not isinstance(record, list) or len(record) != 4 or record[3] is None:
+            return False
+        if [st.st_size, st.st_mtime_ns, st.st_ino] == record[:3]:
+            continue  # the stat shortcut
+        try:
+            if st.st_size != record[0] or file_digest(path) != record[3]:
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def caption_token_ids(backbone: PromptableCLIP, captions: Sequence[str]) -> torch.Tensor:
     return backbone.tokenize([fit_to_context(backbone, lambda t: t, c) or c[:40] for c in captions])
 
@@ -83,15 +149,17 @@ def encode_pairs(
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
 ) -> PairFeatures:
-    """The pairs' frozen embeddings, from ``cache_dir`` when a pass over the same source with the same
-    backbone is cached there, else computed in one streaming pass and cached (written atomically)."""
+    """The pairs' frozen embeddings, from ``cache_dir`` when a pass over the same source, with every file it
+    read unchanged in content, with the same backbone is cached there, else computed in one streaming pass
+    and cached (written atomically)."""
     cache_dir = Path(cache_dir)
     key = _fingerprint(source, backbone, keep_images)
-    feature_file, image_file = cache_dir / FEATURES_FILE, cache_dir / IMAGES_FILE
+    feature_file, image_file, inputs_file = cache_dir / FEATURES_FILE, cache_dir / IMAGES_FILE, cache_dir / INPUTS_FILE
     size = backbone.info.preprocess.image_size
     if feature_file.is_file():
         tensors, info = read_vlprompt_safetensors(feature_file)
-        if info.get("fingerprint") == key and (not keep_images or image_file.is_file()):
+        if (info.get("fingerprint") == key and (not keep_images or image_file.is_file())
+                and _inputs_unchanged(inputs_file, info.get("inputs_sha256"))):
             n = len(info["captions"])
             images = np.memmap(image_file, np.uint8, "r", shape=(n, 3, size, size)) if keep_images else None
             return PairFeatures(tensors["image"], tensors["text"], list(info["captions"]), images, info["stats"])
@@ -129,8 +197,9 @@ def encode_pairs(
         flush()
     stats = source.stats.to_dict()
     image, text = torch.cat(image_feats), torch.cat(text_feats)
+    atomic_write_json(inputs_file, _input_records(source.opened))
     save_safetensors({"image": image, "text": text}, feature_file,
                      {"vlprompt": {"fingerprint": key, "captions": captions, "stats": stats,
-                                   "source": source.describe()}})
+                                   "source": source.describe(), "inputs_sha256": file_digest(inputs_file)}})
     images = np.memmap(image_file, np.uint8, "r", shape=(len(captions), 3, size, size)) if keep_images else None
     return PairFeatures(image, text, captions, images, stats)
