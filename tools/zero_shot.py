@@ -17,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vlprompt.cli import DATA_ENV, HelpFormatter, add_debug_argument, dataset_arguments, run_tool
+from vlprompt.cli import DATA_ENV, HelpFormatter, add_debug_argument, dataset_arguments, device_argument, run_tool
 
 
 def _templates(kind: str, dataset: str) -> str | list[str]:
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.datasets is not None:  # one name per dataset (one row each); a typo is refused before torch is imported
         args.datasets = dataset_arguments(args.datasets)
+    args.device = device_argument(args.device)  # a device this machine lacks: one line, before any work
     import torch
     from tqdm import tqdm
 

@@ -182,6 +182,31 @@ def dataset_arguments(datasets: Sequence[str], option: str = "--datasets") -> li
     return list(dict.fromkeys(out))
 
 
+def device_argument(device: str | None, option: str = "--device") -> str | None:
+    """A tool's ``--device`` as given (``None``: the tool's default), checked right after parsing: a
+    :class:`UsageError` naming it when it is not a device (``gpu``) or one this machine lacks (``cuda:7``
+    with two GPUs, ``cuda`` with none), rather than a traceback from the first tensor moved there.
+    ``cpu`` is answered without importing torch."""
+    if device is None or device == "cpu":
+        return device
+    import torch
+
+    try:
+        where = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"{option} {device}: not a device (cpu, cuda, cuda:N, mps)") from None
+    if where.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"{option} {device}: this machine has no CUDA device (use --device cpu)")
+        if where.index is not None and where.index >= count:
+            have = "1 CUDA device (cuda:0)" if count == 1 else f"{count} CUDA devices (cuda:0 to cuda:{count - 1})"
+            raise UsageError(f"{option} {device}: this machine has {have}")
+    elif where.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError(f"{option} {device}: this machine has no MPS device (use --device cpu)")
+    return device
+
+
 def method_argument(method: str, option: str = "--method") -> str:
     """A tool's method as the folder of ``configs/`` that holds its ``_method.py`` (``CoOp`` and
     ``configs/coop/`` are ``coop``; variants such as ``gram/coop`` too); an unknown one is a

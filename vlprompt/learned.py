@@ -4,6 +4,18 @@ and rebuild a trained learner from it.
 Every name a file holds is checked against vlprompt's registries before anything is built from it:
 a checkpoint can choose among registered learners and architectures, never name code to run.
 
+Nor can it name a file to read: a checkpoint carries the class descriptions it was trained with as
+their text (``learner.knowledge_text`` / ``learner.descriptions_text``, which every learner records);
+the description source beside it (``learner.knowledge`` / ``learner.descriptions``: a path,
+``dict(file=...)``, ``dict(dataset=...)``) is only the record of where that text came from and is never
+read. A checkpoint that names a source without its text (one written before the text was recorded) is
+refused naming the file and the key: rebuild the learner from its config and load the file into it
+(:func:`load_learned_into`), or train again to re-save it. And it cannot ask for sizes that would
+allocate without bound: every size hyper-parameter (:data:`SIZE_KEYS`) is at most the largest
+dimension of the file's own tensors, checked before anything is built, and the learners bound the
+rest by what the backbone allows (context vectors fit the text context, image prompts the image
+sequence; :mod:`vlprompt.learners.common`).
+
 This is the library side of checkpoints: it imports neither mmengine nor the test-time adapters
 (:mod:`vlprompt.engine.checkpoint` re-exports it and adds what training needs: resuming, starting
 from another run's prompts, the work-dir checks).
@@ -32,11 +44,16 @@ from .backbones import (
 from .learners import PromptLearner, build_learner, list_learners
 from .registry import LEARNERS
 
-__all__ = ["BACKBONE_KEYS", "check_state_fits", "learner_spec", "load_learned_into", "load_learner", "read_learned",
-           "read_vlprompt_safetensors", "torch_load_plain", "value_kind"]
+__all__ = ["BACKBONE_KEYS", "DESCRIPTION_KEYS", "SIZE_KEYS", "check_sizes", "check_state_fits", "learner_spec",
+           "load_learned_into", "load_learner", "read_learned", "read_vlprompt_safetensors", "torch_load_plain",
+           "value_kind"]
 
 #: the keys of a checkpoint's ``backbone`` metadata that are passed on to ``build_clip``
 BACKBONE_KEYS = ("name", "pretrained", "quick_gelu", "text_checkpointing", "vision_checkpointing")
+#: learner hyper-parameters that name a description source; ``<key>_text`` holds the text a checkpoint carries
+DESCRIPTION_KEYS = ("knowledge", "descriptions")
+#: learner hyper-parameters that size learned tensors (context vectors, prompt tokens, a shared space's width)
+SIZE_KEYS = ("n_ctx", "n_ctx_text", "n_ctx_vision", "project_dim")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -104,6 +121,15 @@ def _plain(value: Any) -> bool:
     return isinstance(value, _PLAIN)
 
 
+def _kinds(param: inspect.Parameter) -> set[str]:
+    """The kinds of value (:func:`value_kind`) a learner's argument takes: its default's, and a list where its
+    annotation also takes a sequence (ZeroShotCLIP's ``templates: str | Sequence[str]``)."""
+    kinds = {value_kind(param.default)}
+    if any(word in str(param.annotation) for word in ("Sequence", "list", "tuple")):
+        kinds.add("list")
+    return kinds
+
+
 def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
     """Check a checkpoint's metadata against the registries: ``(learner name, hyper-parameters,
     backbone arguments, class names)``. Anything else is refused naming the file and the key."""
@@ -127,9 +153,9 @@ def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any
             raise bad(f"learner.{key}", value, "is not plain data (str, number, bool, list, dict)")
         default = accepted[key].default
         if default not in (None, inspect.Parameter.empty) and value is not None \
-                and value_kind(value) != value_kind(default):
+                and value_kind(value) not in _kinds(accepted[key]):
             raise bad(f"learner.{key}", value, f"is a {value_kind(value)}; learner {name!r} takes a "
-                                               f"{value_kind(default)} there")
+                                               f"{' or a '.join(sorted(_kinds(accepted[key])))} there")
     if not isinstance(backbone, dict):
         raise bad("backbone", backbone, "is not a mapping")
     for key, value in backbone.items():
@@ -148,7 +174,49 @@ def learner_spec(meta: Any, path: str | os.PathLike) -> tuple[str, dict[str, Any
     if names is not None and (not isinstance(names, list) or not names
                               or not all(isinstance(n, str) for n in names)):
         raise bad("class_names", names, "is not a non-empty list of strings")
+    _check_descriptions(hparams, path)
     return name, hparams, dict(backbone), list(names or [])
+
+
+def _check_descriptions(hparams: dict[str, Any], path: str | os.PathLike) -> None:
+    """A description source in the metadata comes with its text (then it is only a record and is never
+    read); a source without its text, or text that is not ``{class: sentence or [sentences]}``, is refused
+    naming the file and the key."""
+    for key in DESCRIPTION_KEYS:
+        source, text = hparams.get(key), hparams.get(f"{key}_text")
+        if text is not None:
+            if not isinstance(text, dict):
+                raise CheckpointError(f"{path}: metadata key 'learner.{key}_text' is not a mapping "
+                                      f"{{class: [sentences]}} (a {type(text).__name__})")
+            for cls, sentences in text.items():
+                if not (isinstance(sentences, str) or (isinstance(sentences, list)
+                                                       and all(isinstance(t, str) for t in sentences))):
+                    raise CheckpointError(f"{path}: metadata key 'learner.{key}_text' holds {cls!r}: "
+                                          f"{type(sentences).__name__}, not a sentence or a list of sentences")
+        elif source is not None:
+            shown = repr(source) if len(repr(source)) <= 200 else repr(source)[:200] + "..."
+            raise CheckpointError(
+                f"{path}: metadata key 'learner.{key}' = {shown} names a description source, which loading "
+                f"does not read, and the checkpoint carries no text of it (learner.{key}_text; written before "
+                f"checkpoints recorded it): build the learner from its config and load the file into it "
+                f"(vlprompt.learned.load_learned_into), or train again to re-save it")
+
+
+def check_sizes(hparams: dict[str, Any], state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Every size hyper-parameter (:data:`SIZE_KEYS`) of a checkpoint's metadata is a whole number between 0
+    and the largest dimension of the file's own tensors (a learner with a larger one would have written
+    larger tensors): checked before anything is built, so no metadata makes loading allocate without bound."""
+    largest = max((max(t.shape, default=1) for t in state.values()), default=0)
+    for key in SIZE_KEYS:
+        value = hparams.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path}: metadata key 'learner.{key}' = {value!r} is not a whole number >= 0")
+        if value > largest:
+            raise CheckpointError(f"{path}: metadata key 'learner.{key}' = {value} is larger than every dimension "
+                                  f"of the file's tensors (at most {largest}): the learner it names did not write "
+                                  f"this file")
 
 
 def check_state_fits(learner: PromptLearner, state: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -208,7 +276,14 @@ def load_learner(path: str | os.PathLike, device: str | torch.device = "cpu",
         backbone_args["quick_gelu"] = recorded  # the activation the prompts were trained with
     if not (class_names or names):
         raise CheckpointError(f"{path}: no class names in the metadata; pass class_names=")
-    learner = build_learner(name, build_clip(**backbone_args, device=device), class_names or names, **hparams)
+    check_sizes(hparams, state, path)  # before the backbone or anything else is built
+    clip = build_clip(**backbone_args, device=device)
+    try:
+        learner = build_learner(name, clip, class_names or names, **hparams)
+    except (ValueError, TypeError) as err:  # a setting the learner refuses (a size beyond the backbone's...)
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: the metadata's learner {name!r} does not build on backbone "
+                              f"{backbone_args['name']!r}: {detail}") from None
     check_state_fits(learner, state, path, backbone_args["name"])
     if not backbone:  # the recorded weights must still be what the recorded tag or file holds
         check_same_weights(meta.get("backbone_weights"), learner.backbone, path, "trained")

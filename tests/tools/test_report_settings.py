@@ -218,9 +218,9 @@ def test_active_report_names_the_settings(tmp_path, monkeypatch):
     for seed in (1, 2):
         run = tmp_path / "random" / f"seed{seed}"
         run.mkdir(parents=True)
-        rounds = [{"round": r, "labelled": 3 * (r + 1), "top1": 40.0 + r + seed, "balance": 0.9, "classes_seen": 3}
-                  for r in range(2)]
-        (run / STATE_FILE).write_text(json.dumps({"seed": seed, "rounds": rounds}))
+        rounds = [{"round": r, "labelled": 3 * (r + 1), "top1": 40.0 + r + seed, "balance": 0.9, "classes_seen": 3,
+                   "class_counts": [r + 1] * 3, "selected": [3 * r, 3 * r + 1, 3 * r + 2]} for r in range(2)]
+        (run / STATE_FILE).write_text(json.dumps({"seed": seed, "pool_size": 30, "rounds": rounds}))
     paths = write_report(tmp_path, settings=["active.rounds=2"])
     assert f"{NOTE}: active.rounds=2" in paths["table"].read_text()
     assert {r["settings"] for r in csv.DictReader(io.StringIO(paths["csv"].read_text()))} == {"active.rounds=2"}

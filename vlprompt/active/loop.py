@@ -14,7 +14,9 @@ and one ``round<r>/`` work dir per round (logs, ``learned.safetensors``, ``resul
 started again resumes after its last finished round: the next selection is computed from that
 round's ``learned.safetensors`` with the round's own seeded generator, so an interrupted run ends
 with the labelled indices an uninterrupted one has. A state written with other settings stops the
-run naming the keys that differ.
+run naming the keys that differ. A state that cannot be one (empty, truncated, or with picks that are
+not pool indices or label an image twice) stops the run and the report with one line naming the
+file and the value (:class:`ActiveStateError`), before anything is built from it.
 
 Where the released code (kaist-dmlab/pcb@4ccf408, ``trainers/alvlm.py``) and the paper leave a
 choice, vlprompt's defaults and settings:
@@ -35,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import time
@@ -49,13 +52,14 @@ import torch
 from ..datasets.builder import build_dataset_from_cfg
 from ..datasets.subset import LabelledSubset
 from ..datasets.transforms import build_transform
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from ..io import atomic_write_text
 from ..learners import PromptLearner
 from .pcb import EXHAUSTED, balance_entropy, class_histogram, pcb_select
 from .samplers import SAMPLERS, Pool, sampler
 
-__all__ = ["STATE_FILE", "ActiveSettings", "labelled_indices", "read_state", "run_active", "score_pool"]
+__all__ = ["STATE_FILE", "ActiveSettings", "ActiveStateError", "check_state", "labelled_indices", "read_state",
+           "run_active", "score_pool"]
 
 STATE_FILE = "active_state.json"
 CANDIDATES_OF = ("pool", "remaining")
@@ -180,10 +184,85 @@ def score_pool(learner: PromptLearner, pool: Any, batch_size: int = 256, feature
 
 
 # ------------------------------------------------------------------------------------------------ state
+class ActiveStateError(UserError, ValueError):
+    """An ``active_state.json`` that cannot be a run's state; the message names the file and the value."""
+
+
+_WHOLE = {"round": 0, "labelled": 0, "classes_seen": 0}
+"""The whole-number fields of a round's record (at least this value); ``top1`` and ``balance`` are numbers."""
+
+
+def _is_whole(value: Any, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_state(state: Any, path: str | Path) -> dict:
+    """``state`` if it can be a run's ``active_state.json`` (``path``, named in the errors): a mapping with a
+    whole ``seed``, a ``pool_size`` >= 1 and a list of ``rounds``, each a record whose picks (``selected``) are
+    pool indices (whole numbers below ``pool_size``) never labelled before, and whose counts and scores are
+    numbers. Anything else is an :class:`ActiveStateError` naming the file, the key and the value."""
+    def bad(where: str, value: Any, why: str) -> ActiveStateError:
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "..."
+        return ActiveStateError(f"{path}: {where} = {shown} {why}; remove the file (or the run's folder) to "
+                                "start the run over")
+
+    if not isinstance(state, dict):
+        raise ActiveStateError(f"{path}: is not an active-learning state (a {type(state).__name__}, not a mapping); "
+                               "remove the file (or the run's folder) to start the run over")
+    if not _is_whole(state.get("seed")):
+        raise bad("'seed'", state.get("seed"), "is not a whole number")
+    pool_size = state.get("pool_size")
+    if not _is_whole(pool_size, 1):
+        raise bad("'pool_size'", pool_size, "is not a whole number >= 1")
+    rounds = state.get("rounds")
+    if not isinstance(rounds, list):
+        raise bad("'rounds'", rounds, "is not a list of rounds")
+    seen: dict[int, str] = {}
+    for r, record in enumerate(rounds):
+        if not isinstance(record, dict):
+            raise bad(f"rounds[{r}]", record, "is not a round's record")
+        for key, low in _WHOLE.items():
+            if not _is_whole(record.get(key), low):
+                raise bad(f"rounds[{r}].{key}", record.get(key), "is not a whole number")
+        for key in ("top1", "balance"):
+            value = record.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise bad(f"rounds[{r}].{key}", value, "is not a number")
+        counts = record.get("class_counts")
+        if not isinstance(counts, list) or not all(_is_whole(c) for c in counts):
+            raise bad(f"rounds[{r}].class_counts", counts, "is not a list of whole numbers")
+        picks = record.get("selected")
+        if not isinstance(picks, list):
+            raise bad(f"rounds[{r}].selected", picks, "is not a list of pool indices")
+        for j, pick in enumerate(picks):
+            where = f"rounds[{r}].selected[{j}]"
+            if not _is_whole(pick) or pick >= pool_size:
+                raise bad(where, pick, f"is not a pool index (a whole number from 0 to {pool_size - 1})")
+            if pick in seen:
+                raise bad(where, pick, f"is labelled twice (also {seen[pick]})")
+            seen[pick] = where
+    return state
+
+
 def read_state(run_dir: str | Path) -> dict | None:
-    """A run's ``active_state.json``, or ``None`` if it has none."""
+    """A run's ``active_state.json`` (checked: :func:`check_state`), or ``None`` if it has none. An empty,
+    truncated or unreadable file is an :class:`ActiveStateError` naming it."""
     path = Path(run_dir) / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ActiveStateError(f"{path}: cannot be read ({err})") from None
+    if not text.strip():
+        raise ActiveStateError(f"{path}: is empty (a run stopped while writing it?); remove the file (or the run's "
+                               "folder) to start the run over")
+    try:
+        state = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ActiveStateError(f"{path}: is not JSON (truncated or edited? {err}); remove the file (or the run's "
+                               "folder) to start the run over") from None
+    return check_state(state, path)
 
 
 def labelled_indices(state: Mapping[str, Any], upto: int | None = None) -> list[int]:

@@ -6,14 +6,13 @@ writes); nothing is scraped from logs.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from .. import tables
 from ..errors import UserError
-from .loop import STATE_FILE
+from .loop import STATE_FILE, read_state
 
 
 class ResultsNotFoundError(UserError, FileNotFoundError):
@@ -26,7 +25,7 @@ def collect(root: str | Path) -> dict[str, dict[int, dict]]:
     """``{strategy: {seed: state}}`` of every run under ``root`` (finished rounds only)."""
     found: dict[str, dict[int, dict]] = {}
     for path in sorted(Path(root).glob(f"*/seed*/{STATE_FILE}")):
-        state = json.loads(path.read_text())
+        state = read_state(path.parent)  # checked: a damaged state is one line naming it (ActiveStateError)
         found.setdefault(path.parent.parent.name, {})[int(state["seed"])] = state
     return found
 

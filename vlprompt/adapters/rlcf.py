@@ -28,10 +28,14 @@ Two variants, as published:
 RLCF-S: several teachers, their scores averaged with weights normalised to sum 1 and rounded to
 two decimals, as the official ``CLIPRewardsMultiple`` does (its confidences:
 :data:`RLCF_S_CONFIDENCES`).
+
+A teacher with random weights (``pretrained=None``) gives rewards that mean nothing: it is warned
+of, naming it (:class:`~vlprompt.zeroshot.RandomWeightsWarning`), when the adapter is built.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +47,7 @@ from ..errors import ConfigError, UserError
 from ..learners import PromptLearner
 from ..learners.common import class_text_features
 from ..registry import ADAPTERS
+from ..zeroshot import RandomWeightsWarning
 from .base import TestTimeAdapter
 from .students import make_student
 
@@ -102,6 +107,10 @@ class CLIPTeacher:
             raise TypeError(f"a teacher is a PromptableCLIP or build_clip's arguments, got {type(backbone).__name__}")
         if "{}" not in template:
             raise ConfigError(f"the teacher's template needs a '{{}}' for the class name, got {template!r}")
+        if backbone.info.pretrained is None:
+            warnings.warn(f"RLCF teacher {backbone.arch} has random weights (pretrained=None): its CLIP reward means "
+                          f"nothing and the adaptation follows noise; give the teacher weights (pretrained=<an "
+                          f"open_clip tag, a packaged tag or a weights file>)", RandomWeightsWarning, stacklevel=3)
         self.backbone = backbone
         self.template = template
         self._text_key: tuple | None = None

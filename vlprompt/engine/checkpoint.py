@@ -98,7 +98,8 @@ def find_resume_checkpoint(work_dir: str | os.PathLike) -> str | None:
 
 def describe_run(learner: dict, backbone: Any) -> str:
     """``learner 'coop' n_ctx=4 ... on backbone 'toy'``: a run's learner and backbone, for errors naming two runs."""
-    settings = " ".join(f"{k}={v!r}" for k, v in learner.items() if k != "type")
+    settings = " ".join(f"{k}={v!r}" for k, v in learner.items()
+                        if k != "type" and not k.endswith("_text"))  # not the descriptions' recorded text
     return f"learner {learner.get('type')!r}{' ' + settings if settings else ''} on backbone {backbone!r}"
 
 

@@ -121,6 +121,41 @@ def check_options(cfg: Config, options: dict[str, Any], path: str | os.PathLike)
             raise ConfigError(f"--cfg-options {key}={value!r}: {leaf} must be a whole number >= {_MINIMUM[leaf]}")
         if leaf == "lr" and isinstance(value, (int, float)) and not (0 < value < float("inf")):
             raise ConfigError(f"--cfg-options {key}={value!r}: a learning rate must be positive and finite")
+        check_option_value(key, value)
+
+
+def _names_a_backbone(key: str) -> bool:
+    """``model.backbone.name``, ``adapter.teacher.name``, ``adapter.teacher.0.name``: keys that name a CLIP."""
+    parts = key.split(".")
+    return len(parts) >= 2 and parts[-1] == "name" and any(p in ("backbone", "teacher") for p in parts[-3:-1])
+
+
+def check_option_value(key: str, value: Any) -> None:
+    """Refuse a ``--cfg-options`` value that no run can use, naming the key and the value, before anything
+    is built: a ``num_shots`` that is not a whole number >= 1 or None, a ``subsample`` other than all, base
+    or novel, a backbone or teacher ``name`` that is no registered architecture (each would otherwise end
+    in a traceback from the dataset reader or the model builder)."""
+    leaf = key.rsplit(".", 1)[-1]
+    try:
+        if leaf == "num_shots":
+            from ..datasets.protocol import check_num_shots
+
+            check_num_shots(value, "num_shots")
+        elif leaf == "subsample":
+            from ..datasets.protocol import normalize_subsample
+
+            if value is not None and not isinstance(value, str):
+                raise ValueError("subsample must be one of 'all', 'base', 'novel' (or 'new')")
+            normalize_subsample(value)
+        elif _names_a_backbone(key):
+            from ..backbones import get_arch
+
+            if not isinstance(value, str):
+                raise ValueError("a backbone is named by a string")
+            get_arch(value)
+    except (KeyError, ValueError) as err:
+        detail = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
+        raise ConfigError(f"--cfg-options {key}={value!r}: {detail}") from None
 
 
 def run_name(path: str | os.PathLike, overlays: tuple[str, ...] | list[str] = ()) -> str:

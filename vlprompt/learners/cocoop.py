@@ -49,7 +49,7 @@ class CoCoOp(PromptLearner):
         ctx_init: str | None = "a photo of a",
     ) -> None:
         super().__init__(backbone, class_names)
-        ctx, _ = init_context(self.backbone, n_ctx, ctx_init)
+        ctx, _ = init_context(self.backbone, n_ctx, ctx_init, who=self.learner_name)
         self.ctx = nn.Parameter(ctx.to(self.device))
         self.n_ctx = ctx.shape[0]
         self.prompt_length = self.n_ctx
@@ -60,7 +60,7 @@ class CoCoOp(PromptLearner):
             ("relu", nn.ReLU()),
             ("linear2", nn.Linear(hidden, self.backbone.text_width)),
         ])).to(self.device)
-        self._hparams = dict(n_ctx=n_ctx, ctx_init=ctx_init)
+        self._hparams = dict(n_ctx=self.n_ctx, ctx_init=ctx_init)  # what was built (a phrase may give fewer)
         self.finish_init()
 
     def conditioned_context(self, image_features: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,12 @@
 """What several learners share: the class-name text, frozen class features, context and deep prompts.
 
 This module sits below every learner file (and below :mod:`vlprompt.zeroshot`, which re-exports
-:func:`class_text_features`): it imports only the backbones and the template table.
+:func:`class_text_features`): it imports only the backbones, the template table and the description
+sources.
+
+Sizes are checked before anything is allocated (:func:`check_text_tokens`, :func:`check_image_tokens`):
+a config or a checkpoint's metadata asking for ``n_ctx=100000000`` is refused naming the setting and
+what the backbone allows, never tried.
 
 Class names are kept as the split files spell them (``american_bulldog``, ``Apply_Eye_Makeup``) in
 datasets, checkpoints and results; only the text that is tokenized goes through
@@ -12,18 +17,20 @@ PromptSRC and CoOp's zero-shot CLIP all write ``name.replace("_", " ")`` before 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import ContextOverflowError, PromptableCLIP, TokenInsertion, token_layout
+from ..datasets.knowledge import Descriptions, resolve_descriptions
 from ..datasets.templates import DEFAULT_TEMPLATE
 
 __all__ = [
-    "CLASS_TOKEN_POSITIONS", "DEFAULT_TEMPLATE", "class_text_features", "context_insertions", "deep_prompts",
-    "fit_to_context", "init_context", "layer_prompts", "phrase_class_token_ids", "prompt_set_features",
-    "phrase_context", "prompt_class_name", "prompt_depth",
+    "CLASS_TOKEN_POSITIONS", "DEFAULT_TEMPLATE", "check_image_tokens", "check_text_tokens", "class_text_features",
+    "context_insertions", "deep_prompts", "description_source", "fit_to_context", "init_context", "layer_prompts",
+    "phrase_class_token_ids", "prompt_set_features", "phrase_context", "prompt_class_name", "prompt_depth",
 ]
 
 
@@ -108,20 +115,80 @@ def fit_to_context(backbone: PromptableCLIP, render: Callable[[str], str], text:
     return " ".join(words[:lo]).rstrip(",;:")
 
 
+# ------------------------------------------------------------------------------------------ descriptions
+def description_source(spec: Any, text: Any, key: str) -> tuple[Descriptions | None, dict[str, list[str]] | None]:
+    """A learner's description source and the text it records: ``(source, {class: [sentences]})``.
+
+    ``spec`` is the ``descriptions`` / ``knowledge`` setting (a path, ``dict(file=...)``,
+    ``dict(dataset=...)``, ``dict(descriptions=...)``); ``text`` is what a checkpoint recorded of it
+    (``<key>_text``). With ``text`` the source is that text and ``spec`` is never read (it is only the
+    record of where the text came from): loading a checkpoint reads no file its metadata names. Without
+    it the source is read from ``spec``, and its text is what the learner records, so that every file
+    vlprompt writes carries the descriptions it was trained with.
+    """
+    if text is not None:
+        source = resolve_descriptions({"descriptions": text})
+        source.source = f"the {key} recorded from {spec!r}" if spec is not None else f"the recorded {key}"
+    elif spec is not None:
+        source = resolve_descriptions(spec)
+    else:
+        return None, None
+    return source, {name: list(sentences) for name, sentences in source.entries.items()}
+
+
+# ------------------------------------------------------------------------------------------ sizes
+def _is_count(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool)
+
+
+def check_text_tokens(backbone: PromptableCLIP, n: Any, key: str = "n_ctx", who: str = "") -> int:
+    """``n`` learned text tokens, refused before anything is allocated unless ``1 <= n <= context - 3``
+    (the start and end tokens and at least one word of the class prompt take the rest of the context)."""
+    where = f"{who}: " if who else ""
+    if not _is_count(n) or n < 1:
+        raise ValueError(f"{where}{key} must be a whole number >= 1, got {n!r}")
+    limit = backbone.context_length - 3
+    if n > limit:
+        raise ValueError(f"{where}{key}={n} context vectors do not fit {backbone.arch}'s {backbone.context_length}-"
+                         f"token text context (at most {limit}: the start and end tokens and a word of the class "
+                         f"prompt take the rest)")
+    return n
+
+
+def check_image_tokens(backbone: PromptableCLIP, n: Any, key: str = "n_ctx", who: str = "") -> int:
+    """``n`` image prompt tokens, refused before anything is allocated unless ``1 <= n <=`` the image tower's
+    own sequence length (its patches and class token: a prompt at most doubles the sequence)."""
+    where = f"{who}: " if who else ""
+    if not _is_count(n) or n < 1:
+        raise ValueError(f"{where}{key} must be a whole number >= 1, got {n!r}")
+    grid = backbone.image_size // (backbone.patch_size or backbone.image_size)
+    limit = grid * grid + 1
+    if n > limit:
+        raise ValueError(f"{where}{key}={n} image prompt tokens are more than the {limit} tokens of {backbone.arch}'s "
+                         f"image sequence ({grid}x{grid} patches and the class token); at most {limit}")
+    return n
+
+
 # ------------------------------------------------------------------------------------------ context
 def init_context(
-    backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None, std: float = 0.02, width: int | None = None
+    backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None, std: float = 0.02, width: int | None = None,
+    key: str = "n_ctx", who: str = "",
 ) -> tuple[torch.Tensor, int]:
     """Context vectors ``(n, D)`` from the embeddings of ``ctx_init``'s words, or random N(0, std^2).
 
     With an initial phrase, ``n`` is its number of tokens unless ``n_ctx`` asks for fewer (MaPLe
-    keeps the first two of "a photo of a"); the returned int is the number of phrase tokens.
+    keeps the first two of "a photo of a"); the returned int is the number of phrase tokens. ``n``
+    is checked against the text context (:func:`check_text_tokens`, naming ``key`` and ``who``)
+    before anything is allocated; learners record ``n``, what was built, not ``n_ctx``.
     """
     width = width or backbone.text_width
     if not ctx_init:
-        return torch.randn(n_ctx, width) * std, 0
+        return torch.randn(check_text_tokens(backbone, n_ctx, key, who), width) * std, 0
+    if not _is_count(n_ctx) or n_ctx < 0:
+        raise ValueError(f"{f'{who}: ' if who else ''}{key} must be a whole number >= 0 (0: the phrase's tokens), "
+                         f"got {n_ctx!r}")
     words = backbone.tokenizer.encode(ctx_init.replace("_", " "))
-    n = min(n_ctx, len(words)) if n_ctx else len(words)
+    n = check_text_tokens(backbone, min(n_ctx, len(words)) if n_ctx else len(words), key, who)
     ids = torch.tensor(words[:n], device=backbone.device)
     with torch.no_grad():
         return backbone.embed_tokens(ids).float().cpu(), len(words)
@@ -148,12 +215,12 @@ def context_insertions(class_token_ids: torch.Tensor, ctx: torch.Tensor, positio
     raise ValueError(f"class_token_position must be one of {', '.join(CLASS_TOKEN_POSITIONS)}, got {position!r}")
 
 
-def phrase_context(backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None) -> torch.Tensor:
+def phrase_context(backbone: PromptableCLIP, n_ctx: int, ctx_init: str | None, key: str = "n_ctx",
+                   who: str = "") -> torch.Tensor:
     """``(n_ctx, D)`` context vectors: the first ``n_ctx`` token embeddings of ``ctx_init``, or
-    N(0, 0.02^2) without a phrase."""
-    if n_ctx < 1:
-        raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
-    ctx, n_words = init_context(backbone, n_ctx, ctx_init)
+    N(0, 0.02^2) without a phrase (``n_ctx`` checked against the text context first)."""
+    check_text_tokens(backbone, n_ctx, key, who)
+    ctx, n_words = init_context(backbone, n_ctx, ctx_init, key=key, who=who)
     if ctx_init and n_words < n_ctx:
         raise ValueError(
             f"n_ctx={n_ctx} context vectors cannot start from {ctx_init!r}, which has {n_words} tokens; "

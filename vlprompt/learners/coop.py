@@ -23,9 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import PromptableCLIP, TextPrompts
-from ..datasets.knowledge import check_coverage, resolve_descriptions
+from ..datasets.knowledge import check_coverage
 from .base import PromptLearner, register_learner
-from .common import CLASS_TOKEN_POSITIONS, context_insertions, fit_to_context, init_context, prompt_class_name
+from .common import (
+    CLASS_TOKEN_POSITIONS,
+    context_insertions,
+    description_source,
+    fit_to_context,
+    init_context,
+    prompt_class_name,
+)
 
 DESCRIPTION_MODES = ("AS", "AE")
 """Description augmentation: average the logits (AS) or the text embeddings (AE) over a class's descriptions."""
@@ -48,6 +55,9 @@ class CoOp(PromptLearner):
         descriptions: ``None``, or a description source (a path, ``dict(file=...)``,
             ``dict(dataset=<name>)``; :func:`vlprompt.datasets.knowledge.resolve_descriptions`):
             one prompt per description (class token at the end only).
+        descriptions_text: the descriptions' text, ``{class: [sentences]}``, as a checkpoint records it
+            (:meth:`hparams` writes it); when given, ``descriptions`` is only the record of where it
+            came from and is never read (:func:`~vlprompt.learners.common.description_source`).
         description_mode: ``"AS"`` (mean of the logits) or ``"AE"`` (mean of the text embeddings).
         description_template: how a description follows the class name (PCB's by default).
         on_missing: ``"warn"``, ``"error"`` or ``"ignore"`` for classes without a description.
@@ -65,21 +75,23 @@ class CoOp(PromptLearner):
         description_mode: str = "AE",
         description_template: str = "{class}, which is/has {description}.",
         on_missing: str = "warn",
+        descriptions_text: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(backbone, class_names)
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f"class_token_position must be end, middle or front, got {class_token_position!r}")
         if description_mode not in DESCRIPTION_MODES:
             raise ValueError(f"description_mode must be one of {DESCRIPTION_MODES}, got {description_mode!r}")
-        if descriptions is not None and class_token_position != "end":
+        described = descriptions is not None or descriptions_text is not None
+        if described and class_token_position != "end":
             raise ValueError("CoOp with descriptions puts the class name and its description at the end; "
                              f"class_token_position={class_token_position!r} is not supported with them")
         self.descriptions = descriptions
-        self._source = None if descriptions is None else resolve_descriptions(descriptions)
+        self._source, self.descriptions_text = description_source(descriptions, descriptions_text, "descriptions")
         self.description_mode = description_mode
         self.description_template = description_template
         self.on_missing = on_missing
-        ctx, _ = init_context(self.backbone, n_ctx, ctx_init)
+        ctx, _ = init_context(self.backbone, n_ctx, ctx_init, who=self.learner_name)
         if class_specific and ctx_init:
             warnings.warn(f"CoOp: class_specific=True is ignored with ctx_init={ctx_init!r}: the context starts from "
                           "the phrase and is shared by all classes, as in the official CoOp (CSC applies only to "
@@ -90,11 +102,13 @@ class CoOp(PromptLearner):
         self.ctx = nn.Parameter(ctx.to(self.device))
         self.n_ctx = ctx.shape[-2]
         self.prompt_length = self.n_ctx
-        self._hparams = dict(n_ctx=n_ctx, ctx_init=ctx_init, class_specific=class_specific,
+        # what was built: a phrase gives its own number of vectors, whatever n_ctx asked for
+        self._hparams = dict(n_ctx=self.n_ctx, ctx_init=ctx_init, class_specific=class_specific,
                              class_token_position=class_token_position)
-        if descriptions is not None:  # a plain CoOp's record stays what it was
+        if described:  # a plain CoOp's record stays what it was; a described one carries the text
             self._hparams.update(descriptions=descriptions, description_mode=description_mode,
-                                 description_template=description_template, on_missing=on_missing)
+                                 description_template=description_template, on_missing=on_missing,
+                                 descriptions_text=self.descriptions_text)
         self.class_token_position = class_token_position
         self.finish_init()
 

@@ -24,7 +24,15 @@ from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts, TokenInsertion
 from .base import PromptLearner, register_learner
-from .common import deep_prompts, layer_prompts, phrase_class_token_ids, phrase_context, prompt_depth
+from .common import (
+    check_image_tokens,
+    check_text_tokens,
+    deep_prompts,
+    layer_prompts,
+    phrase_class_token_ids,
+    phrase_context,
+    prompt_depth,
+)
 
 
 @register_learner("ivlp")
@@ -57,6 +65,8 @@ class IVLP(PromptLearner):
                              "(for image prompts alone use the 'vpt' learner)")
         if vision_depth > 0:
             self.require_vit("set vision_depth=0")
+            check_image_tokens(self.backbone, n_ctx_vision, "n_ctx_vision", self.learner_name)
+        check_text_tokens(self.backbone, n_ctx_text, "n_ctx_text", self.learner_name)  # before any allocation
         self._hparams = dict(n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision, ctx_init=ctx_init,
                              text_depth=text_depth, vision_depth=vision_depth)
         self.ctx_init = ctx_init
@@ -65,7 +75,8 @@ class IVLP(PromptLearner):
         self.text_depth = prompt_depth(text_depth, self.backbone.text_layers)
         self.vision_depth = prompt_depth(vision_depth, self.backbone.vision_layers) if vision_depth else 0
         device, text_width = self.device, self.backbone.text_width
-        self.ctx = nn.Parameter(phrase_context(self.backbone, n_ctx_text, ctx_init).to(device))
+        self.ctx = nn.Parameter(phrase_context(self.backbone, n_ctx_text, ctx_init, "n_ctx_text",
+                                               self.learner_name).to(device))
         self.text_deep = deep_prompts(n_ctx_text, text_width, self.text_depth).to(device)
         if self.vision_depth:
             width = self.backbone.vision_width

@@ -56,11 +56,10 @@ from ..datasets.knowledge import (
     check_coverage,
     key_words,
     leading_clause,
-    resolve_descriptions,
     split_sentences,
 )
 from .base import PromptLearner, register_learner
-from .common import fit_to_context, init_context, prompt_class_name
+from .common import description_source, fit_to_context, init_context, prompt_class_name
 
 EXTRACTIONS = ("tfidf", "clause", "sentence", "full")
 HEAD_QUERIES = ("cls", "learned")
@@ -158,6 +157,12 @@ class KAPT(PromptLearner):
             knowledge prompt), ``"template"`` (``"{ctx_init} {class}."``, KgCoOp's) or ``"both"``
             (the normalised mean of the two).
         w_image: weight of ``loss_vc`` (consistency of the adapted with the frozen image feature).
+        knowledge_text: the descriptions' text, ``{class: [sentences]}``, as a checkpoint records it
+            (:meth:`hparams` writes it); when given, ``knowledge`` is only the record of where it came
+            from and is never read (:func:`~vlprompt.learners.common.description_source`).
+
+    ``n_ctx`` is what was built: with ``ctx_init`` the phrase's tokens (at most ``n_ctx`` of them) are
+    the context, and that number is recorded.
     """
 
     def __init__(
@@ -181,6 +186,7 @@ class KAPT(PromptLearner):
         kc_target: str = "both",
         branches: str = "two",
         knowledge_weight: float = 0.5,
+        knowledge_text: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(backbone, class_names)
         if extract not in EXTRACTIONS:
@@ -194,10 +200,11 @@ class KAPT(PromptLearner):
         if on_missing not in ("warn", "error", "ignore"):
             raise ValueError(f"on_missing must be warn, error or ignore, got {on_missing!r}")
         self.knowledge = knowledge
-        self.descriptions: Descriptions | None = None if knowledge is None else resolve_descriptions(knowledge)
+        self.descriptions: Descriptions | None
+        self.descriptions, self.knowledge_text = description_source(knowledge, knowledge_text, "knowledge")
         self.extract, self.n_keywords = extract, int(n_keywords)
         self.knowledge_template, self.on_missing = knowledge_template, on_missing
-        ctx, _ = init_context(self.backbone, n_ctx, ctx_init)
+        ctx, _ = init_context(self.backbone, n_ctx, ctx_init, who=self.learner_name)
         self.ctx = nn.Parameter(ctx.to(self.device))
         self.n_ctx = self.prompt_length = ctx.shape[0]
         self.ctx_init = ctx_init
@@ -209,11 +216,13 @@ class KAPT(PromptLearner):
         self.w_text, self.w_image, self.kc_target = float(w_text), float(w_image), kc_target
         self.branches, self.knowledge_weight = branches, float(knowledge_weight)
         self._hparams = dict(knowledge=knowledge, extract=extract, n_keywords=n_keywords,
-                             knowledge_template=knowledge_template, on_missing=on_missing, n_ctx=n_ctx,
+                             knowledge_template=knowledge_template, on_missing=on_missing, n_ctx=self.n_ctx,
                              ctx_init=ctx_init, visual_head=visual_head, head_query=head_query,
                              head_reduction=head_reduction, head_heads=head_heads, ratio=ratio, w_text=w_text,
                              w_image=w_image, kc_target=kc_target,
                              branches=branches, knowledge_weight=knowledge_weight)
+        if self.knowledge_text is not None:  # the text the prompts were trained with, never a path to read
+            self._hparams["knowledge_text"] = self.knowledge_text
         #: the discrete prompt text of each current class ("" when it has none)
         self.class_knowledge: dict[str, str] = {}
         #: classes whose key information was cut to fit the context: name -> the text kept

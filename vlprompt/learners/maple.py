@@ -28,7 +28,15 @@ from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP, TextPrompts, TokenInsertion
 from .base import PromptLearner, register_learner
-from .common import deep_prompts, layer_prompts, phrase_class_token_ids, phrase_context, prompt_depth
+from .common import (
+    check_image_tokens,
+    check_text_tokens,
+    deep_prompts,
+    layer_prompts,
+    phrase_class_token_ids,
+    phrase_context,
+    prompt_depth,
+)
 
 
 @register_learner("maple")
@@ -57,6 +65,8 @@ class MaPLe(PromptLearner):
         self.require_vit()
         if depth < 1:
             raise ValueError(f"MaPLe needs depth >= 1, got {depth}")
+        check_text_tokens(self.backbone, n_ctx, "n_ctx", self.learner_name)  # the same tokens go to both towers
+        check_image_tokens(self.backbone, n_ctx, "n_ctx", self.learner_name)
         self._hparams = dict(n_ctx=n_ctx, ctx_init=ctx_init, depth=depth)
         self.ctx_init = ctx_init
         self.n_ctx = n_ctx
@@ -64,7 +74,7 @@ class MaPLe(PromptLearner):
         self.depth = prompt_depth(depth, self.backbone.text_layers, self.backbone.vision_layers)
         device = self.device
         text_width, vision_width = self.backbone.text_width, self.backbone.vision_width
-        self.ctx = nn.Parameter(phrase_context(self.backbone, n_ctx, ctx_init).to(device))
+        self.ctx = nn.Parameter(phrase_context(self.backbone, n_ctx, ctx_init, who=self.learner_name).to(device))
         self.text_deep = deep_prompts(n_ctx, text_width, self.depth).to(device)
         shallow = nn.Linear(text_width, vision_width)
         deep = nn.Linear(text_width, vision_width)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP
 from .base import TemplateClassLearner, register_learner
-from .common import DEFAULT_TEMPLATE, deep_prompts, layer_prompts, prompt_depth
+from .common import DEFAULT_TEMPLATE, check_image_tokens, deep_prompts, layer_prompts, prompt_depth
 
 
 @register_learner("vpt")
@@ -48,6 +48,7 @@ class VPT(TemplateClassLearner):
         self.require_vit()
         if depth < 1:
             raise ValueError(f"VPT needs depth >= 1, got {depth}")
+        check_image_tokens(self.backbone, n_ctx, "n_ctx", self.learner_name)  # before anything is allocated
         self._hparams = dict(n_ctx=n_ctx, depth=depth, template=template)
         self.init_template(template)
         depth = prompt_depth(depth, self.backbone.vision_layers)

@@ -19,9 +19,15 @@ from collections.abc import Sequence
 import torch
 
 from ..backbones import PromptableCLIP
-from ..datasets.knowledge import check_coverage, match_key, resolve_descriptions
+from ..datasets.knowledge import check_coverage, match_key
 from .base import PromptLearner, register_learner
-from .common import class_text_features, fit_to_context, prompt_class_name, prompt_set_features
+from .common import (
+    class_text_features,
+    description_source,
+    fit_to_context,
+    prompt_class_name,
+    prompt_set_features,
+)
 
 
 @register_learner("zsclip")
@@ -38,6 +44,9 @@ class ZeroShotCLIP(PromptLearner):
         description_template: the prompt of one description; ``{class}`` and ``{description}``.
         with_templates: also average the template prompts into each described class.
         on_missing: ``"warn"``, ``"error"`` or ``"ignore"`` for classes without a description.
+        descriptions_text: the descriptions' text, ``{class: [sentences]}``, as a checkpoint records it
+            (:meth:`hparams` writes it); when given, ``descriptions`` is only the record of where it
+            came from and is never read (:func:`~vlprompt.learners.common.description_source`).
     """
 
     def __init__(
@@ -49,11 +58,12 @@ class ZeroShotCLIP(PromptLearner):
         description_template: str = "{class}, which is {description}",
         with_templates: bool = False,
         on_missing: str = "warn",
+        descriptions_text: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(backbone, class_names)
         self.templates = [templates] if isinstance(templates, str) else list(templates)
         self.descriptions = descriptions
-        self._source = None if descriptions is None else resolve_descriptions(descriptions)
+        self._source, self.descriptions_text = description_source(descriptions, descriptions_text, "descriptions")
         self.description_template = description_template
         self.with_templates = bool(with_templates)
         self.on_missing = on_missing
@@ -104,7 +114,8 @@ class ZeroShotCLIP(PromptLearner):
 
     def hparams(self) -> dict:
         out = {"templates": self.templates}
-        if self.descriptions is not None:  # the plain baseline's record stays what it was
+        if self._source is not None:  # the plain baseline's record stays what it was; a described one has the text
             out.update(descriptions=self.descriptions, description_template=self.description_template,
-                       with_templates=self.with_templates, on_missing=self.on_missing)
+                       with_templates=self.with_templates, on_missing=self.on_missing,
+                       descriptions_text=self.descriptions_text)
         return out

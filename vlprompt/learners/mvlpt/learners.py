@@ -34,7 +34,14 @@ from torch import nn
 
 from ...backbones import ImagePrompts, PromptableCLIP, TextPrompts
 from ..base import PromptLearner, TemplateClassLearner, register_learner
-from ..common import CLASS_TOKEN_POSITIONS, DEFAULT_TEMPLATE, context_insertions, prompt_depth
+from ..common import (
+    CLASS_TOKEN_POSITIONS,
+    DEFAULT_TEMPLATE,
+    check_image_tokens,
+    check_text_tokens,
+    context_insertions,
+    prompt_depth,
+)
 from ..coop import CoOp
 
 __all__ = ["MCoOp", "MUPT", "MVPT", "vpt_uniform_init"]
@@ -65,10 +72,11 @@ class _DeepVisualPrompts(PromptLearner):
     """The visual half shared by MVPT and MUPT: ``vision_ctx`` ``(n, W)`` for the input layer and
     ``vision_deep`` ``(depth - 1, n, W)`` for layers ``1 .. depth - 1``, both VPT-uniform."""
 
-    def _init_visual(self, n_ctx: int, depth: int) -> None:
+    def _init_visual(self, n_ctx: int, depth: int, key: str = "n_ctx") -> None:
         self.require_vit()
         if n_ctx < 1 or depth < 1:
             raise ValueError(f"{type(self).__name__} needs n_ctx >= 1 and depth >= 1, got {n_ctx} and {depth}")
+        check_image_tokens(self.backbone, n_ctx, key, self.learner_name)  # before anything is allocated
         self.prompt_depth = prompt_depth(depth, self.backbone.vision_layers)
         width, patch = self.backbone.vision_width, self.backbone.patch_size
         self.vision_ctx = nn.Parameter(vpt_uniform_init((n_ctx, width), patch, width).to(self.device))
@@ -139,9 +147,8 @@ class MUPT(_DeepVisualPrompts):
         if class_token_position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f"class_token_position must be one of {', '.join(CLASS_TOKEN_POSITIONS)}, "
                              f"got {class_token_position!r}")
-        if n_ctx_text < 1:
-            raise ValueError(f"MUPT needs n_ctx_text >= 1, got {n_ctx_text}")
-        self._init_visual(n_ctx_vision, depth)
+        check_text_tokens(self.backbone, n_ctx_text, "n_ctx_text", self.learner_name)
+        self._init_visual(n_ctx_vision, depth, "n_ctx_vision")
         self._hparams = dict(n_ctx_text=n_ctx_text, n_ctx_vision=n_ctx_vision, depth=depth, project_dim=project_dim,
                              token_mixing=token_mixing, class_token_position=class_token_position)
         self.n_ctx = self.prompt_length = n_ctx_text
