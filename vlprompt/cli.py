@@ -294,6 +294,19 @@ def run_tool(main: Callable[[], T], argv: Sequence[str] | None = None) -> T:
         if debug:
             raise
         _fail(err)
+    except OSError as err:  # a full disk met where no vlprompt writer named the file (a library's own writes)
+        from .io import DISK_FULL_ERRNOS, DiskFullError
+
+        if debug or err.errno not in DISK_FULL_ERRNOS:
+            raise
+        _fail(DiskFullError(err.filename, err.errno) if err.filename else _unnamed_full_disk(err))
+
+
+def _unnamed_full_disk(err: OSError) -> UserError:
+    from .io import space_left
+
+    return UserError(f"{os.strerror(err.errno)} while writing (the file was not named; {space_left(os.getcwd())} free "
+                     f"in {os.getcwd()}); free some space and rerun")
 
 
 def _fail(err: BaseException) -> NoReturn:

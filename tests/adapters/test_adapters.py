@@ -107,6 +107,38 @@ def test_non_episodic_mode_keeps_the_update(clip):
     assert torch.equal(learner.ctx, start) and adapter.optimizer.state_dict()["state"] == {}
 
 
+@pytest.mark.parametrize("kind", ["non-episodic", "momentum"])
+def test_the_carried_state_lets_a_stream_go_on_where_it_stopped(clip, teacher, kind, tmp_path):
+    """A state-keeping adapter saved after two samples (through a safetensors file, as tools/tta.py does) and
+    loaded into a fresh one predicts the third sample as the adapter that never stopped."""
+    from safetensors.torch import load_file, save_file
+
+    def make():
+        if kind == "non-episodic":
+            return TPT(default_prompt_learner(clip, NAMES), episodic=False, selection_p=0.25, lr=5e-3)
+        return RLCF(ZeroShotCLIP(clip, NAMES), teacher, variant="image", lr=1e-3, selection_p=0.25, momentum=0.5,
+                    update_freq=1, update_w=0.5)
+
+    stream = [_views(seed=s) for s in (1, 2, 3)]
+    whole = make()
+    assert whole.keeps_state
+    start = whole.carried_state()
+    for views in stream[:2]:
+        whole(views)
+    saved = whole.carried_state()
+    assert any(not torch.equal(saved[k], start[k]) for k in start if saved[k].is_floating_point())
+    save_file(saved, str(tmp_path / "state.safetensors"))
+    expected = whole(stream[2])
+
+    fresh = make()
+    fresh.load_carried_state(load_file(str(tmp_path / "state.safetensors")))
+    assert fresh.samples_seen == 2
+    assert torch.allclose(fresh(stream[2]), expected, atol=1e-6)
+    _assert_same_state(_state(fresh), _state(whole))
+    assert all(torch.equal(v, whole.carried_state()[k]) for k, v in fresh.carried_state().items())
+    assert TPT(default_prompt_learner(clip, NAMES)).carried_state() == {}  # episodic: nothing carries
+
+
 def test_momentum_buffer_moves_the_reset_point(clip, teacher):
     """RLCF-S-M: with update_freq=1 the reset point after one sample is (1-w) start + w (m start + (1-m) adapted)."""
     views = _views(seed=4)

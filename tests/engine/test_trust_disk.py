@@ -83,6 +83,47 @@ def test_a_full_disk_while_a_checkpoint_is_written_names_it(tmp_path, monkeypatc
     assert _temporaries(work) == []
 
 
+def test_a_full_disk_while_the_log_file_is_written_stops_the_run_naming_it(tmp_path, monkeypatch, capsys):
+    """mmengine's log file finds no room: the run stops with one line naming the log file (logging's default
+    prints a traceback and trains on without a log)."""
+    import logging
+
+    def full(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(logging.FileHandler, "flush", full, raising=False)
+    work = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        run_tool(lambda: train(work, epochs=1, test=False), argv=[])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Logging error" not in err and "Traceback" not in err, err
+    log = next(work.rglob("*.log"))
+    assert lines[-1].startswith(f"error: No space left on device while writing {log} (") and \
+        lines[-1].endswith("free some space and rerun with --resume"), lines
+
+
+def test_a_full_disk_in_a_library_write_is_one_line(tmp_path, capsys):
+    """A library's own write (TensorBoard's event file, a JSON scalar log) fails for space: one line, with the file
+    when the error names one, and the space left."""
+    def write(filename):
+        def fail():
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), filename)
+        return fail
+
+    events = tmp_path / "events.out"
+    for filename, said in ((str(events), f"Disk quota exceeded while writing {events} ("),
+                           (None, "Disk quota exceeded while writing (the file was not named; ")):
+        with pytest.raises(SystemExit) as exit_:
+            run_tool(write(filename), argv=[])
+        assert exit_.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {said}"), lines
+    with pytest.raises(PermissionError):  # other OS errors are not a full disk: they pass as they are
+        run_tool(lambda: (_ for _ in ()).throw(PermissionError(errno.EACCES, "denied")), argv=[])
+
+
 # ---------------------------------------------------------------------------- temporaries of killed writers
 def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
     """A write killed between creating its temporary file and renaming it leaves ``.results.json.<pid>-...tmp``;
@@ -180,8 +221,8 @@ def _wrap_adapter(monkeypatch, calls: list, **kwargs) -> None:
     monkeypatch.setattr(tta_run, "build_adapter_of", lambda *a: _Counting(_BUILD_ADAPTER(*a), calls, **kwargs))
 
 
-def _tta(work: Path, *extra: str) -> list[dict]:
-    return tta.main([TPT, "--limit", "6", "--work-dir", str(work), *extra, "--cfg-options", *TTA_OPTIONS])
+def _tta(work: Path, *extra: str, options: tuple[str, ...] = ()) -> list[dict]:
+    return tta.main([TPT, "--limit", "6", "--work-dir", str(work), *extra, "--cfg-options", *TTA_OPTIONS, *options])
 
 
 def test_tta_resumes_from_its_recorded_predictions(tmp_path, monkeypatch):
@@ -210,6 +251,49 @@ def test_tta_resumes_from_its_recorded_predictions(tmp_path, monkeypatch):
     assert record["samples"] == expected["samples"]
     assert not (work / "tta_predictions.jsonl").exists()  # done: results.json holds them
     assert _temporaries(work) == []
+
+
+def test_a_state_keeping_adapter_goes_on_from_its_saved_state(tmp_path, monkeypatch):
+    """``episodic=False``: each prediction depends on the samples before. Killed after 5 of 6 samples with its
+    state saved after 4, the rerun loads that state, makes samples 5 and 6 again and ends with the predictions of
+    an uninterrupted run (it used to start over); the saved state goes once results.json is written."""
+    stream = ("adapter.episodic=False",)
+    monkeypatch.setattr(tta_run, "ADAPTER_STATE_EVERY", 2)
+    whole = tmp_path / "whole"
+    _tta(whole, options=stream)
+    expected = json.loads((whole / "results.json").read_text())
+
+    work, calls = tmp_path / "run", []
+    _wrap_adapter(monkeypatch, calls, stop=5, fail=Killed())
+    with pytest.raises(Killed):
+        _tta(work, options=stream)
+    assert (work / "tta_adapter_state.safetensors").is_file()
+    calls.clear()
+    _wrap_adapter(monkeypatch, calls)
+    _tta(work, options=stream)
+    order = [i for i, _ in expected["predictions"]]
+    assert len(calls) == 2
+    record = json.loads((work / "results.json").read_text())
+    assert record["predictions"] == expected["predictions"] and len(order) == 6
+    assert not (work / "tta_adapter_state.safetensors").exists() and not (work / "tta_predictions.jsonl").exists()
+
+
+def test_tta_predictions_from_another_kind_of_device_are_not_mixed(tmp_path, monkeypatch):
+    """A log recorded on a GPU is not gone on from on the CPU (their arithmetic differs): refused naming it."""
+    work, calls = tmp_path / "run", []
+    _wrap_adapter(monkeypatch, calls, stop=3, fail=Killed())
+    with pytest.raises(Killed):
+        _tta(work)
+    path = work / "tta_predictions.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    assert header["settings"]["device"] == "cpu"
+    header["settings"]["device"] = "cuda"
+    path.write_text(json.dumps(header) + "\n" + "".join(lines[1:]))
+    _wrap_adapter(monkeypatch, calls)
+    with pytest.raises(ConfigError, match=r'records 3 predictions made with other settings '
+                                          r'\(device: "cuda" -> "cpu"\)'):
+        _tta(work)
 
 
 def test_tta_on_a_full_disk_stops_with_one_line_and_the_rerun_goes_on(tmp_path, monkeypatch, capsys):

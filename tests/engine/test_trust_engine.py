@@ -331,13 +331,13 @@ def test_a_work_dir_of_another_run_is_refused_before_anything_loads(tmp_path, tr
     shutil.copytree(trained, work)
     if resume:  # resuming: the checkpoint's learner is compared with the config's
         match = (rf"{work} holds checkpoints of another run: .*epoch_2.pth is learner 'coop' n_ctx=4 .* on backbone "
-                 r"'test-tiny' \(config .*toy_shapes.py\), but .*toy_shapes.py asks for learner 'coop' n_ctx=8")
+                 r"'test-tiny' \(config .*toy_shapes.py\), but .*toy_shapes.py asks for learner 'coop' n_ctx=2")
         with pytest.raises(CheckpointError, match=match):
-            _train(work, "model.learner.n_ctx=8", resume=resume)
+            _train(work, "model.learner.n_ctx=2", resume=resume)
     else:  # a fresh run: the run record's settings are
         with pytest.raises(CheckpointError, match=rf"{work} holds a run of coop/toy_shapes with other settings "
-                                                  r"\(model.learner.n_ctx: 4 -> 8\)"):
-            _train(work, "model.learner.n_ctx=8", resume=resume)
+                                                  r"\(model.learner.n_ctx: 4 -> 2\)"):
+            _train(work, "model.learner.n_ctx=2", resume=resume)
     assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_2.pth"]  # nothing was touched
     assert json.loads((work / "run.json").read_text())["settings"]["model"]["learner"]["n_ctx"] == 4
 
@@ -349,10 +349,10 @@ def test_a_work_dir_written_before_run_records_is_checked_by_its_checkpoints(tmp
     work = tmp_path / "run"
     shutil.copytree(trained, work)
     (work / "run.json").unlink()
-    with pytest.raises(CheckpointError, match=r"holds checkpoints of another run: .* asks for learner 'coop' n_ctx=8"):
-        _train(work, "model.learner.n_ctx=8", resume=True)
+    with pytest.raises(CheckpointError, match=r"holds checkpoints of another run: .* asks for learner 'coop' n_ctx=2"):
+        _train(work, "model.learner.n_ctx=2", resume=True)
     with pytest.raises(CheckpointError, match=rf"{work} holds a finished run of coop/toy_shapes .*--overwrite"):
-        _train(work, "model.learner.n_ctx=8")
+        _train(work, "model.learner.n_ctx=2")
     assert sorted(p.name for p in work.glob("*.pth")) == ["epoch_2.pth"] and not (work / "run.json").exists()
 
 

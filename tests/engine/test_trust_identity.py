@@ -81,3 +81,59 @@ def test_a_learned_file_whose_tag_now_holds_other_weights_is_refused_unless_aske
     load_learner(path, backbone={"pretrained": "toy-teacher"})  # other weights on purpose: the caller's choice
     _edit_meta(path, lambda m: {k: v for k, v in m.items() if k != "backbone_weights"})
     load_learner(path)  # a file from before digests were recorded still loads
+
+
+# ------------------------------------------------------------------------------------------ active_state.json
+def _active_run_state(tmp_path, **changes):
+    """An active run's folder whose state was written by ``toy_hues`` with round 0 finished, with the recorded
+    identity edited by ``changes``; the run's config, settings and folder."""
+    from helpers import ROOT
+
+    from vlprompt.active import ActiveSettings
+    from vlprompt.active import loop as active_loop
+    from vlprompt.engine import load_config
+
+    cfg = load_config(str(ROOT / "configs/active/toy_hues.py"), None, {})
+    settings = ActiveSettings(sampler="random", pcb=False, rounds=2)
+    pool = active_loop.build_pool(cfg, 32)
+    state = {**active_loop._identity(settings, 1, len(pool), list(pool.classnames), cfg), "rounds": [
+        {"round": 0, "selected": list(range(4)), "labelled": 4, "candidates": None, "top1": 50.0,
+         "class_counts": [1] * len(pool.classnames), "balance": 1.0, "classes_seen": 4, "select_s": 0.1,
+         "round_s": 1.0}]}
+    for key, value in changes.items():
+        group, _, name = key.partition(".")
+        if name:
+            state[group] = {**state[group], name: value}
+        else:
+            state[group] = value
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "active_state.json").write_text(json.dumps(state))
+    return cfg, settings, run_dir
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("training.lr", 0.5, r"training.lr \(0.5 there, 0.002 here\)"),
+    ("training.max_epochs", 1, r"training.max_epochs \(1 there"),
+    ("backbone.pretrained", "toy-teacher", r"backbone.pretrained \('toy-teacher' there, 'toy' here\)"),
+])
+def test_an_active_run_resumes_only_with_the_training_and_backbone_it_started_with(tmp_path, key, value, named):
+    from vlprompt.active import run_active
+    from vlprompt.errors import ConfigError
+
+    cfg, settings, run_dir = _active_run_state(tmp_path, **{key: value})
+    with pytest.raises(ConfigError, match=rf"{run_dir / 'active_state.json'} was written by a run with another "
+                                          rf"{named}"):
+        run_active(cfg, run_dir, settings, seed=1)
+    assert not (run_dir / "round1").exists()
+
+
+def test_an_active_run_resumes_only_on_the_weights_its_rounds_trained_on(tmp_path):
+    from vlprompt.active import run_active
+    from vlprompt.backbones import CheckpointError
+
+    cfg, settings, run_dir = _active_run_state(tmp_path, backbone_weights="0123456789abcdef")
+    with pytest.raises(CheckpointError, match=rf"{run_dir / 'active_state.json'} was written on backbone weights "
+                                              r"0123456789abcdef, but this run's backbone 'toy'"):
+        run_active(cfg, run_dir, settings, seed=1)
+    assert not (run_dir / "round1").exists()

@@ -232,6 +232,65 @@ def test_the_number_of_context_vectors_built_is_the_one_recorded(tmp_path, clip,
     assert model["learner"]["n_ctx"] == 4  # what results.json records of the model
 
 
+BUILT_CASES = [
+    ("coop", dict(n_ctx=80, ctx_init="a photo of a")),
+    ("coop", dict(n_ctx=2, ctx_init="a_photo_of_a", class_specific=True)),
+    ("coop", dict(n_ctx=0, ctx_init="a photo of a")),
+    ("coop", dict(n_ctx=8, ctx_init="", class_specific=True)),
+    ("coop", dict(ctx_init="a photo of a")),
+    ("kgcoop", dict(n_ctx=80, ctx_init="a photo of a")),
+    ("cocoop", dict(n_ctx=80, ctx_init="a photo of a")),
+    ("cocoop", dict(ctx_init="")),
+    ("kapt", dict(n_ctx=80, ctx_init="a photo of a", knowledge={"descriptions": DESCRIPTIONS}, w_text=0.0)),
+    ("maple", dict(n_ctx=2, ctx_init="a photo of a")),
+]
+
+
+@pytest.mark.parametrize("learner, settings", BUILT_CASES)
+def test_settings_as_built_are_what_the_built_learner_records(clip, learner, settings):
+    """A config is compared with a run's files through ``settings_as_built``: it must predict, without building,
+    every recorded hyper-parameter the config sets (and the context size a phrase gives)."""
+    from vlprompt.learners import settings_as_built
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # CoOp warns that a phrase makes the context shared
+        recorded = build_learner(learner, clip, NAMES, **settings).hparams()
+    predicted = settings_as_built({"type": learner, **settings})
+    assert predicted.pop("type") == learner
+    assert {k: v for k, v in predicted.items() if k in recorded} == {k: recorded[k] for k in predicted
+                                                                      if k in recorded}
+    assert "n_ctx" not in recorded or predicted["n_ctx"] == recorded["n_ctx"]
+
+
+@pytest.mark.slow  # tools/train.py twice: one toy epoch, then --resume to two (about 6 s)
+def test_a_run_whose_phrase_sized_its_context_resumes(tmp_path):
+    """``n_ctx=80`` with a 4-token ``ctx_init`` records 4 vectors; ``--resume`` with the same config is the same
+    run (it was refused as another learner's checkpoints), while a config that builds other vectors is not."""
+    from toy_run import train
+
+    work = tmp_path / "run"
+    train(work, "model.learner.n_ctx=80", epochs=1, test=False)
+    train(work, "model.learner.n_ctx=80", epochs=2, resume=True, test=False)
+    assert read_learned(work / "learned.safetensors")[1]["epoch"] == 2
+    with pytest.raises(CheckpointError, match=r"holds checkpoints of another run"):
+        train(work, "model.learner.n_ctx=2", epochs=3, resume=True, test=False)
+
+
+def test_a_checkpoint_of_a_phrase_sized_context_fits_its_config_and_no_other(tmp_path):
+    """The work-dir check, without training: a checkpoint recording the 4 vectors built for ``n_ctx=80`` fits the
+    config asking ``n_ctx=80`` (and ``n_ctx=0``: the phrase's tokens), not one asking 2."""
+    from vlprompt.engine.checkpoint import check_work_dir_run
+
+    torch.save({"state_dict": {}, "vlprompt": {"learner": {"type": "coop", "n_ctx": 4, "ctx_init": "a photo of a"},
+                                               "backbone": {"name": "toy"}}}, tmp_path / "epoch_1.pth")
+    for n_ctx in (80, 0, 4):
+        check_work_dir_run(tmp_path, None, {"learner": {"type": "coop", "n_ctx": n_ctx, "ctx_init": "a photo of a"},
+                                            "backbone": {"name": "toy"}}, "coop.py")
+    with pytest.raises(CheckpointError, match=r"holds checkpoints of another run"):
+        check_work_dir_run(tmp_path, None, {"learner": {"type": "coop", "n_ctx": 2, "ctx_init": "a photo of a"},
+                                            "backbone": {"name": "toy"}}, "coop.py")
+
+
 # ------------------------------------------------------------------------------------------ RLCF teacher
 def test_an_rlcf_teacher_with_random_weights_is_warned_of_naming_it(clip):
     from vlprompt.adapters import RLCF, default_prompt_learner

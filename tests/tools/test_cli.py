@@ -170,10 +170,10 @@ def test_a_work_dir_of_another_config_is_refused_before_anything_loads(tmp_path)
     train(work, epochs=1, test=False)
     before = sorted(p.name for p in work.iterdir())
     line = _one_error_line(_run("tools/train.py", "configs/coop/toy_shapes.py", "--work-dir", str(work), "--resume",
-                                "--no-test", "--cfg-options", *FAST, "model.learner.n_ctx=8"))
+                                "--no-test", "--cfg-options", *FAST, "model.learner.n_ctx=2"))
     assert line.startswith(f"error: {work} holds checkpoints of another run: {work / 'epoch_1.pth'} is learner 'coop'")
     assert "(config " in line and "toy_shapes.py), but configs/coop/toy_shapes.py asks for learner 'coop'" in line
-    assert "n_ctx=8" in line and "use another --work-dir" in line
+    assert "n_ctx=2" in line and "use another --work-dir" in line
     assert sorted(p.name for p in work.iterdir()) == before  # nothing written, nothing loaded
 
 

@@ -271,14 +271,33 @@ def labelled_indices(state: Mapping[str, Any], upto: int | None = None) -> list[
     return [i for r in rounds for i in r["selected"]]
 
 
-def _identity(settings: ActiveSettings, seed: int, pool_size: int, classes: list[str], config: str) -> dict:
+def _identity(settings: ActiveSettings, seed: int, pool_size: int, classes: list[str], cfg) -> dict:
+    """What a run's rounds depend on, recorded in its state and compared on resume: the strategy's
+    settings, the seed, the pool, the backbone asked for and how each round trains."""
+    backbone = cfg.model.get("backbone", {})
+    optimizer = (cfg.get("optim_wrapper") or {}).get("optimizer") or {}
+    loader = cfg.get("train_dataloader") or {}
     return {"settings": asdict(settings), "seed": seed, "pool_size": pool_size, "classes": classes,
-            "config": config}
+            "config": str(cfg.filename),
+            "backbone": {"name": backbone.get("name"), "pretrained": _plain(backbone.get("pretrained"))},
+            "training": {"lr": optimizer.get("lr"), "max_epochs": (cfg.get("train_cfg") or {}).get("max_epochs"),
+                         "batch_size": loader.get("batch_size")}}
+
+
+def _plain(value: Any) -> Any:
+    return None if value is None else str(value)
 
 
 def _check_resumable(state: dict, identity: dict, run_dir: Path) -> None:
-    """A state written with other settings, seed or pool stops the run, naming what differs."""
-    differ = [f"settings.{k}" for k, v in identity["settings"].items() if (state.get("settings") or {}).get(k) != v]
+    """A state written with other settings, seed, pool, backbone or round training stops the run,
+    naming what differs (states written before a key was recorded are not compared on it)."""
+    differ = []
+    for group in ("settings", "backbone", "training"):
+        recorded = state.get(group)
+        if group != "settings" and recorded is None:
+            continue
+        differ += [f"{group}.{k} ({(recorded or {}).get(k)!r} there, {v!r} here)"
+                   for k, v in identity[group].items() if (recorded or {}).get(k) != v]
     differ += [k for k in ("seed", "pool_size", "classes") if state.get(k) != identity[k]]
     if differ:
         raise ConfigError(f"{run_dir / STATE_FILE} was written by a run with another {', '.join(differ)}; "
@@ -320,9 +339,9 @@ def _console_to_log_only() -> Iterator[None]:
         yield
 
 
-def _train_round(cfg, round_dir: Path, labelled: list[int], name: str) -> float:
+def _train_round(cfg, round_dir: Path, labelled: list[int], name: str) -> tuple[float, str]:
     """Train the learner from scratch on the labelled images, then test the last-epoch model on the
-    test split with the same runner; its top-1."""
+    test split with the same runner; its top-1 and the digest of the backbone weights it trained on."""
     from ..engine import build_runner
     from ..engine.results import write_results
     from ..engine.runner import runner_model
@@ -336,15 +355,19 @@ def _train_round(cfg, round_dir: Path, labelled: list[int], name: str) -> float:
         runner = build_runner(rcfg)
     runner.train()
     metrics = runner.test()
-    write_results(round_dir / "results.json", metrics, rcfg, runner_model(runner).metadata(), labelled=len(labelled))
-    return float(metrics["accuracy/top1"])
+    model = runner_model(runner)
+    write_results(round_dir / "results.json", metrics, rcfg, model.metadata(), labelled=len(labelled))
+    return float(metrics["accuracy/top1"]), model.learner.backbone.weights_digest
 
 
-def _trained_learner(cfg, round_dir: Path, class_names: list[str], seed: int) -> PromptLearner:
+def _trained_learner(cfg, round_dir: Path, class_names: list[str], seed: int, state_weights: str | None = None,
+                     state_path: Path | None = None) -> PromptLearner:
     """The learner of a finished round, rebuilt from its ``learned.safetensors`` (seeded as the runner
-    seeds before building it, so that a randomly initialised backbone is the one it trained with)."""
+    seeds before building it, so that a randomly initialised backbone is the one it trained with).
+    ``state_weights``: the backbone digest the run's state recorded, checked before anything is loaded."""
     from mmengine.runner import set_random_seed
 
+    from ..backbones import check_same_weights
     from ..engine import LEARNED_FILE, PromptModel
     from ..engine.checkpoint import load_learned_into
 
@@ -353,6 +376,8 @@ def _trained_learner(cfg, round_dir: Path, class_names: list[str], seed: int) ->
     model_cfg.pop("type", None)
     model = PromptModel(**{k: v for k, v in model_cfg.items() if k in ("backbone", "learner")},
                         class_names=class_names)
+    if state_weights is not None:
+        check_same_weights(state_weights, model.learner.backbone, state_path, "written")
     load_learned_into(model, round_dir / LEARNED_FILE)
     return model.learner
 
@@ -379,7 +404,7 @@ def run_active(cfg, run_dir: str | Path, settings: ActiveSettings, seed: int = 1
     if budget * settings.rounds > len(pool):
         raise ConfigError(f"active: {settings.rounds} rounds of {budget} images need {budget * settings.rounds} "
                           f"images; the pool ({pool!r}) has {len(pool)}")
-    identity = _identity(settings, seed, len(pool), classes, str(cfg.filename))
+    identity = _identity(settings, seed, len(pool), classes, cfg)
     with work_dir_lock(run_dir):
         state = read_state(run_dir)
         if state is None:
@@ -393,7 +418,8 @@ def run_active(cfg, run_dir: str | Path, settings: ActiveSettings, seed: int = 1
             if r == 0:
                 scores = Pool(np.zeros((len(pool), 1)), np.zeros((len(pool), 1)), [], np.arange(len(pool)))
             else:
-                learner = _trained_learner(cfg, run_dir / f"round{r - 1}", classes, seed)
+                learner = _trained_learner(cfg, run_dir / f"round{r - 1}", classes, seed,
+                                           state.get("backbone_weights"), run_dir / STATE_FILE)
                 cache = features if frozen_image_features(learner) else None
                 feats, probs = score_pool(learner, pool, settings.score_batch_size, cache)
                 features = feats if frozen_image_features(learner) else None
@@ -405,7 +431,8 @@ def run_active(cfg, run_dir: str | Path, settings: ActiveSettings, seed: int = 1
             round_dir = run_dir / f"round{r}"
             if round_dir.exists():  # an interrupted round: started again from its selection
                 shutil.rmtree(round_dir)
-            top1 = _train_round(cfg, round_dir, labelled, f"active_{settings.label}_seed{seed}_round{r}")
+            top1, weights = _train_round(cfg, round_dir, labelled, f"active_{settings.label}_seed{seed}_round{r}")
+            state.setdefault("backbone_weights", weights)
             counts = class_histogram(labels[labelled], len(classes))
             record = {"round": r, "selected": [int(i) for i in picks], "labelled": len(labelled),
                       "candidates": n_candidates, "top1": top1, "class_counts": counts.tolist(),

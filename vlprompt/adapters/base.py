@@ -170,6 +170,64 @@ class TestTimeAdapter:
                     for k, v in self._start.items()
                 }
 
+    @property
+    def keeps_state(self) -> bool:
+        """Whether what it learns from one sample carries to the next (``episodic=False``, a momentum buffer):
+        its predictions then depend on the samples before, and a stopped run goes on only from
+        :meth:`carried_state`."""
+        return not self.episodic or self.momentum is not None
+
+    def carried_state(self) -> dict[str, torch.Tensor]:
+        """What carries from one sample to the next, between samples, as tensors (a file can hold them):
+        the sample counts, and the momentum buffer and reset point, or the tuned tensors and the optimizer's
+        state (``episodic=False``). Empty when nothing carries. :meth:`load_carried_state` puts it back."""
+        if not self.keeps_state:
+            return {}
+        state = {"samples_seen": torch.tensor(self.samples_seen), "since_update": torch.tensor(self._since_update)}
+        if self.momentum is not None:
+            state.update({f"reset.{k}": v for k, v in self._reset_point.items()})
+            state.update({f"ema.{k}": v for k, v in self._ema.items()})
+        if not self.episodic:
+            state.update({f"student.{k}": v.detach() for k, v in self.student.state().items()})
+            for index, moments in self.optimizer.state_dict()["state"].items():
+                state.update({f"optimizer.{index}.{k}": torch.as_tensor(v) for k, v in moments.items()})
+        return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+    def load_carried_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Go on from :meth:`carried_state` (of an adapter built the same way); a tensor missing or of another
+        shape is a ``ValueError`` naming it."""
+        def take(key: str, like: torch.Tensor) -> torch.Tensor:
+            if key not in state:
+                raise ValueError(f"the adapter's saved state has no {key!r}")
+            if tuple(state[key].shape) != tuple(like.shape):
+                raise ValueError(f"the adapter's saved state {key!r} has shape {tuple(state[key].shape)}, "
+                                 f"expected {tuple(like.shape)}")
+            return state[key].to(device=like.device, dtype=like.dtype)
+
+        if not self.keeps_state:
+            return
+        counts = torch.zeros((), dtype=torch.long)
+        self.samples_seen = int(take("samples_seen", counts))
+        self._since_update = int(take("since_update", counts))
+        if self.momentum is not None:
+            self._reset_point = {k: take(f"reset.{k}", v) for k, v in self._start.items()}
+            self._ema = {k: take(f"ema.{k}", v) for k, v in self._start.items()}
+        if self.episodic:
+            self.reset()  # the tuned tensors at the (restored) reset point
+            return
+        with torch.no_grad():
+            for key, tensor in self.student.state().items():
+                tensor.copy_(take(f"student.{key}", tensor))
+        saved = self.optimizer.state_dict()
+        moments = {}
+        for group in saved["param_groups"]:
+            for index in group["params"]:
+                keys = {k.split(".", 2)[2] for k in state if k.startswith(f"optimizer.{index}.")}
+                if keys:
+                    moments[index] = {k: state[f"optimizer.{index}.{k}"].to(self.device)
+                                      if k != "step" else state[f"optimizer.{index}.{k}"] for k in keys}
+        self.optimizer.load_state_dict({"state": moments, "param_groups": saved["param_groups"]})
+
     # ------------------------------------------------------------------ the loop
     def objective(self, logits: torch.Tensor, index: int) -> torch.Tensor:
         """The loss of the selected views' logits ``(k, C)`` (subclasses)."""

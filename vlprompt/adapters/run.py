@@ -38,9 +38,9 @@ if TYPE_CHECKING:
 
     from ..learners import PromptLearner
 
-__all__ = ["PREDICTIONS_FILE", "PredictionLog", "build_adapter_of", "build_run_learner", "build_teachers",
-           "build_views", "init_distributed", "method_label", "pick_device", "recorded_predictions", "run_one",
-           "run_tta", "run_settings", "sample_indices"]
+__all__ = ["ADAPTER_STATE_FILE", "PREDICTIONS_FILE", "AdapterStateSaver", "PredictionLog", "build_adapter_of",
+           "build_run_learner", "build_teachers", "build_views", "init_distributed", "method_label", "pick_device",
+           "recorded_predictions", "run_one", "run_tta", "run_settings", "sample_indices"]
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -179,11 +179,24 @@ def predictions_path(work_dir: str | os.PathLike, rank: int = 0) -> Path:
     return Path(work_dir) / name
 
 
-def run_settings(cfg: Config, checkpoint: Path | None, limit: int | None, items: Iterable[tuple[str, int]]
-                 ) -> dict[str, Any]:
+ADAPTER_STATE_FILE = "tta_adapter_state.safetensors"
+"""What an adapter that keeps state across samples had learned after the samples recorded so far
+(rank r > 0: ``tta_adapter_state.rank<r>.safetensors``), written every :data:`ADAPTER_STATE_EVERY` samples."""
+ADAPTER_STATE_EVERY = 16
+
+
+def adapter_state_path(work_dir: str | os.PathLike, rank: int = 0) -> Path:
+    """Where process ``rank`` keeps its adapter's carried state in ``work_dir``."""
+    name = ADAPTER_STATE_FILE if rank == 0 else ADAPTER_STATE_FILE.replace(".safetensors", f".rank{rank}.safetensors")
+    return Path(work_dir) / name
+
+
+def run_settings(cfg: Config, checkpoint: Path | None, limit: int | None, items: Iterable[tuple[str, int]],
+                 device: torch.device | str = "cpu") -> dict[str, Any]:
     """What shapes a run's predictions: the config (as a run record holds it, with the digests of the files
-    it names), the checkpoint's digest, ``--limit`` and the test set's images and labels (a digest). The
-    device and the process count are not settings: a sample's views depend only on its index and the seed."""
+    it names), the checkpoint's digest, ``--limit``, the test set's images and labels (a digest) and the kind
+    of device (a GPU's arithmetic is not the CPU's). The device's number and the process count are not
+    settings: a sample's views depend only on its index and the seed."""
     from ..engine.config import plain_config
     from ..io import file_digest
 
@@ -193,7 +206,13 @@ def run_settings(cfg: Config, checkpoint: Path | None, limit: int | None, items:
         listing.update(f"{path}\t{label}\n".encode())
         count += 1
     return {"config": plain_config(cfg), "checkpoint_sha256": file_digest(checkpoint) if checkpoint else None,
-            "limit": limit, "test_set": {"samples": count, "sha256": listing.hexdigest()}}
+            "limit": limit, "test_set": {"samples": count, "sha256": listing.hexdigest()},
+            "device": torch_device_type(device)}
+
+
+def torch_device_type(device: torch.device | str) -> str:
+    """``"cpu"``, ``"cuda"``...: the kind of ``device``."""
+    return device.type if hasattr(device, "type") else str(device).split(":")[0]
 
 
 def _read_log(path: Path) -> tuple[dict | None, dict[int, Record], int]:
@@ -259,11 +278,16 @@ class PredictionLog:
 
     SYNC_EVERY = 32
 
-    def __init__(self, path: str | os.PathLike, settings: dict[str, Any]) -> None:
-        from ..io import disk_full_names
+    def __init__(self, path: str | os.PathLike, settings: dict[str, Any], keep: list[Record] | None = None
+                 ) -> None:
+        """``keep``: start the log afresh with these records only (the rest are made again)."""
+        from ..io import atomic_write_text, disk_full_names
 
         self.path = Path(path)
         self.written = 0
+        if keep is not None:
+            atomic_write_text(self.path, "".join([json.dumps({"settings": settings}) + "\n",
+                                                  *(self._line(r) for r in keep)]))
         header, _, good = _read_log(self.path)
         with disk_full_names(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -287,13 +311,16 @@ class PredictionLog:
         """Record one sample's prediction."""
         from ..io import disk_full_names
 
-        index, pred, label, adapt_s, views_s = record
         with disk_full_names(self.path):
-            self.write_line(json.dumps({"i": index, "p": pred, "y": label, "adapt_s": adapt_s, "views_s": views_s})
-                            + "\n")
+            self.write_line(self._line(record))
             self.written += 1
             if self.written % self.SYNC_EVERY == 0:
                 os.fsync(self._file.fileno())
+
+    @staticmethod
+    def _line(record: Record) -> str:
+        index, pred, label, adapt_s, views_s = record
+        return json.dumps({"i": index, "p": pred, "y": label, "adapt_s": adapt_s, "views_s": views_s}) + "\n"
 
     def close(self) -> None:
         """Sync and close the file (what could not be written is not read back: :func:`_read_log`)."""
@@ -308,26 +335,82 @@ class PredictionLog:
 
 def _keeps_state(adapter: Any) -> bool:
     """Whether the adapter carries what it learns from one sample to the next (``episodic=False``, a momentum
-    buffer): its predictions then depend on the samples before, and a stopped run cannot go on from its log."""
+    buffer): its predictions then depend on the samples before, and a stopped run goes on only from its saved
+    state (:class:`AdapterStateSaver`)."""
+    keeps = getattr(adapter, "keeps_state", None)
+    if isinstance(keeps, bool):
+        return keeps
     return not getattr(adapter, "episodic", True) or getattr(adapter, "momentum", None) is not None
 
 
+def _settings_digest(settings: dict[str, Any], world: int) -> str:
+    return hashlib.sha256(json.dumps([settings, world], sort_keys=True, default=str).encode()).hexdigest()
+
+
+class AdapterStateSaver:
+    """Saves a state-keeping adapter's :meth:`carried_state` with the number of this process's samples it has
+    seen, every :data:`ADAPTER_STATE_EVERY` samples (atomically: a kill leaves the last whole one), so that a
+    stopped run goes on from there; the predictions recorded after it are made again."""
+
+    def __init__(self, path: Path, adapter: Any, digest: str) -> None:
+        self.path, self.adapter, self.digest = path, adapter, digest
+
+    def save(self, done: int) -> None:
+        from ..backbones import save_safetensors
+
+        save_safetensors(self.adapter.carried_state(), self.path, {"samples": str(done), "settings": self.digest})
+
+    def load(self) -> int:
+        """The number of this process's samples the saved state has seen (loaded into the adapter); 0 when there
+        is no saved state of these settings, or it does not load (the run then starts over)."""
+        from ..backbones import CheckpointError, check_tensor_values, read_safetensors
+
+        if not self.path.is_file():
+            return 0
+        try:
+            tensors, meta = read_safetensors(self.path)
+            if meta.get("settings") != self.digest:
+                return 0
+            check_tensor_values(tensors, self.adapter.carried_state(), self.path)
+            done = int(meta.get("samples", ""))
+            self.adapter.load_carried_state(tensors)
+        except (CheckpointError, ValueError) as err:
+            print(f"{self.path}: the adapter's saved state does not load ({err}): starting over", flush=True)
+            return 0
+        return done
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _resume(cfg: Config, checkpoint: Path | None, limit: int | None, dataset: Any, adapter: Any, mine: list[int],
-            rank: int, label: str, name: str) -> tuple[list[Record], PredictionLog | None]:
-    """This process's recorded predictions of ``mine`` (an earlier run's, made under the same settings) and the
-    log the run records the rest in; an adapter that keeps state across samples records none and starts over."""
-    settings = run_settings(cfg, checkpoint, limit, ((item.impath, item.label) for item in dataset.items))
+            rank: int, world: int, device: torch.device, label: str, name: str
+            ) -> tuple[list[Record], PredictionLog, AdapterStateSaver | None]:
+    """This process's recorded predictions of ``mine`` (an earlier run's, made under the same settings), the
+    log the run records the rest in, and (an adapter that keeps state across samples) the saver of its state.
+    Such an adapter goes on from its saved state: the predictions it had made by then are kept, later ones are
+    made again (their log lines are dropped)."""
+    settings = run_settings(cfg, checkpoint, limit, ((item.impath, item.label) for item in dataset.items), device)
     done = recorded_predictions(cfg.work_dir, settings)  # other settings: refused before any sample
-    if _keeps_state(adapter):
-        if done and rank == 0:
-            print(f"{label} on {name}: the adapter keeps state across samples (episodic=False or a momentum buffer), "
-                  f"so the {len(done)} recorded predictions cannot be gone on from: starting over", flush=True)
-        return [], None
-    records = [done[i] for i in mine if i in done]
-    if records and rank == 0:
-        print(f"{label} on {name}: going on from {len(done)} recorded predictions ({predictions_path(cfg.work_dir)})",
-              flush=True)
-    return records, PredictionLog(predictions_path(cfg.work_dir, rank), settings)
+    log_path = predictions_path(cfg.work_dir, rank)
+    if not _keeps_state(adapter):
+        records = [done[i] for i in mine if i in done]
+        if records and rank == 0:
+            print(f"{label} on {name}: going on from {len(done)} recorded predictions ({log_path})", flush=True)
+        return records, PredictionLog(log_path, settings), None
+    saver = AdapterStateSaver(adapter_state_path(cfg.work_dir, rank), adapter, _settings_digest(settings, world))
+    seen = saver.load() if done else 0
+    if seen and not all(i in done for i in mine[:seen]):  # the log lost what the state had seen: start over
+        if hasattr(adapter, "restart"):
+            adapter.restart()
+        seen = 0
+    records = [done[i] for i in mine[:seen]]
+    if done and rank == 0:
+        said = (f"going on from its state after {seen} samples ({saver.path})" if seen else
+                f"no saved state of the adapter, which keeps state across samples: the {len(done)} recorded "
+                "predictions are made again")
+        print(f"{label} on {name}: {said}", flush=True)
+    return records, PredictionLog(log_path, settings, keep=records), saver
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -362,15 +445,14 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     indices = sample_indices(len(dataset), limit, seed)
     mine = indices[rank::world]
     label = method_label(cfg, model)
-    records, log = _resume(cfg, checkpoint, limit, dataset, adapter, mine, rank, label, name)
+    records, log, saver = _resume(cfg, checkpoint, limit, dataset, adapter, mine, rank, world, device, label, name)
     recorded = {r[0] for r in records}
     todo = [i for i in mine if i not in recorded]
     correct = sum(r[1] == r[2] for r in records)
     adapt_s = sum(r[3] for r in records)
     bar = tqdm(todo, desc=f"{label} on {name}", unit="sample", disable=rank != 0, dynamic_ncols=True,
                initial=len(records), total=len(mine))
-    stopped = (f"the predictions made so far are recorded in {log.path}: the same command goes on from there"
-               if log else "the adapter keeps state across samples, so the same command starts over")
+    stopped = f"the predictions made so far are recorded in {log.path}: the same command goes on from there"
     try:
         with hint_on_interrupt(stopped):
             for index in bar:
@@ -383,20 +465,19 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                 pred = int(logits.argmax(dim=-1)[0])  # the host read ends the sample's device work
                 took = time.perf_counter() - made
                 record = (index, pred, item.label, took, made - start)
-                if log is not None:
-                    log.append(record)
+                log.append(record)
                 records.append(record)
+                if saver is not None and len(records) % ADAPTER_STATE_EVERY == 0:
+                    saver.save(len(records))
                 adapt_s += took
                 correct += pred == item.label
                 bar.set_postfix_str(f"acc {100 * correct / len(records):.1f}%  {adapt_s / len(records):.3f} s/sample")
     except DiskFullError as err:
-        where = (f"{len(records)} of {len(mine)} samples are recorded in {log.path}, the same command goes on "
-                 "from there") if log else "the same command starts over (the adapter keeps state across samples)"
+        where = f"{len(records)} of {len(mine)} samples are recorded in {log.path}, the same command goes on from there"
         raise DiskFullError(err.path, err.errno, f"free some space and rerun: {where}") from err
     finally:
         bar.close()
-        if log is not None:
-            log.close()
+        log.close()
     records.sort()
     if world > 1:
         import torch.distributed as dist
@@ -423,10 +504,12 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                                  predictions=[[i, p] for i, p, *_ in records])
         except DiskFullError as err:
             kept = (f"the {n} predictions are recorded in {predictions_path(cfg.work_dir)}, the same command only "
-                    "writes the results" if log else "the same command starts over")
+                    "writes the results")
             raise DiskFullError(err.path, err.errno, f"free some space and rerun: {kept}") from err
         for log_file in Path(cfg.work_dir).glob(PREDICTIONS_FILE.replace(".jsonl", "*.jsonl")):
             log_file.unlink(missing_ok=True)  # results.json holds them all now
+        for state_file in Path(cfg.work_dir).glob(ADAPTER_STATE_FILE.replace(".safetensors", "*.safetensors")):
+            state_file.unlink(missing_ok=True)
         print(f"{Path(cfg.filename).stem} ({label}): top-1 {top1:.2f} on {n} of {len(dataset)} samples of {name} "
               f"({sec:.3f} s/sample, {make_views.n_views} views; results: {path})", flush=True)
     return row

@@ -28,6 +28,7 @@ from ..learned import (  # noqa: F401  (re-exported: the library side, vlprompt.
     torch_load_plain,
     value_kind,
 )
+from ..learners import settings_as_built
 
 logger = logging.getLogger("vlprompt")
 
@@ -120,10 +121,11 @@ def check_work_dir_run(work_dir: str | os.PathLike, checkpoint: str | os.PathLik
     if not isinstance(meta, dict) or not isinstance(meta.get("learner"), dict):
         return
     wanted = dict(model_cfg.get("learner") or {})
+    built = settings_as_built(wanted)  # what the learner records: n_ctx=80 with a 4-token phrase records 4
     wanted_backbone = (model_cfg.get("backbone") or {}).get("name")
     had, had_backbone = meta["learner"], (meta.get("backbone") or {}).get("name")
     differs = wanted.get("type") != had.get("type") or wanted_backbone != had_backbone or any(
-        key in had and comparable(had[key]) != comparable(value) for key, value in wanted.items())
+        key in had and comparable(had[key]) != comparable(value) for key, value in built.items())
     if differs:
         raise CheckpointError(
             f"{work_dir} holds checkpoints of another run: {checkpoint} is {describe_run(had, had_backbone)} "

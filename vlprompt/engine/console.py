@@ -58,7 +58,11 @@ def _console_handlers(logger: logging.Logger) -> list[logging.Handler]:
 
 def quiet_console(logger: MMLogger) -> MMLogger:
     """Filter ``logger``'s console handler with :class:`ConsoleFilter` (unless :func:`verbose`), and
-    route Python warnings to the log file (:func:`route_warnings`). Idempotent; returns ``logger``."""
+    route Python warnings to the log file (:func:`route_warnings`); a log file that finds the disk
+    full stops the run (:func:`stop_on_full_disk`). Idempotent; returns ``logger``."""
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            stop_on_full_disk(handler)
     if verbose():
         return logger
     for handler in _console_handlers(logger):
@@ -67,6 +71,28 @@ def quiet_console(logger: MMLogger) -> MMLogger:
     route_warnings()
     _flush_pending(logger)
     return logger
+
+
+def stop_on_full_disk(handler: logging.FileHandler) -> None:
+    """Make a full disk or quota while ``handler`` writes its log file raise
+    :class:`~vlprompt.io.DiskFullError` naming the file, instead of :mod:`logging`'s default of printing a
+    traceback and going on training without a log. Other errors are handled as before."""
+    if getattr(handler, "_stops_on_full_disk", False):
+        return
+    default = handler.handleError
+
+    def handle_error(record: logging.LogRecord) -> None:
+        import sys
+
+        from ..io import DISK_FULL_ERRNOS, DiskFullError
+
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            raise DiskFullError(handler.baseFilename, err.errno, "free some space and rerun with --resume") from err
+        default(record)
+
+    handler.handleError = handle_error  # type: ignore[method-assign]
+    handler._stops_on_full_disk = True  # type: ignore[attr-defined]
 
 
 _pending: list[str] = []

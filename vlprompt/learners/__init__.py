@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..backbones import PromptableCLIP
@@ -26,13 +26,22 @@ from .zsclip import ZeroShotCLIP
 __all__ = [
     "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe", "PromptLearner",
     "PromptSRC",
-    "ZeroShotCLIP", "build_learner", "list_learners",
+    "ZeroShotCLIP", "build_learner", "list_learners", "settings_as_built",
 ]
 
 
 def list_learners() -> list[str]:
     """Registered learner names."""
     return sorted(LEARNERS.module_dict)
+
+
+def settings_as_built(learner_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's ``model.learner`` as the learner it builds records it (its ``type`` and
+    :meth:`PromptLearner.settings_as_built`); unknown types are returned as they are."""
+    cls = LEARNERS.get(learner_cfg.get("type")) if isinstance(learner_cfg.get("type"), str) else None
+    if cls is None:
+        return dict(learner_cfg)
+    return {**cls.settings_as_built({k: v for k, v in learner_cfg.items() if k != "type"}), "type": learner_cfg["type"]}
 
 
 def build_learner(

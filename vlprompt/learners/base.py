@@ -13,7 +13,7 @@ casting the learner (``.to()``, ``.cuda()``, ``.half()``) moves the backbone wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -173,6 +173,13 @@ class PromptLearner(nn.Module):
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments (besides backbone and class names) to rebuild the learner."""
         return {}
+
+    @classmethod
+    def settings_as_built(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The :meth:`hparams` a learner built from the config's ``settings`` records, as far as they can be told
+        without building it: how a config is compared with the files a run wrote (a resumed checkpoint, a GRAM
+        file). By default the settings themselves; learners that build other than they were asked override."""
+        return dict(settings)
 
 
 L = TypeVar("L", bound=type[PromptLearner])

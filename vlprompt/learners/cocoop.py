@@ -14,14 +14,15 @@ one text-tower call (one group of class prompts per image), which gives the same
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..backbones import PromptableCLIP, TextPrompts, TokenInsertion
 from .base import PromptLearner, register_learner
-from .common import init_context
+from .common import init_context, phrase_sized_settings
 
 
 @register_learner("cocoop")
@@ -78,3 +79,7 @@ class CoCoOp(PromptLearner):
 
     def hparams(self) -> dict:
         return dict(self._hparams)
+
+    @classmethod
+    def settings_as_built(cls, settings: Mapping[str, Any]) -> dict[str, Any]:  # noqa: D102 - a phrase sizes n_ctx
+        return phrase_sized_settings(cls, settings)

@@ -16,14 +16,16 @@ PromptSRC and CoOp's zero-shot CLIP all write ``name.replace("_", " ")`` before 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import ContextOverflowError, PromptableCLIP, TokenInsertion, token_layout
+from ..backbones import ContextOverflowError, PromptableCLIP, PromptTokenizer, TokenInsertion, token_layout
 from ..datasets.knowledge import Descriptions, resolve_descriptions
 from ..datasets.templates import DEFAULT_TEMPLATE
 
@@ -188,10 +190,42 @@ def init_context(
         raise ValueError(f"{f'{who}: ' if who else ''}{key} must be a whole number >= 0 (0: the phrase's tokens), "
                          f"got {n_ctx!r}")
     words = backbone.tokenizer.encode(ctx_init.replace("_", " "))
-    n = check_text_tokens(backbone, min(n_ctx, len(words)) if n_ctx else len(words), key, who)
+    n = check_text_tokens(backbone, _phrase_count(n_ctx, len(words)), key, who)
     ids = torch.tensor(words[:n], device=backbone.device)
     with torch.no_grad():
         return backbone.embed_tokens(ids).float().cpu(), len(words)
+
+
+def _phrase_count(n_ctx: int, n_words: int) -> int:
+    """How many context vectors a phrase of ``n_words`` tokens starts: all of them unless ``n_ctx`` asks for fewer."""
+    return min(n_ctx, n_words) if n_ctx else n_words
+
+
+@functools.lru_cache(maxsize=1)
+def _bpe() -> PromptTokenizer:
+    return PromptTokenizer()  # every registered CLIP shares this BPE; only its context length differs
+
+
+def setting_or_default(cls: type, settings: Mapping[str, Any], key: str) -> Any:
+    """``settings[key]``, else the default of ``cls``'s constructor argument ``key`` (``None`` if it has none)."""
+    if key in settings:
+        return settings[key]
+    return getattr(inspect.signature(cls.__init__).parameters.get(key), "default", None)
+
+
+def phrase_sized_settings(cls: type, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with ``n_ctx`` as :func:`init_context` builds it for ``cls`` (whose constructor defaults fill
+    what the settings leave out): a 4-token ``ctx_init`` with ``n_ctx=80`` records 4. Values that are not
+    counts are left as they are (building the learner reports them)."""
+    built = dict(settings)
+    if "n_ctx" not in settings and "ctx_init" not in settings:
+        return built
+    n_ctx, ctx_init = setting_or_default(cls, settings, "n_ctx"), setting_or_default(cls, settings, "ctx_init")
+    if isinstance(ctx_init, str) and ctx_init and _is_count(n_ctx) and n_ctx >= 0:
+        built["n_ctx"] = _phrase_count(n_ctx, len(_bpe().encode(ctx_init.replace("_", " "))))
+    elif n_ctx is not None:
+        built["n_ctx"] = n_ctx
+    return built
 
 
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front")

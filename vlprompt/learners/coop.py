@@ -16,7 +16,8 @@ features (``"AE"``), as in the official code. A class without a description keep
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,9 @@ from .common import (
     description_source,
     fit_to_context,
     init_context,
+    phrase_sized_settings,
     prompt_class_name,
+    setting_or_default,
 )
 
 DESCRIPTION_MODES = ("AS", "AE")
@@ -170,3 +173,12 @@ class CoOp(PromptLearner):
 
     def hparams(self) -> dict:
         return dict(self._hparams)
+
+    @classmethod
+    def settings_as_built(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """A phrase sizes ``n_ctx`` and makes the context shared (``class_specific`` is built False)."""
+        built = phrase_sized_settings(cls, settings)
+        ctx_init = setting_or_default(cls, settings, "ctx_init")
+        if built.get("class_specific") and ctx_init and isinstance(ctx_init, str):
+            built["class_specific"] = False
+        return built

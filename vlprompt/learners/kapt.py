@@ -43,7 +43,7 @@ ratio, zero-initialised head output, the consistency terms, their targets and we
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,7 +59,7 @@ from ..datasets.knowledge import (
     split_sentences,
 )
 from .base import PromptLearner, register_learner
-from .common import description_source, fit_to_context, init_context, prompt_class_name
+from .common import description_source, fit_to_context, init_context, phrase_sized_settings, prompt_class_name
 
 EXTRACTIONS = ("tfidf", "clause", "sentence", "full")
 HEAD_QUERIES = ("cls", "learned")
@@ -345,3 +345,7 @@ class KAPT(PromptLearner):
 
     def hparams(self) -> dict[str, Any]:
         return dict(self._hparams)
+
+    @classmethod
+    def settings_as_built(cls, settings: Mapping[str, Any]) -> dict[str, Any]:  # noqa: D102 - a phrase sizes n_ctx
+        return phrase_sized_settings(cls, settings)

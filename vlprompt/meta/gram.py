@@ -44,7 +44,7 @@ from torch import nn
 
 from ..backbones import CheckpointError, build_clip, check_tensor_values, check_tensors_fit, save_safetensors
 from ..engine.checkpoint import comparable, describe_run, read_vlprompt_safetensors
-from ..learners import PromptLearner, build_learner, list_learners
+from ..learners import PromptLearner, build_learner, list_learners, settings_as_built
 from ..registry import LEARNERS
 from .features import PairFeatures, normalise_images
 from .regulator import REGULATORS, GradientRegulator, build_regulator
@@ -349,10 +349,11 @@ def read_gram_file(path: str | os.PathLike) -> GRAMFile:
 def check_gram_fits(gram: GRAMFile, learner_cfg: Mapping[str, Any], backbone_cfg: Mapping[str, Any],
                     path: str | os.PathLike) -> None:
     """Stop (naming both) when the file was meta-trained for another learner, prompt layout or backbone
-    than the run's: every hyper-parameter the file records must be the run's."""
+    than the run's: every hyper-parameter the file records must be what the run's learner builds."""
     wanted = dict(learner_cfg)
+    built = settings_as_built(wanted)  # n_ctx=80 with a 4-token phrase builds (and records) 4
     differs = [k for k in sorted(set(gram.learner) | {"type"})
-               if k in wanted and comparable(wanted[k]) != comparable(gram.learner.get(k))]
+               if k in built and comparable(built[k]) != comparable(gram.learner.get(k))]
     if gram.learner.get("type") != wanted.get("type"):
         differs = ["type", *[k for k in differs if k != "type"]]
     if differs or gram.backbone.get("name") != backbone_cfg.get("name"):
