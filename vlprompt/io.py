@@ -30,9 +30,18 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["DISK_FULL_ERRNOS", "DiskFullError", "atomic_output", "atomic_write", "atomic_write_json",
-           "atomic_write_text", "config_hash", "disk_full_names", "durable_replace", "file_digest", "fsync_path",
-           "remove_stale_temporaries", "space_left"]
+__all__ = ["CACHE_ENV", "DISK_FULL_ERRNOS", "DiskFullError", "atomic_output", "atomic_write", "atomic_write_json",
+           "atomic_write_text", "cache_root", "config_hash", "disk_full_names", "durable_replace", "file_digest",
+           "fsync_path", "remove_stale_temporaries", "space_left"]
+
+CACHE_ENV = "VLPROMPT_CACHE"
+"""The environment variable naming vlprompt's cache folder."""
+
+
+def cache_root() -> Path:
+    """Root of vlprompt's own cache: ``$VLPROMPT_CACHE`` or ``~/.cache/vlprompt``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "vlprompt").expanduser()
+
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """The errors of a write that found no room: no space left on the device, the user's quota exceeded."""

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import ConfigNotFoundError, UserError
+from .user_datasets import USER_DATASET_PREFIX, parse_user_dataset, register_user_dataset, user_datasets
 
 CONFIGS_ROOT = Path(__file__).resolve().parents[1] / "configs"
 """The shipped configs."""
@@ -116,13 +117,18 @@ def canonical_dataset(name: str, datasets: Mapping[str, Iterable[str]] = DATASET
     :class:`UnknownNameError` naming the closest datasets; ``datasets`` maps names to their spellings."""
     if name in datasets:
         return name
+    spec = parse_user_dataset(name)  # folder:PATH (your own images): registered under one short name
+    if spec is not None:
+        return register_user_dataset(spec, taken=tuple(datasets))
+    datasets = {**datasets, **{n: () for n in user_datasets() if n not in datasets}}
     key = name_key(name)
     for canonical, spellings in datasets.items():
         if key == name_key(canonical) or key in {name_key(s) for s in spellings}:
             return canonical
     spelled = {s: canonical for canonical, spellings in datasets.items() for s in (canonical, *spellings)}
     close = list(dict.fromkeys(spelled[s] for s in closest(name, spelled, n=6)))[:3]
-    raise UnknownNameError(f"unknown dataset {name!r}{did_you_mean(close)}; known: {', '.join(datasets)}")
+    raise UnknownNameError(f"unknown dataset {name!r}{did_you_mean(close)}; known: {', '.join(datasets)}; or "
+                           f"{USER_DATASET_PREFIX}PATH for your own images (a folder of class folders or a list)")
 
 
 def canonical_datasets(names: Iterable[str], datasets: Mapping[str, Iterable[str]] = DATASET_SPELLINGS) -> list[str]:

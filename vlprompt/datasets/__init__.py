@@ -62,6 +62,7 @@ from .templates import (
                          get_template,
 )
 from .transforms import CLIP_MEAN, CLIP_STD, build_test_transform, build_train_transform, build_transform
+from .user import UserDataset, UserDatasetWarning
 
 __all__ = [
     'BASE2NOVEL_DATASETS', 'BENCHMARKS', 'CLIP_IMAGENET_TEMPLATES', 'ELEVATER_NAMES', 'ELEVATER_TASKS',
@@ -72,7 +73,8 @@ __all__ = [
     'PROTOCOLS', 'BenchmarkDataset', 'CODaN', 'Caltech101', 'DTD', 'DataSpec', 'DatasetError', 'Datum',
     'EuroSAT', 'EvalProtocol', 'FGVCAircraft', 'Food101', 'ImageCache', 'ImageNet', 'ImageNetA', 'ImageNetR',
     'ImageNetSketch', 'ImageNetV2', 'OxfordFlowers', 'OxfordPets', 'SUN397', 'SplitFileDataset',
-    'SplitFolderDataset', 'StanfordCars', 'ToyDataset', 'UCF101', 'FewShotWarning', 'base_to_novel', 'build_dataset',
+    'SplitFolderDataset', 'StanfordCars', 'ToyDataset', 'UCF101', 'FewShotWarning',
+    'UserDataset', 'UserDatasetWarning', 'base_to_novel', 'build_dataset',
     'build_test_transform', 'build_train_transform', 'build_transform', 'canonical_name', 'check_images',
     'check_loader_settings', 'few_shot',
     'dataset_facts', 'get_dataset_class', 'get_protocol', 'get_template', 'list_datasets', 'load_image',

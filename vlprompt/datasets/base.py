@@ -120,6 +120,7 @@ class BenchmarkDataset(DatasetChecks, Dataset):
     extra_splits: ClassVar[tuple[str, ...]] = ()
     split_aliases: ClassVar[Mapping[str, str]] = {}
     aliases: ClassVar[tuple[str, ...]] = ()  # other names accepted by build_dataset (Dassl's, folder)
+    picks_beside_data: ClassVar[bool] = True  # few-shot picks may be stored in the dataset's folder (else the cache)
     # The dataset's facts that runs are composed from (:func:`vlprompt.datasets.dataset_facts`).
     template: ClassVar[str] = 'a photo of a {}.'  # the hand-written zero-shot template (CoOp's CUSTOM_TEMPLATES)
     published: ClassVar[Mapping[str, int]] = {}  # class and split counts as published ('classes', 'train', ...)
@@ -361,7 +362,7 @@ class BenchmarkDataset(DatasetChecks, Dataset):
         """Few-shot train and val picks over all classes, from the cache or sampled and cached."""
         if self._fewshot is None:
             k, seed = int(self.num_shots or 0), int(self.seed if self.seed is not None else 1)
-            cache = FewShotCache(self.dataset_path, self.name)
+            cache = FewShotCache(self.dataset_path, self.name, beside_data=self.picks_beside_data)
             hit = cache.load(k, seed)
             picks = None
             if hit is not None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..names import canonical_dataset
 from ..registry import DATASETS
+from ..user_datasets import user_dataset
 from .base import BenchmarkDataset
 from .protocol import BASE2NOVEL_DATASETS, DG_TARGETS, IMAGENET_FAMILY
 
@@ -31,7 +32,7 @@ __all__ = ['BENCHMARKS', 'build_dataset', 'build_dataset_from_cfg', 'canonical_n
 
 # The published benchmarks in table order: base-to-novel, ImageNet variants, CODaN.
 BENCHMARKS: tuple[str, ...] = BASE2NOVEL_DATASETS + DG_TARGETS + ('codan',)
-_GENERIC = ('split-folder',)
+_GENERIC = ('split-folder', 'folder')  # readers that need a folder argument
 
 
 def _readers() -> dict[str, type[BenchmarkDataset]]:
@@ -81,6 +82,11 @@ def dataset_facts(name: str) -> dict[str, Any]:
     from .splitfile import ToyDataset
 
     cls = get_dataset_class(name)
+    spec = user_dataset(canonical_name(name))
+    if spec is not None:  # your own images: the facts of a fine-grained benchmark with no published numbers
+        return dict(name=canonical_name(name), aliases=(), num_classes=None, published={}, template=cls.template,
+                    knowledge=dict(file=spec['descriptions']) if spec.get('descriptions') else None, family=None,
+                    transfer_protocol='cross-dataset', backbone=None)
     toy = issubclass(cls, ToyDataset)
     family = 'imagenet' if cls.name in IMAGENET_FAMILY else 'toy' if toy else None
     return dict(
@@ -92,8 +98,10 @@ def dataset_facts(name: str) -> dict[str, Any]:
 
 
 def get_dataset_class(name: str) -> type[BenchmarkDataset]:
-    """The reader class registered under ``name`` (see :func:`canonical_name`)."""
-    return _readers()[canonical_name(name)]
+    """The reader class registered under ``name`` (see :func:`canonical_name`); a user dataset's is
+    :class:`~vlprompt.datasets.user.UserDataset`."""
+    canonical = canonical_name(name)
+    return _readers()['folder' if user_dataset(canonical) is not None else canonical]
 
 
 def build_dataset(name: str, data_root: str | os.PathLike[str] | None = None, split: str | None = None,
@@ -115,6 +123,8 @@ def build_dataset(name: str, data_root: str | os.PathLike[str] | None = None, sp
         DatasetError: The data on disk is missing or broken (raised before any training).
     """
     cls = get_dataset_class(name)
+    if cls.name == 'folder' and 'source' not in kwargs:
+        kwargs['dataset'] = canonical_name(name)  # a user dataset, by its registered name
     return cls(data_root=data_root, split=split, num_shots=num_shots, seed=seed, subsample=subsample, **kwargs)
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..io import atomic_write_json
+from ..io import CACHE_ENV, atomic_write_json, cache_root
 from .items import DatasetError, Datum
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     'select_classes', 'subsample_classes', 'check_num_shots',
 ]
 
-CACHE_ENV = 'VLPROMPT_CACHE'
 SUBSAMPLES: tuple[str, ...] = ('all', 'base', 'novel')
 _SUBSAMPLE_ALIASES = {'new': 'novel'}
 
@@ -117,25 +116,21 @@ def sample_few_shot_splits(train: Sequence[T], val: Sequence[T] | None, num_shot
 
 # --------------------------------------------------------------------------- few-shot cache
 
-def cache_root() -> Path:
-    """Root of vlprompt's own cache: ``$VLPROMPT_CACHE`` or ``~/.cache/vlprompt``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / '.cache' / 'vlprompt').expanduser()
-
-
 class FewShotCache:
     """Where the few-shot picks of one dataset folder are stored and found again.
 
     Args:
         dataset_dir: The dataset's folder; the primary location is its ``split_fewshot/``.
         key: A short name for the fallback folder (the registry name of the dataset).
+        beside_data: ``False``: never in the dataset's folder, only in the cache (a user's own images).
     """
 
-    def __init__(self, dataset_dir: str | Path, key: str) -> None:
+    def __init__(self, dataset_dir: str | Path, key: str, beside_data: bool = True) -> None:
         self.dataset_dir = Path(dataset_dir)
         self.key = key
         digest = hashlib.sha1(str(self.dataset_dir.absolute()).encode()).hexdigest()[:10]
-        self.primary_dir = self.dataset_dir / 'split_fewshot'
         self.fallback_dir = cache_root() / 'split_fewshot' / f'{key}-{digest}'
+        self.primary_dir = self.dataset_dir / 'split_fewshot' if beside_data else self.fallback_dir
 
     @staticmethod
     def encode(items: Sequence[Datum], image_root: str | os.PathLike[str]) -> list[list[Any]]:

@@ -102,6 +102,9 @@ def verify_dataset(name: str, data_root: str | os.PathLike[str] | None = None, c
     folder's ``knowledge.json`` / ``knowledge.tsv`` when there is one).
     """
     cls = get_dataset_class(name)
+    if cls.name == 'folder':
+        raise ValueError(f'{name} is a user dataset: check it with vlprompt.datasets.user_verify.verify_user_dataset '
+                         '(tools/prepare_data.py verify --datasets folder:PATH)')
     report = DatasetReport(cls.name, published=dict(cls.published))
     try:
         reader = cls.inspect(data_root)

@@ -152,9 +152,9 @@ def toy_root(root: str | Path | None = None) -> Path:
     """The toy-world cache folder: ``root``, else ``$VLPROMPT_CACHE/toyworld``, else ~/.cache/..."""
     if root is not None:
         return Path(root).expanduser()
-    env = os.environ.get("VLPROMPT_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "vlprompt"
-    return base / "toyworld"
+    from ..io import cache_root
+
+    return cache_root() / "toyworld"
 
 
 def _resolve_counts(spec: ToySpec, counts: Mapping[str, int] | None) -> dict[str, int]:
