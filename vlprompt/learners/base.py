@@ -83,6 +83,13 @@ class PromptLearner(nn.Module):
                              f"{self._backbone.arch} has none{f' ({hint})' if hint else ''}")
 
     # ------------------------------------------------------------------ classes
+    def class_set_problem(self, class_names: Sequence[str]) -> str | None:
+        """Why the learned parameters cannot classify ``class_names``, or ``None`` when they can: learned
+        parameters do not depend on the class set, so any list will do; a learner whose parameters belong to
+        the classes it was built with overrides this and names the reason (:class:`vlprompt.zeroshot.
+        PromptedClassifier` asks before switching classes)."""
+        return None
+
     def set_classes(self, class_names: Sequence[str]) -> None:
         """Switch to another class set; learned parameters are untouched."""
         names = list(class_names)

@@ -115,6 +115,14 @@ class CoOp(PromptLearner):
         self.class_token_position = class_token_position
         self.finish_init()
 
+    def class_set_problem(self, class_names: Sequence[str]) -> str | None:
+        """Class-specific contexts belong to the classes the learner was built with, in their order: any other
+        list (another count, other names, the same names reordered) would pair a class with another's context."""
+        if self.ctx.dim() == 3 and list(class_names) != self._init_class_names:
+            return (f"{type(self).__name__} with class-specific contexts learned one context per trained class "
+                    f"({self.ctx.shape[0]} classes, in their order)")
+        return None
+
     def set_classes(self, class_names: Sequence[str]) -> None:
         if self.ctx.dim() == 3 and len(class_names) != self.ctx.shape[0]:
             raise ValueError(
