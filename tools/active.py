@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(paths["table"].read_text())
     for kind, path in paths.items():
         print(f"{kind}: {path}")
+    lists = sorted(root.glob("*/seed*/to_label_round*.csv"))
+    if lists:
+        print(f"images chosen for labelling, a list per round (path,class): {lists[0].parent}/to_label_round<r>.csv "
+              f"({len(lists)} lists in all)")
     return {k: str(v) for k, v in paths.items()}
 
 

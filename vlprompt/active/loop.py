@@ -62,6 +62,9 @@ __all__ = ["STATE_FILE", "ActiveSettings", "ActiveStateError", "check_state", "l
            "run_active", "score_pool"]
 
 STATE_FILE = "active_state.json"
+TO_LABEL_FILE = "to_label_round{round}.csv"
+"""Per round, the pool images chosen for labelling, as a list a person can work through (``path,class``: the
+class the dataset has for it, to check or correct)."""
 CANDIDATES_OF = ("pool", "remaining")
 
 
@@ -323,6 +326,20 @@ def select_round(round_index: int, settings: ActiveSettings, budget: int, pool: 
 
 
 # ------------------------------------------------------------------------------------------------ the loop
+def write_to_label(path: Path, pool: Any, picks: Any) -> None:
+    """The images of ``picks`` (pool indices) as a CSV of ``path,class`` rows, in pick order."""
+    import csv
+    import io
+
+    rows = io.StringIO()
+    writer = csv.writer(rows, lineterminator="\n")
+    writer.writerow(["path", "class"])
+    for index in picks:
+        item = pool.items[int(index)]
+        writer.writerow([item.impath, item.classname])
+    atomic_write_text(path, rows.getvalue())
+
+
 _NULL = None
 
 
@@ -440,6 +457,7 @@ def run_active(cfg, run_dir: str | Path, settings: ActiveSettings, seed: int = 1
                       "classes_seen": int((counts > 0).sum()), "select_s": round(select_s, 3),
                       "round_s": round(time.perf_counter() - start, 3)}
             state["rounds"].append(record)
+            write_to_label(run_dir / TO_LABEL_FILE.format(round=r), pool, picks)
             atomic_write_text(run_dir / STATE_FILE, json.dumps(state, indent=1))
             if on_round is not None:
                 on_round(record)
