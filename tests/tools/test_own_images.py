@@ -187,3 +187,21 @@ def test_the_readme_walkthrough_runs_in_order(tmp_path, capsys):
     assert re.search(r"top-1 \d+\.\d\d % on the 80 images whose class the list gives", printed[2])
     assert re.search(r"top-1 \d+\.\d\d % on the 80 images whose class the list gives", printed[4])
     assert (tmp_path / "demo" / "predictions.csv").is_file()
+
+
+def test_a_descriptions_file_attaches_to_a_folder_for_kapt(photos, tmp_path):
+    """``folder:PATH?descriptions=FILE``: KAPT trains with the folder's class descriptions, and its checkpoint
+    carries their text."""
+    root, before = photos
+    described = tmp_path / "descriptions.json"
+    described.write_text(json.dumps({f"class {c}": [f"the {c}th kind of thing"] for c in range(3)}))
+    work = tmp_path / "kapt"
+    load_tool("train").main(["--method", "kapt", "--dataset", f"folder:{root}?descriptions={described}", "--overlay",
+                             "few_shot", "--work-dir", str(work), "--cfg-options", *TINY, *LOADERS,
+                             "train_cfg.max_epochs=1", "train_dataloader.dataset.num_shots=2"])
+    from vlprompt.learned import read_learned
+
+    _, meta = read_learned(work / "learned.safetensors")
+    assert meta["learner"]["knowledge"]["file"] == str(described)
+    assert meta["learner"]["knowledge_text"] == {f"class {c}": [f"the {c}th kind of thing"] for c in range(3)}
+    assert _snapshot(root) == before
