@@ -205,3 +205,53 @@ def test_a_descriptions_file_attaches_to_a_folder_for_kapt(photos, tmp_path):
     assert meta["learner"]["knowledge"]["file"] == str(described)
     assert meta["learner"]["knowledge_text"] == {f"class {c}": [f"the {c}th kind of thing"] for c in range(3)}
     assert _snapshot(root) == before
+
+
+def test_an_mvlpt_target_run_on_a_folder_starts_from_a_source_prompt(photos, tmp_path):
+    """MVLPT's transfer on your own images: an MCoOp prompt (here trained on another folder) starts the target run
+    on the folder (``load_from``), as a multitask source prompt would."""
+    root, before = photos
+    source_folder = _folder(tmp_path / "other", classes=4, per_class=10)
+    train = load_tool("train").main
+    common = ["--overlay", "few_shot", "--cfg-options", *TINY, *LOADERS, "train_cfg.max_epochs=1",
+              "train_dataloader.dataset.num_shots=2"]
+    train(["--method", "mvlpt/mcoop", "--dataset", f"folder:{source_folder}", "--work-dir", str(tmp_path / "source"),
+           *common])
+    source = tmp_path / "source" / "learned.safetensors"
+    train(["--method", "mvlpt/mcoop", "--dataset", f"folder:{root}", "--work-dir", str(tmp_path / "target"), *common,
+           f"load_from={source}"])
+    from vlprompt.learned import read_learned
+
+    target, meta = read_learned(tmp_path / "target" / "learned.safetensors")
+    assert meta["learner"]["type"] == "mcoop" and meta["class_names"] == ["class 0", "class 1", "class 2"]
+    log = next((tmp_path / "target").rglob("*.log")).read_text()
+    assert f"learner parameters initialised from {source}" in log
+    assert _snapshot(root) == before
+
+
+def test_gram_over_coop_runs_on_a_folder_from_a_gram_file(photos, tmp_path):
+    """GRAM downstream on your own images: the meta-learned initialisation and regulator of a GRAM file (here a
+    small one made on the tiny CLIP, as tools/meta_train.py writes them) start and regulate CoOp on the folder."""
+    import torch
+
+    from vlprompt.learned import read_learned
+    from vlprompt.meta import save_gram_file
+    from vlprompt.meta.gram import build_meta_learner, prompt_parameters
+
+    root, before = photos
+    backbone = {"name": "test-tiny", "pretrained": None}
+    learner, regulator = build_meta_learner({"type": "coop", "n_ctx": 4, "ctx_init": "a photo of a",
+                                             "class_token_position": "end"}, backbone, {"type": "gate"}, ["a", "b"])
+    with torch.no_grad():
+        for p in prompt_parameters(learner).values():
+            p.add_(0.25)
+    gram = save_gram_file(tmp_path / "gram.safetensors", learner, backbone, regulator, {"test": True})
+    work = tmp_path / "gram_run"
+    load_tool("train").main(["--method", "gram/coop", "--dataset", f"folder:{root}", "--overlay", "few_shot",
+                             "--work-dir", str(work), "--cfg-options", *TINY, *LOADERS, "train_cfg.max_epochs=1",
+                             "train_dataloader.dataset.num_shots=2", f"model.gram.file={gram}"])
+    _, meta = read_learned(work / "learned.safetensors")
+    assert meta["class_names"] == ["class 0", "class 1", "class 2"]
+    recorded = json.loads((work / "results.json").read_text())["run"]["model"]["gram"]
+    assert recorded["file"] == str(gram) and recorded["init"] is True and recorded["regulate"] is True
+    assert _snapshot(root) == before
