@@ -255,3 +255,28 @@ def test_gram_over_coop_runs_on_a_folder_from_a_gram_file(photos, tmp_path):
     recorded = json.loads((work / "results.json").read_text())["run"]["model"]["gram"]
     assert recorded["file"] == str(gram) and recorded["init"] is True and recorded["regulate"] is True
     assert _snapshot(root) == before
+
+
+def test_a_local_weights_file_trains_on_a_folder_as_real_weights_would(photos, tmp_path):
+    """The README's real-weights command with a local file (here the tiny CLIP's weights saved as safetensors):
+    the run loads them, records their digest, and the learned prompts predict on new files with them."""
+    from safetensors.torch import save_file
+
+    from vlprompt.backbones import build_clip, state_digest
+    from vlprompt.learned import read_learned
+
+    root, before = photos
+    clip = build_clip("test-tiny")
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.model.state_dict().items()}, str(weights))
+    work = tmp_path / "weights_run"
+    load_tool("train").main(["--method", "coop", "--dataset", f"folder:{root}", "--overlay", "few_shot",
+                             "--work-dir", str(work), "--cfg-options", "model.backbone.name=test-tiny",
+                             f"model.backbone.pretrained={weights}", *LOADERS, "train_cfg.max_epochs=1",
+                             "train_dataloader.dataset.num_shots=2"])
+    _, meta = read_learned(work / "learned.safetensors")
+    assert meta["backbone"]["pretrained"] == str(weights)
+    assert meta["backbone_weights"] == state_digest(clip.model.state_dict())  # the file's weights, not random ones
+    results = load_tool("predict").main([str(work), str(root / "class_1" / "0.png"), "--top-k", "1"])
+    assert results[0]["top"][0][0] in meta["class_names"]
+    assert _snapshot(root) == before
