@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_options
+from vlprompt.launch import launch_settings
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     add_sweep_arguments(parser, "work_dirs/base2novel", data_root_help="benchmarks' root (default: $VLPROMPT_DATA)")
     args = parser.parse_args(argv)
+    launch = launch_settings(args)  # values no launcher can use: one line, before any work
     from vlprompt.cli import dataset_arguments, method_argument
 
     args.method = method_argument(args.method)  # one name per method and dataset: one run folder, one table row
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     start = time.perf_counter()
     done = run_sweep(jobs, partial(run_one, args.method), args.overwrite, f"{args.method} base-to-novel",
                      lambda dataset, seed, _: f"{dataset} seed {seed}",
-                     lambda r: f"base {r['base']:.2f}  novel {r['novel']:.2f}  HM {r['hm']:.2f} ")
+                     lambda r: f"base {r['base']:.2f}  novel {r['novel']:.2f}  HM {r['hm']:.2f} ",
+                     launch=launch)
     runs = [result for result, _ in done]
     reused = [(dataset, seed) for (dataset, seed, _), (_, was_reused) in zip(jobs, done, strict=True) if was_reused]
     files = write_base2novel_report(runs, out_dir, args.method, reused)

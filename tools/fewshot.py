@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_options
+from vlprompt.launch import launch_settings
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--epochs", type=int, default=None, help="override the per-shot schedule")
     add_sweep_arguments(parser, "work_dirs/fewshot")
     args = parser.parse_args(argv)
+    launch = launch_settings(args)  # values no launcher can use: one line, before any work
     from vlprompt.cli import dataset_arguments, method_argument
 
     args.method = method_argument(args.method)  # one name per method and dataset: one run folder, one table row
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for d in datasets for k in args.shots for s in args.seeds]
     done = run_sweep(jobs, partial(run_one, args.method), args.overwrite, f"{args.method} few-shot",
                      lambda dataset, shots, seed, _: f"{dataset} {shots}-shot seed {seed}",
-                     lambda r: f"top-1 {r['top1']:.2f}")
+                     lambda r: f"top-1 {r['top1']:.2f}",
+                     launch=launch)
     runs = [result for result, _ in done]
     out_dir.mkdir(parents=True, exist_ok=True)
     zero_shot = {d: zero_shot_accuracy(d, out_dir, options) for d in tqdm(datasets, desc="zero-shot reference")}

@@ -226,6 +226,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, work_root: str, data_ro
     add_cfg_options(parser, default=[], help=SWEEP_CFG_OPTIONS_HELP)
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
     add_debug_argument(parser)
+    from .launch import add_launcher_arguments  # the standard library only, until a launcher runs
+
+    add_launcher_arguments(parser)
 
 
 def sweep_options(args: argparse.Namespace) -> list[str]:

@@ -39,7 +39,7 @@ from .config import (  # noqa: F401  (re-exported: the sweeps' names since befor
     plain_config,
     show_value,
 )
-from .workdir import held_lock_fds, work_dir_lock
+from .workdir import WorkDirLocked, held_lock_fds, work_dir_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SWEEP_RESUME_HINT = ("rerun the same command to go on: finished runs are reused and the interrupted one resumes "
@@ -92,6 +92,10 @@ def run_logged(cmd: list[str], log: Path, cwd: Path = REPO_ROOT) -> None:
     is handed the work-dir locks this process holds (:func:`~vlprompt.engine.workdir.held_lock_fds`): it
     keeps its run folder locked while it writes there, even if the sweep is killed first."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    gpus = int(os.environ.get("VLPROMPT_GPUS_PER_RUN") or 1)  # a parallel sweep's run with several GPUs
+    if gpus > 1 and len(cmd) > 1 and Path(cmd[1]).name == "train.py":
+        cmd = [cmd[0], "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *cmd[1:],
+               "--launcher", "pytorch"]
     with open(log, "a") as f, tempfile.TemporaryDirectory(prefix="vlprompt-progress-") as tmp:
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
@@ -303,15 +307,32 @@ def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = Fals
         return save_result(run.run_dir, result), False
 
 
+LOCK_WAIT_S = 2.0
+"""How often a run whose folder another process holds looks again (:func:`run_or_reuse_when_free`)."""
+
+
+def run_or_reuse_when_free(run: SweepRun, work: Callable[[], dict], overwrite: bool = False) -> tuple[dict, bool]:
+    """:func:`run_or_reuse`, waiting while another process holds the run's folder (a second sweep on the same
+    work root trains it), then reusing what that process finished: a run is never trained twice at once."""
+    while True:
+        try:
+            return run_or_reuse(run, work, overwrite)
+        except WorkDirLocked:
+            time.sleep(LOCK_WAIT_S)
+
+
 def took(result: Mapping, reused: bool) -> str:
     """``reused`` for a run taken from an earlier sweep, else the time it took (``12 s``)."""
     return "reused" if reused else f"{result.get('seconds', 0):.0f} s"
 
 
 def run_sweep(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, desc: str,
-              label: Callable[..., str], summary: Callable[[dict], str]) -> list[tuple[dict, bool]]:
+              label: Callable[..., str], summary: Callable[[dict], str], launch: Any = None
+              ) -> list[tuple[dict, bool]]:
     """A sweep's run loop: every job's run checked first (:func:`plan_runs`), then each run or reused
-    (:func:`run_or_reuse`) in turn under a progress bar, writing ``<label>: <summary> (<took>)`` after it.
+    (:func:`run_or_reuse`) in turn under a progress bar, writing ``<label>: <summary> (<took>)`` after it;
+    with ``launch`` (:class:`~vlprompt.launch.LaunchSettings` of a parallel launcher) the runs go
+    through :func:`vlprompt.launch.run_jobs` instead, with the same checks and records.
 
     A job is a tuple whose last item is its :class:`SweepRun`; ``work(*job)`` trains and tests it and
     ``label(*job)`` names it. Returns ``(result, reused)`` per job, in order.
@@ -319,6 +340,10 @@ def run_sweep(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool,
     from tqdm import tqdm
 
     plan_runs([job[-1] for job in jobs], overwrite)  # every run checked before the first one trains
+    if launch is not None and launch.launcher != "sequential":
+        from ..launch import run_jobs
+
+        return run_jobs(jobs, work, overwrite, launch, desc, label, summary)
     done = []
     with tqdm(jobs, desc=desc, unit="run") as bar:
         for job in bar:
@@ -354,7 +379,7 @@ def zero_shot_reference(config: str | os.PathLike, run_dir: str | os.PathLike, o
                    out.parent / "sweep.log")
         return {"method": "zsclip", "top1": read_top1(out)}
 
-    result, _ = run_or_reuse(run, work, overwrite=True)
+    result, _ = run_or_reuse_when_free(run, work, overwrite=True)  # two sweeps at once share the reference
     return result
 
 
