@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_options
+from vlprompt.launch import launch_settings
 from vlprompt.tables import markdown_table, summarise_settings, write_tables
 
 if TYPE_CHECKING:
@@ -45,6 +46,16 @@ def _train(run: SweepRun, log_name: str = "sweep.log") -> dict:
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
                 TRAIN_RESUME, "--cfg-options", *run.options], run_dir / log_name)
     return {"top1": read_top1(run_dir / "results.json")}
+
+
+def _source_job(family: str, shots: int, seed: int, run: SweepRun) -> dict:
+    """A parallel sweep's job: train one source prompt."""
+    return _train(run)
+
+
+def _row_job(family: str, shots: int, seed: int, row: str, learned: Path, run: SweepRun) -> dict:
+    """A parallel sweep's job: one target row (the source tested as it is, or a target trained)."""
+    return _test(run, learned) if row == "source only" else _train(run)
 
 
 def _test(run: SweepRun, checkpoint: Path) -> dict:
@@ -92,6 +103,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="target config, {family} filled in (default configs/mvlpt/{family}/toy_target.py)")
     add_sweep_arguments(parser, "work_dirs/multitask", overwrite_help="retrain finished runs whose config differs")
     args = parser.parse_args(argv)
+    launch = launch_settings(args)  # values no launcher can use: one line, before any work
     from vlprompt.cli import dataset_arguments
 
     args.target = dataset_arguments([args.target], "--target")[0]  # one name per dataset: one reference folder
@@ -138,6 +150,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     def record(run: SweepRun, result: dict) -> None:  # the run's changes from its shipped config
         changed.append(changed_settings(result, [o for o in run.options if o not in common]))
 
+    if launch.launcher != "sequential":  # every source side by side, then every target row (vlprompt.launch)
+        from vlprompt.launch import run_jobs
+
+        sources = run_jobs([(family, k, seed, source) for family, k, seed, source, _ in jobs], _source_job,
+                           args.overwrite, launch, "MVLPT sources", lambda f, k, s, _: f"{f} {k}-shot seed {s} source",
+                           lambda r: f"top-1 {r['top1']:.2f}")
+        row_jobs = [(family, k, seed, row, source.run_dir / "learned.safetensors", run)
+                    for family, k, seed, source, rows in jobs for row, run in rows]
+        targets = iter(run_jobs(row_jobs, _row_job, args.overwrite, launch, "MVLPT targets",
+                                lambda f, k, s, row, *_: f"{f} {k}-shot seed {s} {row}",
+                                lambda r: f"top-1 {r['top1']:.2f}"))
+        for (family, k, seed, source, rows), (src, _) in zip(jobs, sources, strict=True):
+            record(source, src)
+            for row, run in rows:
+                result, reused = next(targets)
+                record(run, result)
+                results.append({"family": family, "shots": k, "seed": seed, "row": row, "top1": result["top1"],
+                                "source_top1": src["top1"], "reused": reused})
+        jobs = []  # done: the sequential loop below has nothing left
     with tqdm(jobs, desc="MVLPT source -> target", unit="seed") as bar:
         for family, k, seed, source, rows in bar:
             bar.set_postfix_str(f"{family} {k}-shot seed {seed}")

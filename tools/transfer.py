@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlprompt.cli import OVERWRITE_HELP, HelpFormatter, UsageError, add_sweep_arguments, run_tool, sweep_options
+from vlprompt.launch import launch_settings
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
     from vlprompt.engine.sweep import SweepRun
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="default: configs/<method>/<source dataset>_xd.py")
     add_sweep_arguments(parser, "work_dirs/transfer", overwrite_help=OVERWRITE_HELP.replace("runs", "seeds", 1))
     args = parser.parse_args(argv)
+    launch = launch_settings(args)  # values no launcher can use: one line, before any work
     from vlprompt.cli import config_argument, method_argument
 
     if args.source_config is None:  # the method names the source config: a typo is answered before torch loads
@@ -131,6 +133,21 @@ def main(argv: list[str] | None = None) -> dict:
     per_seed, results = {}, []
     start = time.perf_counter()
     steps = 1 + len(protocol.targets)  # training, then one test per target
+    if launch.launcher != "sequential":  # the seeds side by side (vlprompt.launch), then the zero-shot row here
+        from vlprompt.launch import run_jobs
+
+        jobs = [(seed, runs[seed]) for seed in args.seeds]
+        done = run_jobs(jobs, partial(run_seed, args.method, protocol), args.overwrite, launch,
+                        f"{args.method} {protocol.name}", lambda seed, _: f"seed {seed}",
+                        lambda r: ", ".join(f"{t} {a:.2f}" for t, a in r["accuracy"].items()))
+        for (seed, _), (result, _) in zip(jobs, done, strict=True):
+            per_seed[seed] = result["accuracy"]
+            results.append(result)
+        zero_shot = zero_shot_row(protocol, out_dir, options)
+        print(write_transfer_report(per_seed, protocol, out_dir, args.method, zero_shot,
+                                    run_settings(results, seed_options)))
+        print(f"{time.perf_counter() - start:.0f} s; tables in {out_dir}")
+        return per_seed
     with tqdm(total=len(args.seeds) * steps + len(protocol.targets), desc=f"{args.method} {protocol.name}",
               unit="step") as bar:
         for seed in args.seeds:
