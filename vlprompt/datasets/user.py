@@ -44,7 +44,7 @@ from .loading import IMG_EXTENSIONS
 from .splitfile import SPLIT_KEYS, SplitFileDataset
 
 __all__ = ['DEFAULT_TRAIN', 'DEFAULT_VAL', 'UserDataset', 'UserDatasetWarning', 'carve_val', 'cut_split',
-           'default_split_path', 'read_names_file', 'read_user_layout', 'readable']
+           'default_split_path', 'list_rows', 'read_names_file', 'read_user_layout', 'readable']
 
 DEFAULT_TRAIN, DEFAULT_VAL = 0.5, 0.2
 """CoOp's ``read_and_split_data`` fractions (``p_trn=0.5, p_val=0.2``), used when no split is given."""
@@ -187,12 +187,25 @@ def _read_folder(root: str, dataset: str) -> tuple[dict[str, list[tuple[str, str
     return out, skipped
 
 
-def _list_rows(path: str, dataset: str) -> list[tuple[int, Any, Any, Any]]:
-    """``(line, path, label, split)`` of a CSV or JSONL list."""
+LIST_HEADER_CELLS = ('path', 'image', 'file', 'filename')
+"""A CSV list's first row is a header when its first cell is one of these."""
+
+
+def list_rows(path: str, dataset: str, bad_line: Callable[[str], None] | None = None
+              ) -> list[tuple[int, Any, Any, Any]]:
+    """``(line, path, label, split)`` of a CSV or JSONL list. An unreadable list or a malformed line is a
+    :class:`DatasetError` naming it, or, with ``bad_line``, said to it and left out (``prepare_data verify``
+    lists every such line)."""
+    def bad(why: str) -> None:
+        if bad_line is None:
+            raise DatasetError(dataset, why, path)
+        bad_line(why)
+
     try:
         text = Path(path).read_text(encoding='utf-8')
     except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(dataset, f'cannot read the list ({err})', path) from None
+        bad(f'cannot read the list ({err})')
+        return []
     rows = []
     if path.endswith('.jsonl'):
         for number, line in enumerate(text.splitlines(), 1):
@@ -201,18 +214,21 @@ def _list_rows(path: str, dataset: str) -> list[tuple[int, Any, Any, Any]]:
             try:
                 entry = json.loads(line)
             except (ValueError, RecursionError) as err:
-                raise DatasetError(dataset, f'line {number} is not JSON ({err})', path) from None
+                bad(f'line {number} is not JSON ({err})')
+                continue
             if not isinstance(entry, dict) or 'path' not in entry or 'label' not in entry:
-                raise DatasetError(dataset, f'line {number} is not {{"path": ..., "label": ...}}', path)
+                bad(f'line {number} is not {{"path": ..., "label": ...}}')
+                continue
             rows.append((number, entry['path'], entry['label'], entry.get('split')))
         return rows
     for number, cells in enumerate(csv.reader(io.StringIO(text)), 1):
         if not cells or not any(c.strip() for c in cells):
             continue
-        if number == 1 and cells[0].strip().lower() in ('path', 'image', 'file', 'filename'):
+        if number == 1 and cells[0].strip().lower() in LIST_HEADER_CELLS:
             continue  # a header
-        if len(cells) < 2 or len(cells) > 3:
-            raise DatasetError(dataset, f'line {number} is not "path,label" or "path,label,split" ({cells!r})', path)
+        if not 2 <= len(cells) <= 3:
+            bad(f'line {number} is not "path,label" or "path,label,split" ({cells!r})')
+            continue
         rows.append((number, cells[0].strip(), cells[1].strip(), cells[2].strip() if len(cells) > 2 else None))
     return rows
 
@@ -223,7 +239,7 @@ def _read_list(path: str, dataset: str) -> dict[str, list[tuple[str, str]]]:
     out: dict[str, list[tuple[str, str]]] = {}
     seen: dict[str, int] = {}
     with_split = None
-    for number, image, label, split in _list_rows(path, dataset):
+    for number, image, label, split in list_rows(path, dataset):
         where = f'line {number}'
         if not isinstance(image, str) or not image:
             raise DatasetError(dataset, f'{where}: path {image!r} is not a file path', path)

@@ -22,9 +22,7 @@ are still reported. Nothing is written: not into the folder, not the split file,
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,6 +45,7 @@ from .user import (
     carve_val,
     cut_split,
     default_split_path,
+    list_rows,
     read_names_file,
     read_user_layout,
     readable,
@@ -61,7 +60,6 @@ SHOWN_PAIRS = 5
 """Most duplicate pairs printed (the rest as a count)."""
 COMPACT_CLASSES = 20
 """Above this many classes the counts table packs several classes a line."""
-_HEADER_CELLS = ('path', 'image', 'file', 'filename')
 
 
 @dataclass
@@ -235,40 +233,6 @@ def _scan_class(folder: str, root: str, report: UserReport) -> list[str]:
     return found
 
 
-def _list_rows(path: str, report: UserReport) -> list[tuple[int, Any, Any, Any]]:
-    """``(line, path, label, split)`` of every well-formed row of a CSV or JSONL list; bad lines are named."""
-    try:
-        text = Path(path).read_text(encoding='utf-8')
-    except (OSError, UnicodeDecodeError) as err:
-        report.add('error', 'list', f'cannot read the list ({err})', path)
-        return []
-    rows = []
-    if path.endswith('.jsonl'):
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except (ValueError, RecursionError) as err:
-                report.add('error', 'list', f'line {number} is not JSON ({err})', path)
-                continue
-            if not isinstance(entry, dict) or 'path' not in entry or 'label' not in entry:
-                report.add('error', 'list', f'line {number} is not {{"path": ..., "label": ...}}', path)
-                continue
-            rows.append((number, entry['path'], entry['label'], entry.get('split')))
-        return rows
-    for number, cells in enumerate(csv.reader(io.StringIO(text)), 1):
-        if not cells or not any(c.strip() for c in cells):
-            continue
-        if number == 1 and cells[0].strip().lower() in _HEADER_CELLS:
-            continue
-        if not 2 <= len(cells) <= 3:
-            report.add('error', 'list', f'line {number} is not "path,label" or "path,label,split" ({cells!r})', path)
-            continue
-        rows.append((number, cells[0].strip(), cells[1].strip(), cells[2].strip() if len(cells) > 2 else None))
-    return rows
-
-
 def _scan_list(path: str, report: UserReport) -> _Scan:
     root = os.path.dirname(path)
     scan = _Scan(root)
@@ -276,7 +240,8 @@ def _scan_list(path: str, report: UserReport) -> _Scan:
     seen: dict[str, int] = {}
     with_split: list[int] = []
     without_split: list[int] = []
-    for number, image, label, split in _list_rows(path, report):
+    for number, image, label, split in list_rows(path, report.name,
+                                                 lambda why: report.add('error', 'list', why, path)):
         where = f'line {number}'
         if not isinstance(image, str) or not image:
             report.add('error', 'list', f'{where}: path {image!r} is not a file path', path)
