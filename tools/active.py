@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlprompt.cli import HelpFormatter, add_cfg_options, add_debug_argument, cfg_options, run_tool
+
+if TYPE_CHECKING:
+    from vlprompt.runs import SweepRun
 
 SAMPLER_NAMES = ("random", "entropy", "coreset", "badge")
 
@@ -34,13 +38,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="override active.rounds (8)")
     parser.add_argument("--work-root", help="default: work_dirs/active/<config name>")
     parser.add_argument("--report-only", action="store_true", help="write the table and the plot from finished rounds")
+    parser.add_argument("--no-report", action="store_true", help="run the rounds and write no table (a launched job)")
     add_cfg_options(parser)
     add_debug_argument(parser)
+    from vlprompt.launch import add_launcher_arguments  # the standard library only
+
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
     from vlprompt.cli import config_argument
 
     args.config = config_argument(args.config)  # a mistyped path is answered before torch is imported
     return args
+
+
+def run_job(config: str, label: str, seed: int, tool_args: list[str], run: SweepRun) -> dict:
+    """A launched job: this tool on one strategy and seed (the run's rounds, no table); returns its last round."""
+    import json
+    import sys
+
+    from vlprompt.runs import run_logged
+
+    run_dir = run.run_dir.resolve()
+    sampler, _, pcb = label.partition("+")
+    run_logged([sys.executable, "tools/active.py", config, "--samplers", sampler, "--pcb", "on" if pcb else "off",
+                "--seeds", str(seed), "--work-root", str(run_dir.parent.parent), "--no-report", *tool_args],
+               run_dir / "sweep.log")
+    last = json.loads((run_dir / "active_state.json").read_text())["rounds"][-1]
+    return {"rounds": last["round"] + 1, "top1": last["top1"], "balance": last["balance"]}
+
+
+def launch_runs(args: argparse.Namespace, plan: list, root: Path) -> None:
+    """Each strategy and seed as its own job of ``--launcher local|slurm`` (:mod:`vlprompt.launch`). A run that
+    finished its rounds with this config is reused; any other goes on from its last finished round, as here."""
+    from vlprompt.engine.sweep import run_sweep
+    from vlprompt.launch import launch_settings
+    from vlprompt.runs import SweepRun
+
+    tool_args = [*(["--rounds", str(args.rounds)] if args.rounds else []),
+                 *(["--cfg-options", *args.cfg_options] if args.cfg_options else [])]
+    options = [*(args.cfg_options or []), *([f"active.rounds={args.rounds}"] if args.rounds else [])]
+    config = str(Path(args.config).resolve())
+    jobs = [(config, s.label, seed, tool_args, SweepRun(root.resolve() / s.label / f"seed{seed}", Path(config),
+                                                        options, settings={"strategy": s.label, "seed": seed}))
+            for s in plan for seed in args.seeds]
+    run_sweep(jobs, run_job, True, "active runs", lambda _, label, seed, *__: f"{label} seed {seed}",
+              lambda r: f"{r['rounds']} rounds, top-1 {r['top1']:.2f}, balance {r['balance']:.3f}",
+              launch_settings(args))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -59,7 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     plan = [ActiveSettings.from_config(cfg.get("active"), sampler=s, pcb=p, rounds=args.rounds)
             for s in args.samplers for p in pcb]
     order = [s.label for s in plan]
-    if not args.report_only:
+    if not args.report_only and args.launcher != "sequential":
+        launch_runs(args, plan, root)
+    elif not args.report_only:
         total = sum(s.rounds for s in plan) * len(args.seeds)
         done = sum(len((read_state(root / s.label / f"seed{seed}") or {"rounds": []})["rounds"][:s.rounds])
                    for s in plan for seed in args.seeds)
@@ -75,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
 
                 run_active(cfg, root / settings.label / f"seed{seed}", settings, seed=seed, on_round=report)
         bar.close()
+    if args.no_report:
+        return {}
     settings = option_settings([*(args.cfg_options or []), *([f"active.rounds={args.rounds}"] if args.rounds else [])])
     paths = write_report(root, order, title=f"{Path(args.config).stem}: active prompt learning", settings=settings)
     print(paths["table"].read_text())

@@ -26,7 +26,7 @@ from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_opt
 from vlprompt.launch import launch_settings
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.engine.sweep import SweepRun
+    from vlprompt.runs import SweepRun
 
 
 def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list[str]) -> SweepRun:
@@ -38,8 +38,8 @@ def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list
 
 def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
     """Train (unless zero-shot), test base and novel; returns the run's result."""
-    from vlprompt.engine.sweep import TRAIN_RESUME, read_top1, run_logged
-    from vlprompt.evaluation.report import harmonic_mean
+    from vlprompt.runs import TRAIN_RESUME, read_top1, run_logged
+    from vlprompt.tables import harmonic_mean
 
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
     config = str(run.config_file)

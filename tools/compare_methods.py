@@ -10,7 +10,8 @@ best method's base, novel and HM of each row are bold; a last line names, per me
 its runs changed from the shipped configs (from the configs the runs recorded).
 Zero-shot CLIP (``zsclip``) needs no sweep of its own: for a dataset the other methods ran and
 zsclip has no results for, they are made first on the other methods' seeds (``tools/base2novel.py
---method zsclip`` with the other runs' backbone; seconds per run, nothing is trained).
+--method zsclip`` with the other runs' backbone; seconds per run, nothing is trained), through the launcher
+given (``--launcher local|slurm`` and its options, as every sweep tool takes them).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def backbone_options(runs: list[dict]) -> list[str]:
     return []
 
 
-def make_zero_shot_runs(work_root: Path, others: list[dict], have: list[dict]) -> None:
+def make_zero_shot_runs(work_root: Path, others: list[dict], have: list[dict], launch: list[str] = ()) -> None:
     """Run ``tools/base2novel.py --method zsclip`` on the datasets of ``others`` that ``have`` lacks, with their seeds
-    (zero-shot CLIP trains nothing: a dataset with results for some seed needs no more)."""
+    (zero-shot CLIP trains nothing: a dataset with results for some seed needs no more), through ``launch`` (the
+    launcher options)."""
     done = {r["dataset"] for r in have}
     missing = sorted({(r["dataset"], r["seed"]) for r in others if r["dataset"] not in done})
     if not missing:
@@ -50,6 +52,7 @@ def make_zero_shot_runs(work_root: Path, others: list[dict], have: list[dict]) -
     options = backbone_options(others)
     if options:
         argv += ["--cfg-options", *options]
+    argv += list(launch)
     print(f"no {ZERO_SHOT} results under {work_root / ZERO_SHOT} for " + ", ".join(f"{d} seed {s}" for d, s in missing)
           + f": running tools/base2novel.py {' '.join(argv)} (zero-shot: seconds per run)", flush=True)
     base2novel.main(argv)
@@ -62,7 +65,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--work-root", type=Path, default=Path("work_dirs/base2novel"))
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     add_debug_argument(parser)
+    from vlprompt.launch import add_launcher_arguments, launch_settings, launcher_argv  # the standard library only
+
+    add_launcher_arguments(parser)
     args = parser.parse_args(argv)
+    launch_settings(args)  # a launcher value no launcher can use: refused before any work
     if args.datasets is not None:  # one name per dataset, as tools/base2novel.py names its run folders and rows
         from vlprompt.cli import dataset_arguments
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> str:
 
     if ZERO_SHOT in args.methods:
         others = [r for m in args.methods if m != ZERO_SHOT for r in finished(m)]
-        make_zero_shot_runs(args.work_root, others, finished(ZERO_SHOT))
+        make_zero_shot_runs(args.work_root, others, finished(ZERO_SHOT), launcher_argv(args))
     runs, lines = {}, []
     for method in args.methods:
         found = finished(method)

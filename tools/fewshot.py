@@ -27,11 +27,11 @@ from vlprompt.cli import HelpFormatter, add_sweep_arguments, run_tool, sweep_opt
 from vlprompt.launch import launch_settings
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.engine.sweep import SweepRun
+    from vlprompt.runs import SweepRun
 
 def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> dict:
     """Train on K shots of every class and test on every class; returns the run's result."""
-    from vlprompt.engine.sweep import TRAIN_RESUME, read_top1, run_logged
+    from vlprompt.runs import TRAIN_RESUME, read_top1, run_logged
 
     run_dir = run.run_dir.resolve()  # the command runs in the repository root
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),

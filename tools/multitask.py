@@ -33,14 +33,14 @@ from vlprompt.launch import launch_settings
 from vlprompt.tables import markdown_table, summarise_settings, write_tables
 
 if TYPE_CHECKING:
-    from vlprompt.engine.sweep import SweepRun
+    from vlprompt.runs import SweepRun
 
 FAMILIES = ("mcoop", "mvpt", "mupt")
 ROWS = ("source only", "random init", "MVLPT init")
 
 
 def _train(run: SweepRun, log_name: str = "sweep.log") -> dict:
-    from vlprompt.engine.sweep import TRAIN_RESUME, read_top1, run_logged
+    from vlprompt.runs import TRAIN_RESUME, read_top1, run_logged
 
     run_dir = run.run_dir.resolve()
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
@@ -59,7 +59,7 @@ def _row_job(family: str, shots: int, seed: int, row: str, learned: Path, run: S
 
 
 def _test(run: SweepRun, checkpoint: Path) -> dict:
-    from vlprompt.engine.sweep import read_top1, run_logged
+    from vlprompt.runs import read_top1, run_logged
 
     run_dir = run.run_dir.resolve()
     out = run_dir / "test.json"

@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     from vlprompt.engine.checkpoint import claim_work_dir, mark_run_finished
     from vlprompt.engine.config import plain_config, run_name
     from vlprompt.engine.runner import announce_run
-    from vlprompt.engine.workdir import global_rank, work_dir_lock
     from vlprompt.errors import hint_on_interrupt
     from vlprompt.progress import set_verbose
+    from vlprompt.workdir import global_rank, work_dir_lock
 
     set_verbose(args.verbose)
     cfg = load_config(args.config, args.work_dir, cfg_options(args.cfg_options), overlays=args.overlays)
@@ -122,7 +122,7 @@ def test_after_training(cfg: Config, launcher: str) -> dict:
 
     from vlprompt.engine import LEARNED_FILE, evaluate
     from vlprompt.engine.results import write_results
-    from vlprompt.evaluation.report import harmonic_mean
+    from vlprompt.tables import harmonic_mean
 
     learned = Path(cfg.work_dir) / LEARNED_FILE
     subsample = cfg.test_dataloader.dataset.get("subsample", "all")

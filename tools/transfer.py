@@ -28,12 +28,12 @@ from vlprompt.cli import OVERWRITE_HELP, HelpFormatter, UsageError, add_sweep_ar
 from vlprompt.launch import launch_settings
 
 if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the arguments are parsed
-    from vlprompt.engine.sweep import SweepRun
+    from vlprompt.runs import SweepRun
 
 
 def sweep_run(protocol, seed: int, run_dir: Path, source_cfg: Path, options: list[str]) -> SweepRun:
     """The source training with ``seed`` in ``run_dir`` (its outputs without a result file: an older sweep's)."""
-    from vlprompt.engine.sweep import SweepRun
+    from vlprompt.runs import SweepRun
 
     legacy = ("learned.safetensors", *(f"test_{t.dataset}.json" for t in protocol.targets))
     return SweepRun(run_dir, source_cfg, [f"randomness.seed={seed}", *options], legacy_outputs=legacy)
@@ -48,7 +48,7 @@ def target_options(target) -> list[str]:
 def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -> dict:
     """Train on the source once, test on each target; the result holds ``accuracy``: ``{target: top-1}``.
     ``bar`` (a tqdm) shows the current step and advances after each one."""
-    from vlprompt.engine.sweep import TRAIN_RESUME, read_top1, run_logged
+    from vlprompt.runs import TRAIN_RESUME, read_top1, run_logged
 
     def step(label: str, cmd: list[str]) -> None:
         if bar is not None:

@@ -4,6 +4,7 @@
     python tools/tta.py configs/rlcf/imagenet_a.py --checkpoint work_dirs/coop/imagenet_xd/learned.safetensors
     python tools/tta.py configs/tpt/toy_shapes_noise.py configs/tpt/toy_shapes_night.py --work-dir work_dirs/tta/tpt
     python tools/tta.py configs/tpt/imagenet.py --datasets imagenet-a imagenet-r imagenet-v2 imagenet-sketch
+    python tools/tta.py configs/tpt/imagenet.py --datasets imagenet-a imagenet-r --launcher slurm --partition gpu
     torchrun --nproc_per_node 2 tools/tta.py CONFIG --launcher pytorch
 
 For each config (and each of ``--datasets``, which replace the config's test dataset) the test split
@@ -20,8 +21,11 @@ Writes ``results.json`` (top-1, seconds per sample) to each run's work dir (defa
 ``--work-dir`` is their root and ``tta.md`` / ``tta.csv`` there (default ``work_dirs/tta/``) tabulate
 them. ``--launcher pytorch`` under torchrun shards the test set (rank r takes samples r, r + world,
 ...) and gathers the predictions; each sample's views depend only on its index and the seed, so
-the accuracy does not depend on the process count. ``--limit N`` keeps N samples, drawn with the
-config's seed (the same samples for every method).
+the accuracy does not depend on the process count. ``--launcher local`` (``--jobs N`` at once, each on
+its own GPU when there are GPUs) and ``--launcher slurm`` run each config and dataset as its own job
+(:mod:`vlprompt.launch`): the same run folders and results, a finished run with the same config, checkpoint
+and ``--limit`` reused, a failed one named with its log while the others finish. ``--limit N`` keeps N
+samples, drawn with the config's seed (the same samples for every method).
 
 Each prediction is recorded as it is made (``tta_predictions.jsonl`` in the run's work dir, with the
 settings that shape it): a run stopped by a kill, Ctrl-C or a full disk goes on from the recorded
@@ -35,9 +39,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlprompt.cli import HelpFormatter, add_cfg_options, add_debug_argument, cfg_options, run_tool
+
+if TYPE_CHECKING:
+    from vlprompt.runs import SweepRun
 
 # torch, mmengine and vlprompt.engine are imported after the arguments are parsed; the loop itself is
 # vlprompt.adapters.run (this tool keeps the arguments and the table)
@@ -57,9 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_cfg_options(parser)
     parser.add_argument("--limit", type=int, default=None, help="test on N samples of each test set (seeded draw)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
     add_debug_argument(parser)
+    from vlprompt.launch import add_launcher_arguments  # the standard library only
+
+    add_launcher_arguments(parser, {"none": "the runs one after another in this process",
+                                    "pytorch": "under torchrun: each run's test set shared out over the processes"})
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}")
@@ -104,6 +114,48 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path, settings: list[str] |
     return files["md"].read_text(), files
 
 
+# ------------------------------------------------------------------------------------------ launched runs
+def run_job(config: str, dataset: str | None, tool_args: list[str], run: SweepRun) -> dict[str, Any]:
+    """A launched job: this tool on one config (and dataset) in the run's folder; returns the run's table row."""
+    import json
+    import sys
+
+    from vlprompt.runs import run_logged
+
+    run_dir = run.run_dir.resolve()
+    run_logged([sys.executable, "tools/tta.py", config, "--work-dir", str(run_dir),
+                *(["--datasets", dataset] if dataset else []), *tool_args], run_dir / "sweep.log")
+    return json.loads((run_dir / "results.json").read_text())["row"]
+
+
+def launch_runs(args: argparse.Namespace, jobs: list[tuple[str, str | None]], cfgs: list, checkpoint: Path | None
+                ) -> list[dict[str, Any]]:
+    """Every config and dataset as its own job of ``--launcher local|slurm``; the rows in order. A finished run
+    is reused when its config, checkpoint (by digest) and ``--limit`` are this call's; otherwise it is run again,
+    as this tool always does (an interrupted one goes on from its recorded predictions)."""
+    from vlprompt.engine.sweep import run_sweep
+    from vlprompt.io import file_digest
+    from vlprompt.launch import launch_settings
+    from vlprompt.runs import SweepRun, work_result
+
+    settings = {"limit": args.limit, "device": args.device,
+                "checkpoint": file_digest(checkpoint) if checkpoint is not None else None}
+    tool_args = [*(["--limit", str(args.limit)] if args.limit else []), *(["--device", args.device] if args.device
+                 else []), *(["--checkpoint", str(checkpoint.resolve())] if checkpoint is not None else []),
+                 *(["--cfg-options", *args.cfg_options] if args.cfg_options else [])]
+    launched = [(str(Path(config).resolve()), dataset, tool_args,
+                 SweepRun(Path(cfg.work_dir).resolve(), Path(config), [*(args.cfg_options or []), *(
+                     [f"test_dataloader.dataset.name={dataset}"] if dataset else [])], settings=settings))
+                for (config, dataset), cfg in zip(jobs, cfgs, strict=True)]
+    done = run_sweep(launched, run_job, True, "test-time adaptation",
+                     lambda config, dataset, *_: Path(config).stem + (f" on {dataset}" if dataset else ""),
+                     lambda row: f"top-1 {row['top1']:.2f} ({row['sec_per_sample']:.3f} s/sample)",
+                     launch_settings(args))
+    # the config and folder as this call names them (a stored result's "config" is the run's effective config)
+    return [{**work_result(result), "config": str(cfg.filename), "work_dir": str(cfg.work_dir)}
+            for (result, _), cfg in zip(done, cfgs, strict=True)]
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
@@ -132,7 +184,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         else:
             cfg.work_dir = args.work_dir or cfg.get("work_dir") or run_dir
         cfgs.append(cfg)
-    rows, rank = run_tta(cfgs, checkpoint, args.limit, args.launcher, args.device)
+    if args.launcher in ("local", "slurm"):
+        rows, rank = launch_runs(args, jobs, cfgs, checkpoint), 0
+    else:
+        rows, rank = run_tta(cfgs, checkpoint, args.limit, "pytorch" if args.launcher == "pytorch" else "none",
+                             args.device)
     if several and rank == 0:
         from vlprompt.engine.sweep import option_settings
 

@@ -24,15 +24,15 @@ import re
 import shutil
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
 __all__ = ["CACHE_ENV", "DISK_FULL_ERRNOS", "DiskFullError", "atomic_output", "atomic_write", "atomic_write_json",
-           "atomic_write_text", "cache_root", "config_hash", "disk_full_names", "durable_replace", "file_digest",
-           "fsync_path", "remove_stale_temporaries", "space_left"]
+           "atomic_write_text", "cache_root", "config_differences", "config_hash", "disk_full_names", "durable_replace",
+           "file_digest", "flatten_config", "fsync_path", "remove_stale_temporaries", "show_value", "space_left"]
 
 CACHE_ENV = "VLPROMPT_CACHE"
 """The environment variable naming vlprompt's cache folder."""
@@ -230,3 +230,33 @@ def file_digest(path: str | os.PathLike) -> str:
                 sha.update(block)
         digest = _digests[key] = sha.hexdigest()
     return digest
+
+
+# ------------------------------------------------------------- comparing configs
+def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: leaf value}`` of a nested dict (an empty dict is a leaf)."""
+    if not isinstance(config, dict) or (prefix and not config):
+        return {prefix: config}
+    out = {}
+    for key, value in config.items():
+        out.update(flatten_config(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+_UNSET = object()
+
+
+def config_differences(recorded: Mapping, wanted: Mapping) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, recorded value, wanted value)`` for every leaf that differs (missing: ``<unset>``)."""
+    old, new = flatten_config(dict(recorded)), flatten_config(dict(wanted))
+    diffs = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key, _UNSET), new.get(key, _UNSET)
+        if a != b:
+            diffs.append((key, "<unset>" if a is _UNSET else a, "<unset>" if b is _UNSET else b))
+    return diffs
+
+
+def show_value(value: Any) -> str:
+    """A recorded value as JSON, for messages naming two configs (``<unset>`` as it is)."""
+    return value if value == "<unset>" else json.dumps(value)

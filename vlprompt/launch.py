@@ -1,13 +1,13 @@
 """Where a sweep's runs execute: one after another in this process, in parallel on this machine, or as
 Slurm jobs, through submitit (``--launcher sequential | local | slurm``).
 
-Nothing about a run depends on the launcher: each job is :func:`vlprompt.engine.sweep.run_or_reuse` on one
+Nothing about a run depends on the launcher: each job is :func:`vlprompt.runs.run_or_reuse` on one
 run, as the sequential loop calls it, so a run has the same folder, ``results.json``, config hash, lock and
 reuse rules wherever it executes. The parallel launchers add only the throttle and the waiting:
 
 * ``local``: submitit's ``LocalExecutor``, ``--jobs`` runs at once; on a machine with GPUs each run is
   pinned to its own ``--gpus-per-run`` GPUs (``CUDA_VISIBLE_DEVICES``), and a run given several trains
-  under torchrun (:data:`GPUS_PER_RUN_ENV`, read by :func:`vlprompt.engine.sweep.run_logged`);
+  under torchrun (:data:`GPUS_PER_RUN_ENV`, read by :func:`vlprompt.runs.run_logged`);
 * ``slurm``: one submitit job per run with ``--partition``, ``--gpus-per-run``, ``--cpus-per-run``,
   ``--time``, ``--mem``, ``--account`` and ``--slurm-extra key=value``; ``--no-wait`` submits and returns
   (the jobs are recorded in their run folders, and the same command later collects what finished and does
@@ -34,7 +34,7 @@ from typing import Any
 from .errors import UserError
 
 __all__ = ["GPUS_PER_RUN_ENV", "JOB_RECORD", "LAUNCHERS", "LaunchSettings", "SweepJobFailed", "add_launcher_arguments",
-           "launch_settings", "run_jobs"]
+           "launch_settings", "launcher_argv", "run_jobs"]
 
 LAUNCHERS = ("sequential", "local", "slurm")
 GPUS_PER_RUN_ENV = "VLPROMPT_GPUS_PER_RUN"
@@ -64,12 +64,16 @@ class LaunchSettings:
     wait: bool = True
 
 
-def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
-    """The launcher options every sweep tool takes."""
+def add_launcher_arguments(parser: argparse.ArgumentParser, in_process: dict[str, str] | None = None) -> None:
+    """The launcher options every sweep tool takes. ``in_process``: a tool's own launchers that run its runs
+    in its process (tools/tta.py: ``{"none": ..., "pytorch": ...}``), ``{name: help}``, offered before these."""
     group = parser.add_argument_group("launching the runs (submitit)")
-    group.add_argument("--launcher", choices=LAUNCHERS, default="sequential",
-                       help="sequential: one run after another here; local: --jobs runs at once on this machine "
-                            "(each on its own GPUs when there are GPUs); slurm: one Slurm job per run")
+    own = in_process or {}
+    helps = [f"{name}: {text}" for name, text in own.items()]
+    group.add_argument("--launcher", choices=[*own, *LAUNCHERS], default=next(iter(own), "sequential"),
+                       help="; ".join([*helps, "sequential: one run after another here; local: --jobs runs at once on "
+                                       "this machine (each on its own GPUs when there are GPUs); slurm: one Slurm job "
+                                       "per run"]))
     group.add_argument("--jobs", type=int, default=2, help="local: runs at once (at most the GPUs / --gpus-per-run)")
     group.add_argument("--gpus-per-run", type=int, default=1,
                        help="GPUs per run (local and slurm; a run with several trains under torchrun); ignored "
@@ -101,17 +105,32 @@ def launch_settings(args: argparse.Namespace) -> LaunchSettings:
         extra[key.replace("-", "_")] = value
     if args.no_wait and args.launcher != "slurm":
         raise UsageError("--no-wait goes with --launcher slurm")
-    return LaunchSettings(args.launcher, args.jobs, args.gpus_per_run, args.cpus_per_run, args.partition, args.time,
+    launcher = args.launcher if args.launcher in LAUNCHERS else "sequential"  # a tool's own in-process launcher
+    return LaunchSettings(launcher, args.jobs, args.gpus_per_run, args.cpus_per_run, args.partition, args.time,
                           args.mem, args.account, extra, not args.no_wait)
+
+
+def launcher_argv(args: argparse.Namespace) -> list[str]:
+    """The launcher options of parsed arguments as a command line, for a tool that runs another sweep tool
+    (tools/compare_methods.py making its zero-shot runs through tools/base2novel.py)."""
+    argv = ["--launcher", args.launcher, "--jobs", str(args.jobs), "--gpus-per-run", str(args.gpus_per_run),
+            "--time", str(args.time)]
+    for flag, value in (("--cpus-per-run", args.cpus_per_run), ("--partition", args.partition),
+                        ("--mem", args.mem), ("--account", args.account)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.slurm_extra:
+        argv += ["--slurm-extra", *args.slurm_extra]
+    return argv + (["--no-wait"] if args.no_wait else [])
 
 
 # ------------------------------------------------------------------------------------------ one job
 def sweep_job(work: Callable[[], dict], run: Any, overwrite: bool, gpus: int = 0, threads: int | None = None
               ) -> tuple[dict, bool]:
-    """What a job executes: :func:`~vlprompt.engine.sweep.run_or_reuse` on ``run``, waiting while another
+    """What a job executes: :func:`~vlprompt.runs.run_or_reuse` on ``run`` (planned), waiting while another
     process holds its folder (a second sweep on the same work root), then reusing what it finished.
     ``threads``: the CPU threads its runs use (parallel runs on one machine share its cores)."""
-    from .engine.sweep import run_or_reuse_when_free
+    from .runs import run_or_reuse_when_free
 
     if gpus > 1:
         os.environ[GPUS_PER_RUN_ENV] = str(gpus)
@@ -152,7 +171,7 @@ def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, 
 
     from tqdm import tqdm
 
-    from .engine.sweep import _verdict
+    from .runs import verdict
 
     logging.getLogger("submitit").addFilter(_quiet_sacct)
 
@@ -160,7 +179,7 @@ def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, 
     results: dict[int, tuple[dict, bool]] = {}
     pending: list[int] = []
     for i, job in enumerate(jobs):
-        done, _ = _verdict(job[-1])
+        done, _ = verdict(job[-1])
         if done is not None:
             results[i] = (done, True)
             (job[-1].run_dir / JOB_RECORD).unlink(missing_ok=True)  # a --no-wait job that finished: collected
@@ -280,7 +299,7 @@ def _bound(work: Callable[..., dict], job: tuple) -> Callable[[], dict]:
 
 
 def _took(result: tuple[dict, bool]) -> str:
-    from .engine.sweep import took
+    from .runs import took
 
     return took(*result)
 

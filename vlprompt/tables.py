@@ -26,12 +26,17 @@ from typing import Any
 
 from .io import atomic_write, atomic_write_text
 
-__all__ = ["SETTINGS_NOTE", "bold_best", "csv_text", "markdown_table", "settings_note", "settings_text",
-           "save_plot", "summarise_settings", "write_tables"]
+__all__ = ["SETTINGS_NOTE", "bold_best", "csv_text", "harmonic_mean", "markdown_table", "save_plot", "settings_note",
+           "settings_text", "summarise_settings", "write_tables"]
 
 SETTINGS_NOTE = "settings that differ from the shipped configs"
 """How a report names the settings its runs changed (``<SETTINGS_NOTE>: key=value, ...``)."""
 _NUMBER = re.compile(r"\s*(?:\*\*)?\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """The harmonic mean of base and novel accuracy, a base-to-novel table's HM (0 when both are 0)."""
+    return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
 
 
 def _number(cell: Any) -> float | None:

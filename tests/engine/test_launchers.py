@@ -1,11 +1,12 @@
 """Sweeps launched in parallel through submitit (issue 27): ``--launcher local`` gives the sequential sweep's
-table exactly, a failed run is named with its logs while the others finish and a rerun retries only it, and two
-sweeps started at once on one work root never train a run twice. The real-Slurm test is in
-tests/slurm/test_slurm_launcher.py."""
+table exactly (few-shot, test-time adaptation, active learning), a failed run is named with its logs while the
+others finish and a rerun retries only it, two sweeps started at once on one work root never train a run twice,
+and a job's process does not import torch. The real-Slurm test is in tests/slurm/test_slurm_launcher.py."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -85,3 +86,75 @@ def test_two_sweeps_at_once_on_one_work_root_never_train_a_run_twice(tmp_path):
     for seed in (1, 2):
         assert _trainings(tmp_path / "coop" / "toy-shapes" / "shots1" / f"seed{seed}") == 1, outputs
     assert all("| toy-shapes |" in out for out in outputs)
+
+
+def test_a_job_process_does_not_import_torch(sequential, tmp_path):
+    """What a launched job unpickles (its call: the tool's work function, its planned run) imports the light
+    vlprompt.runs, not torch or mmengine: a job starts its run's tools/train.py in a fraction of a second."""
+    _fewshot(tmp_path, "--launcher", "local", "--jobs", "2")
+    submitted = next((tmp_path / "coop" / "toy-shapes" / "shots1" / "seed1" / "submitit").glob("*_submitted.pkl"))
+    code = ("import pickle, sys; sys.path.insert(0, 'tools'); pickle.load(open(sys.argv[1], 'rb')); "
+            "print(sorted(m for m in ('torch', 'mmengine', 'vlprompt.engine') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(submitted)], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+TTA = ["model.backbone.name=test-tiny", "model.backbone.pretrained=None", "views.n_views=10"]
+
+
+def _tta(root: Path, *launch: str) -> list[dict]:
+    return load_tool("tta").main(["configs/tpt/toy_shapes.py", "--datasets", "toy-shapes", "toy-hues", "--limit",
+                                  "3", "--work-dir", str(root), *launch, "--cfg-options", *TTA])
+
+
+def _predictions(root: Path) -> dict[str, list]:
+    return {p.parent.name: json.loads(p.read_text())["predictions"] for p in sorted(root.glob("*/results.json"))}
+
+
+def test_tta_runs_each_dataset_as_a_job_with_the_sequential_results(tmp_path):
+    seq = _tta(tmp_path / "seq")
+    par = _tta(tmp_path / "par", "--launcher", "local", "--jobs", "2")
+    keep = ("method", "dataset", "samples", "of", "classes", "views", "top1")
+    assert [{k: r[k] for k in keep} for r in par] == [{k: r[k] for k in keep} for r in seq]
+    assert _predictions(tmp_path / "par") == _predictions(tmp_path / "seq") and len(_predictions(tmp_path / "seq")) == 2
+    assert (tmp_path / "par" / "tta.md").is_file()
+    again = _tta(tmp_path / "par", "--launcher", "local", "--jobs", "2")  # finished: reused, not run again
+    assert [r["top1"] for r in again] == [r["top1"] for r in par]
+    log = (tmp_path / "par" / "toy_shapes_toy_hues" / "sweep.log").read_text()
+    assert sum(line.startswith("$ ") for line in log.splitlines()) == 1
+    other = load_tool("tta").main(["configs/tpt/toy_shapes.py", "--datasets", "toy-hues", "--limit", "2",
+                                   "--work-dir", str(tmp_path / "par" / "toy_shapes_toy_hues"), "--launcher",
+                                   "local", "--cfg-options", *TTA])
+    assert other[0]["samples"] == 2  # another --limit is another run: made again, not reused
+
+
+@pytest.mark.slow  # two strategies' rounds, sequential and launched (about 45 s)
+def test_active_runs_each_strategy_and_seed_as_a_job_with_the_sequential_table(tmp_path):
+    tool = load_tool("active")
+    fast = ["model.backbone.name=test-tiny", "model.backbone.pretrained=None", "train_cfg.max_epochs=1",
+            "test_dataloader.batch_size=400"]
+    argv = ["configs/active/toy_hues.py", "--samplers", "random", "entropy", "--pcb", "off", "--seeds", "1",
+            "--rounds", "2"]
+    tool.main([*argv, "--work-root", str(tmp_path / "seq"), "--cfg-options", *fast])
+    tool.main([*argv, "--work-root", str(tmp_path / "par"), "--launcher", "local", "--jobs", "2", "--cfg-options",
+               *fast])
+    assert (tmp_path / "par" / "active.csv").read_text() == (tmp_path / "seq" / "active.csv").read_text()
+    for strategy in ("random", "entropy"):
+        states = [json.loads((tmp_path / w / strategy / "seed1" / "active_state.json").read_text())
+                  for w in ("seq", "par")]
+        assert [r["selected"] for r in states[0]["rounds"]] == [r["selected"] for r in states[1]["rounds"]]
+
+
+def test_launcher_options_pass_on_to_another_sweep_tool():
+    """tools/compare_methods.py runs tools/base2novel.py for missing zero-shot rows with its own launcher options."""
+    import argparse
+
+    from vlprompt.launch import add_launcher_arguments, launch_settings, launcher_argv
+
+    parser = argparse.ArgumentParser()
+    add_launcher_arguments(parser)
+    args = parser.parse_args(["--launcher", "slurm", "--partition", "gpu", "--mem", "32", "--cpus-per-run", "4",
+                              "--slurm-extra", "qos=high", "constraint=a100", "--no-wait", "--time", "30"])
+    assert launch_settings(parser.parse_args(launcher_argv(args))) == launch_settings(args)
+    assert launch_settings(parser.parse_args(launcher_argv(args))).slurm_extra == {"qos": "high", "constraint": "a100"}

@@ -24,17 +24,17 @@ import pytest
 from helpers import ROOT
 from tool_loader import load_tool
 
-from vlprompt.engine import workdir
-from vlprompt.engine.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
+from vlprompt import workdir
+from vlprompt.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
 
 _LIGHT = textwrap.dedent("""
     import importlib.util, json, os, subprocess, sys, time
     from pathlib import Path
     sys.path.insert(0, {root!r})  # the light vlprompt package, without vlprompt.engine's heavy imports
-    spec = importlib.util.spec_from_file_location("vlprompt.engine.workdir", {path!r})
+    spec = importlib.util.spec_from_file_location("vlprompt.workdir", {path!r})
     workdir = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(workdir)
-""").format(root=str(ROOT), path=str(ROOT / "vlprompt" / "engine" / "workdir.py"))
+""").format(root=str(ROOT), path=str(ROOT / "vlprompt" / "workdir.py"))
 
 TRAINER = _LIGHT + textwrap.dedent("""
     # a stand-in for tools/train.py: takes the run folder's lock as train.py does, then waits for a file
@@ -69,7 +69,7 @@ SWEEP_PARENT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from vlprompt.engine.sweep import run_logged
-    from vlprompt.engine.workdir import work_dir_lock
+    from vlprompt.workdir import work_dir_lock
     run_dir = Path(sys.argv[1])
     with work_dir_lock(run_dir):  # as run_or_reuse does around a run's tools/train.py
         run_logged(json.loads(sys.argv[2]), run_dir / "sweep.log")

@@ -16,8 +16,8 @@ import pytest
 from helpers import ROOT
 from tool_loader import load_tool
 
-from vlprompt import cli
-from vlprompt.engine import sweep, workdir
+from vlprompt import cli, runs, workdir
+from vlprompt.engine import sweep
 
 base2novel = load_tool("base2novel")  # tools/base2novel.py, by its file
 fewshot = load_tool("fewshot")
@@ -43,7 +43,7 @@ def _fake_run_logged(cmd: list[str], log: Path, cwd: Path | None = None) -> None
 
 @pytest.fixture
 def fake(monkeypatch):
-    monkeypatch.setattr(sweep, "run_logged", _fake_run_logged)  # the tools take run_logged from here
+    monkeypatch.setattr(runs, "run_logged", _fake_run_logged)  # the tools take run_logged from here
     monkeypatch.delenv(workdir.HELD_ENV, raising=False)
 
 

@@ -308,7 +308,7 @@ def test_where_the_data_lives_is_not_a_setting(key):
 def test_multitask_table_names_the_users_options_not_the_sweeps(tmp_path, monkeypatch):
     import json
 
-    from vlprompt.engine import sweep
+    from vlprompt import runs
 
     def fake_run(cmd: list[str], log: Path, cwd: Path | None = None) -> None:  # train.py / test.py's outputs
         work_dir = Path(cmd[cmd.index("--work-dir") + 1])
@@ -316,7 +316,7 @@ def test_multitask_table_names_the_users_options_not_the_sweeps(tmp_path, monkey
         out = Path(cmd[cmd.index("--out") + 1]) if "--out" in cmd else work_dir / "results.json"
         out.write_text(json.dumps({"metrics": {"accuracy/top1": 40.0}}))
 
-    monkeypatch.setattr(sweep, "run_logged", fake_run)
+    monkeypatch.setattr(runs, "run_logged", fake_run)
     load_tool("multitask").main(["--families", "mcoop", "--shots", "1", "--seeds", "1", "--work-root", str(tmp_path),
                                  "--cfg-options", "train_cfg.max_epochs=1"])
     md = (tmp_path / "multitask.md").read_text()

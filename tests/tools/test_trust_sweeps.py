@@ -16,9 +16,9 @@ import pytest
 from helpers import ROOT
 from tool_loader import load_tool
 
-from vlprompt.engine import sweep, workdir
-from vlprompt.engine.sweep import RESULT_FILE
-from vlprompt.engine.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
+from vlprompt import runs, workdir
+from vlprompt.runs import RESULT_FILE
+from vlprompt.workdir import LOCK_FILE, WorkDirLocked, work_dir_lock
 
 base2novel = load_tool("base2novel")  # tools/base2novel.py, by its file
 fewshot = load_tool("fewshot")  # tools/fewshot.py, by its file
@@ -49,7 +49,7 @@ class FakeTraining:
 @pytest.fixture
 def fake(monkeypatch):
     fake = FakeTraining()
-    monkeypatch.setattr(sweep, "run_logged", fake)  # the tools take run_logged from here when they run
+    monkeypatch.setattr(runs, "run_logged", fake)  # the tools take run_logged from here when they run
     monkeypatch.delenv(workdir.HELD_ENV, raising=False)
     return fake
 
@@ -162,7 +162,7 @@ def test_transfer_records_its_config_and_refuses_old_unrecorded_outputs(tmp_path
 _HOLDER = textwrap.dedent("""
     import importlib.util, os, sys
     sys.path.insert(0, {root!r})  # the light vlprompt package, without vlprompt.engine's heavy imports
-    spec = importlib.util.spec_from_file_location("vlprompt.engine.workdir", {path!r})
+    spec = importlib.util.spec_from_file_location("vlprompt.workdir", {path!r})
     workdir = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(workdir)
     mode = sys.argv[2]
@@ -176,7 +176,7 @@ _HOLDER = textwrap.dedent("""
     except workdir.WorkDirLocked as err:
         print(err, flush=True)
         sys.exit(3)
-""").format(path=str(ROOT / "vlprompt" / "engine" / "workdir.py"), root=str(ROOT))
+""").format(path=str(ROOT / "vlprompt" / "workdir.py"), root=str(ROOT))
 
 
 def _env(inherit: bool) -> dict:

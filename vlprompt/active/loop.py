@@ -406,7 +406,7 @@ def run_active(cfg, run_dir: str | Path, settings: ActiveSettings, seed: int = 1
     ``on_round`` is called with each finished round's record (the tools' progress display).
     """
     from ..backbones import get_arch
-    from ..engine.workdir import work_dir_lock
+    from ..workdir import work_dir_lock
 
     run_dir = Path(run_dir)
     cfg = copy.deepcopy(cfg)

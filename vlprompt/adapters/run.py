@@ -501,7 +501,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                                         "crop_scale": list(make_views.crop_scale)},
                                  samples={"count": n, "of": len(dataset), "limit": limit, "seed": seed},
                                  processes=world, device=str(device),
-                                 predictions=[[i, p] for i, p, *_ in records])
+                                 predictions=[[i, p] for i, p, *_ in records], row=row)
         except DiskFullError as err:
             kept = (f"the {n} predictions are recorded in {predictions_path(cfg.work_dir)}, the same command only "
                     "writes the results")
@@ -518,7 +518,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
 def run_tta(cfgs: list[Config], checkpoint: Path | None = None, limit: int | None = None, launcher: str = "none",
             device: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Run every config in turn (each under its work-dir lock); returns the rows and this process's rank."""
-    from ..engine.workdir import work_dir_lock
+    from ..workdir import work_dir_lock
 
     rank, world = init_distributed(launcher)
     where = pick_device(device, launcher)

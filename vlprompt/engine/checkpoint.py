@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,13 @@ from ..learned import (  # noqa: F401  (re-exported: the library side, vlprompt.
     value_kind,
 )
 from ..learners import settings_as_built
+from ..workdir import (  # noqa: F401  (re-exported: the names this module had)
+    RUN_OUTPUTS,
+    RUN_RECORD,
+    read_run_record,
+    run_outputs,
+    step_checkpoints,
+)
 
 logger = logging.getLogger("vlprompt")
 
@@ -55,15 +61,6 @@ def check_source_checkpoint(path: str | os.PathLike, model_cfg: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- resuming
-
-_STEP = re.compile(r"(?:epoch|iter)_(\d+)\.pth$")
-
-
-def step_checkpoints(work_dir: str | os.PathLike) -> list[Path]:
-    """The ``epoch_N.pth`` / ``iter_N.pth`` files of ``work_dir``, newest (highest N) first."""
-    found = (p for p in Path(work_dir).glob("*.pth") if _STEP.search(p.name))
-    return sorted(found, key=lambda p: int(_STEP.search(p.name)[1]), reverse=True)
-
 
 def find_resume_checkpoint(work_dir: str | os.PathLike) -> str | None:
     """The newest checkpoint of ``work_dir`` that loads, for ``--resume`` without a path.
@@ -142,32 +139,8 @@ def comparable(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------- the run a work dir holds
 
-RUN_RECORD = "run.json"
-"""Written when training starts in a work dir and again when it ends: which run the folder holds, with
-what settings, and whether it finished."""
-RUN_OUTPUTS = ("learned.safetensors", "results.json", "last_checkpoint", "sweep_result.json", RUN_RECORD)
-"""Files a run writes into its work dir, besides ``epoch_N.pth`` / ``iter_N.pth`` and ``test_*.json``."""
-
-
 class WorkDirConflict(CheckpointError):
     """A work dir holds the outputs of another run, or of this run, that training would overwrite."""
-
-
-def run_outputs(work_dir: str | os.PathLike) -> list[Path]:
-    """The files of ``work_dir`` that a run wrote (checkpoints, learned prompts, results, records)."""
-    work_dir = Path(work_dir)
-    named = [work_dir / name for name in RUN_OUTPUTS if (work_dir / name).is_file()]
-    return [*named, *sorted(step_checkpoints(work_dir)), *sorted(work_dir.glob("test_*.json"))]
-
-
-def read_run_record(work_dir: str | os.PathLike) -> dict | None:
-    """The work dir's :data:`RUN_RECORD`, ``None`` when it has none (or an unreadable one)."""
-    path = Path(work_dir) / RUN_RECORD
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def _legacy_record(work_dir: Path) -> dict:

@@ -21,7 +21,12 @@ from typing import Any
 from mmengine.config import Config
 
 from ..errors import ConfigError
-from ..io import file_digest
+from ..io import (  # noqa: F401  (re-exported: the names this module had)
+    config_differences,
+    file_digest,
+    flatten_config,
+    show_value,
+)
 from ..registry import check_config_names
 from .checkpoint import value_kind
 
@@ -270,30 +275,3 @@ def _named_file(value: Any, roots: list[Path]) -> Path | None:
     return None
 
 
-def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{dotted key: leaf value}`` of a nested dict (an empty dict is a leaf)."""
-    if not isinstance(config, dict) or (prefix and not config):
-        return {prefix: config}
-    out = {}
-    for key, value in config.items():
-        out.update(flatten_config(value, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
-_UNSET = object()
-
-
-def config_differences(recorded: Mapping, wanted: Mapping) -> list[tuple[str, Any, Any]]:
-    """``(dotted key, recorded value, wanted value)`` for every leaf that differs (missing: ``<unset>``)."""
-    old, new = flatten_config(dict(recorded)), flatten_config(dict(wanted))
-    diffs = []
-    for key in sorted(old.keys() | new.keys()):
-        a, b = old.get(key, _UNSET), new.get(key, _UNSET)
-        if a != b:
-            diffs.append((key, "<unset>" if a is _UNSET else a, "<unset>" if b is _UNSET else b))
-    return diffs
-
-
-def show_value(value: Any) -> str:
-    """A recorded value as JSON, for messages naming two configs (``<unset>`` as it is)."""
-    return value if value == "<unset>" else json.dumps(value)

@@ -6,7 +6,8 @@ the run's ``--cfg-options``, less :data:`VOLATILE_KEYS`) and its hash. :func:`pl
 every run of a sweep before the first one starts: a finished run is reused only when its record
 matches what the sweep asks for; otherwise the sweep stops naming the run folder and the keys that
 differ, unless ``overwrite`` is given. :func:`run_or_reuse` runs one run under the work dir lock
-(:mod:`vlprompt.engine.workdir`) and stores its result with the config.
+(:mod:`vlprompt.workdir`) and stores its result with the config. The run folders' own bookkeeping is the
+light :mod:`vlprompt.runs` (its names are re-exported here); this module adds what needs the config system.
 """
 
 from __future__ import annotations
@@ -14,22 +15,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 from mmengine.config import DictAction
 
-from ..errors import hint_on_interrupt
-from ..io import atomic_write_text, config_hash
-from ..progress import PROGRESS_FILE_ENV, follow_process
-from .checkpoint import read_run_record, run_outputs
+from .. import runs
+from ..runs import (  # noqa: F401  (re-exported: the sweeps' names since before they moved)
+    MAX_LISTED,
+    REPO_ROOT,
+    RESULT_FILE,
+    SWEEP_RESUME_HINT,
+    TRAIN_RESUME,
+    SweepRun,
+    finished_result,
+    read_top1,
+    refusal,
+    run_logged,
+    save_result,
+    took,
+    verdict,
+)
 from .config import (  # noqa: F401  (re-exported: the sweeps' names since before they moved)
     VOLATILE_KEYS,
     config_differences,
@@ -39,17 +48,6 @@ from .config import (  # noqa: F401  (re-exported: the sweeps' names since befor
     plain_config,
     show_value,
 )
-from .workdir import WorkDirLocked, held_lock_fds, work_dir_lock
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SWEEP_RESUME_HINT = ("rerun the same command to go on: finished runs are reused and the interrupted one resumes "
-                     "from its last checkpoint")
-"""What a sweep interrupted by Ctrl-C tells the user."""
-TRAIN_RESUME = "--resume"
-"""The flag every sweep gives ``tools/train.py``: a rerun resumes the run a sweep left unfinished."""
-RESULT_FILE = "sweep_result.json"
-"""Written last in a run's folder, atomically: its presence means the run finished."""
-
 
 COOP_FEWSHOT_EPOCHS = {1: 50, 2: 100, 4: 100, 8: 200, 16: 200}
 """CoOp's few-shot schedule: epochs per shot count (ImageNet: 50 for every shot count)."""
@@ -84,53 +82,9 @@ def config_path(method: str, dataset: str, root: Path = REPO_ROOT) -> Path:
     return Path(canonical_config(path))
 
 
-def run_logged(cmd: list[str], log: Path, cwd: Path = REPO_ROOT) -> None:
-    """Run ``cmd`` with its output appended to ``log``; a failure names the command and the log.
-
-    The run reports its progress through a file (:mod:`vlprompt.progress`): its log file's path is
-    printed when it starts and a bar follows its epochs and steps, below the sweep's bar of runs. The run
-    is handed the work-dir locks this process holds (:func:`~vlprompt.engine.workdir.held_lock_fds`): it
-    keeps its run folder locked while it writes there, even if the sweep is killed first."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    gpus = int(os.environ.get("VLPROMPT_GPUS_PER_RUN") or 1)  # a parallel sweep's run with several GPUs
-    if gpus > 1 and len(cmd) > 1 and Path(cmd[1]).name == "train.py":
-        cmd = [cmd[0], "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *cmd[1:],
-               "--launcher", "pytorch"]
-    with open(log, "a") as f, tempfile.TemporaryDirectory(prefix="vlprompt-progress-") as tmp:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        progress = Path(tmp) / "progress.json"
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=cwd, pass_fds=held_lock_fds(),
-                                env={**os.environ, PROGRESS_FILE_ENV: str(progress)})
-        returncode = follow_process(proc, progress)
-    if returncode != 0:
-        raise RuntimeError(f"command failed ({returncode}): {' '.join(cmd)}; see {log}")
-
-
-def read_top1(path: Path) -> float:
-    """Top-1 accuracy from a ``results.json`` written by tools/train.py or tools/test.py."""
-    return json.loads(Path(path).read_text())["metrics"]["accuracy/top1"]
-
-
-def finished_result(run_dir: Path) -> dict | None:
-    """The stored result of a finished run, or ``None`` if the run has not finished."""
-    path = Path(run_dir) / RESULT_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def save_result(run_dir: Path, result: dict) -> dict:
-    """Store a run's result (atomically: a half-written file never marks a run as finished)."""
-    atomic_write_text(Path(run_dir) / RESULT_FILE, json.dumps(result, indent=2))
-    return result
-
-
 def read_base2novel_results(method_dir: str | Path) -> list[dict]:
     """Every finished run of a base-to-novel sweep: ``<method_dir>/<dataset>/seed<S>/``."""
     return [json.loads(p.read_text()) for p in sorted(Path(method_dir).glob(f"*/seed*/{RESULT_FILE}"))]
-
-
-MAX_LISTED = 8
-"""How many differing keys (and conflicting runs) a refusal lists before summing up the rest."""
 
 
 def parse_options(options: Sequence[str]) -> dict[str, Any]:
@@ -186,144 +140,41 @@ def option_settings(options: Iterable[str]) -> list[str]:
     return sorted(o for o in options if o.split("=", 1)[0].split(".")[0] not in NOT_SETTINGS)
 
 
-@dataclass
-class SweepRun:
-    """One run of a sweep: its folder and the config (file and ``key=value`` overrides) it trains with.
-
-    ``legacy_outputs``: files that, all present in a folder without a result file, mark a run
-    finished by a vlprompt that did not record configs (transfer.py once kept no result file).
-    """
-
-    run_dir: Path
-    config_file: Path
-    options: list[str]
-    legacy_outputs: tuple[str, ...] = ()
-    config: dict = field(default_factory=dict, repr=False)
-    """The effective config, filled in by :func:`plan_runs`."""
-
-    @property
-    def digest(self) -> str:
-        """The hash of :attr:`config`."""
-        return config_hash(self.config)
-
-
-def _verdict(run: SweepRun) -> tuple[dict | None, str | None]:
-    """``(result to reuse, None)``, ``(None, None)`` to run it, or ``(None, why it conflicts)``."""
-    try:
-        done = finished_result(run.run_dir)
-    except ValueError as err:
-        return None, f"{run.run_dir / RESULT_FILE} cannot be read ({err})"
-    if done is None:
-        if run.legacy_outputs and all((run.run_dir / f).is_file() for f in run.legacy_outputs):
-            return None, (f"{run.run_dir} holds the outputs of a finished run ({', '.join(run.legacy_outputs)}) "
-                          f"but no {RESULT_FILE} recording the config they came from")
-        # an interrupted run resumes only with the settings it started with; so does a finished one whose
-        # sweep record was never written (a full disk): resuming it pairs its prompts with other results
-        record = read_run_record(run.run_dir)
-        if record is not None and isinstance(record.get("settings"), dict):
-            diffs = config_differences(record["settings"], run.config)
-            if diffs:
-                state = "a finished" if record.get("finished") else "an unfinished"
-                return None, (f"{run.run_dir} holds {state} run with other settings ("
-                              + ", ".join(f"{k}: {show_value(a)} -> {show_value(b)}" for k, a, b in diffs[:MAX_LISTED])
-                              + (f" and {len(diffs) - MAX_LISTED} more" if len(diffs) > MAX_LISTED else "") + ")")
-        return None, None
-    if not isinstance(done.get("config"), dict):
-        return None, (f"{run.run_dir} finished before sweeps recorded their config (its {RESULT_FILE} has none), "
-                      "so whether it matches this sweep is unknown")
-    if (done.get("config_hash") or config_hash(done["config"])) == run.digest:
-        return done, None
-    diffs = config_differences(done["config"], run.config)
-    if not diffs:
-        return None, f"{run.run_dir} records config hash {done.get('config_hash')}, this sweep's is {run.digest}"
-    shown = diffs[:MAX_LISTED]
-    more = f" (and {len(diffs) - len(shown)} more keys)" if len(diffs) > len(shown) else ""
-    if len(shown) == 1:
-        key, old, new = shown[0]
-        return None, f"{run.run_dir} was run with {key}={show_value(old)}, this sweep asks for {show_value(new)}{more}"
-    return None, (f"{run.run_dir} was run with " + ", ".join(f"{k}={show_value(a)}" for k, a, _ in shown)
-                  + "; this sweep asks for " + ", ".join(f"{k}={show_value(b)}" for k, _, b in shown) + more)
-
-
-def _refusal(conflicts: Sequence[str], before_training: bool = True) -> SystemExit:
-    lines = list(conflicts[:MAX_LISTED])
-    if len(conflicts) > len(lines):
-        lines.append(f"... and {len(conflicts) - len(lines)} more runs")
-    advice = "use --overwrite to retrain it or another --work-root" if len(conflicts) == 1 else \
-        "use --overwrite to retrain them or another --work-root"
-    return SystemExit("\n".join(lines[:-1] + [f"{lines[-1]}; {advice}"])
-                      + ("\n(nothing was trained)" if before_training else ""))
-
-
 def plan_runs(runs: Sequence[SweepRun], overwrite: bool = False) -> list[SweepRun]:
     """Resolve every run's effective config and check it against the run's record, before any
     training starts. Without ``overwrite``, a finished run that does not match stops the sweep
     (SystemExit naming each such run folder and the differing keys with both values)."""
     conflicts = []
     for run in runs:
-        run.config = effective_config(run.config_file, run.options)
-        _, conflict = _verdict(run)
+        run.config = {}
+        _, conflict = verdict(plan_run(run))
         if conflict:
             conflicts.append(conflict)
     if conflicts and not overwrite:
-        raise _refusal(conflicts)
+        raise refusal(conflicts)
     for conflict in conflicts:
         print(f"--overwrite: retraining: {conflict}", file=sys.stderr)
     return list(runs)
 
 
-def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = False) -> tuple[dict, bool]:
-    """The run's stored result if it matches (``(result, True)``), else run ``work()`` under the
-    work dir's lock and store what it returns with ``seconds`` and the config (``(result, False)``).
-    ``work()`` trains with ``tools/train.py --resume`` (:data:`TRAIN_RESUME`): an interrupted run goes
-    on from its last checkpoint, a fresh one starts.
-
-    A matching record is reused without the lock (a read-only work root is fine); otherwise the
-    record is checked again under the lock, in case another sweep finished the run meanwhile. With
-    ``overwrite`` a conflicting record is removed before ``work()`` retrains the run.
-    """
+def plan_run(run: SweepRun) -> SweepRun:
+    """Fill in ``run``'s effective config (:func:`effective_config`, with its
+    :attr:`~vlprompt.runs.SweepRun.settings`) unless a plan already did."""
     if not run.config:
         run.config = effective_config(run.config_file, run.options)
-    done, _ = _verdict(run)
-    if done is not None:
-        return done, True
-    with work_dir_lock(run.run_dir):
-        done, conflict = _verdict(run)
-        if done is not None:
-            return done, True
-        if conflict and not overwrite:
-            raise _refusal([conflict], before_training=False)
-        if conflict:  # --overwrite: the old run's outputs go, so that its checkpoints are not resumed
-            for path in run_outputs(run.run_dir):
-                path.unlink()
-        (run.run_dir / RESULT_FILE).unlink(missing_ok=True)  # never leave a record of the old run behind
-        start = time.perf_counter()
-        with hint_on_interrupt(SWEEP_RESUME_HINT):
-            result = work()
-        config_file = Path(run.config_file).resolve()
-        result.update(seconds=round(time.perf_counter() - start, 1), config_hash=run.digest,
-                      config_file=str(config_file.relative_to(REPO_ROOT) if config_file.is_relative_to(REPO_ROOT)
-                                      else config_file), config=run.config)
-        return save_result(run.run_dir, result), False
+        if run.settings:
+            run.config[runs.SETTINGS_KEY] = json_plain(run.settings)
+    return run
 
 
-LOCK_WAIT_S = 2.0
-"""How often a run whose folder another process holds looks again (:func:`run_or_reuse_when_free`)."""
+def run_or_reuse(run: SweepRun, work: Callable[[], dict], overwrite: bool = False) -> tuple[dict, bool]:
+    """:func:`vlprompt.runs.run_or_reuse` on ``run``, planned first (:func:`plan_run`)."""
+    return runs.run_or_reuse(plan_run(run), work, overwrite)
 
 
 def run_or_reuse_when_free(run: SweepRun, work: Callable[[], dict], overwrite: bool = False) -> tuple[dict, bool]:
-    """:func:`run_or_reuse`, waiting while another process holds the run's folder (a second sweep on the same
-    work root trains it), then reusing what that process finished: a run is never trained twice at once."""
-    while True:
-        try:
-            return run_or_reuse(run, work, overwrite)
-        except WorkDirLocked:
-            time.sleep(LOCK_WAIT_S)
-
-
-def took(result: Mapping, reused: bool) -> str:
-    """``reused`` for a run taken from an earlier sweep, else the time it took (``12 s``)."""
-    return "reused" if reused else f"{result.get('seconds', 0):.0f} s"
+    """:func:`vlprompt.runs.run_or_reuse_when_free` on ``run``, planned first (:func:`plan_run`)."""
+    return runs.run_or_reuse_when_free(plan_run(run), work, overwrite)
 
 
 def run_sweep(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, desc: str,
@@ -373,7 +224,7 @@ def zero_shot_reference(config: str | os.PathLike, run_dir: str | os.PathLike, o
     out = run.run_dir.resolve() / "test.json"
 
     def work() -> dict:
-        run_logged([sys.executable, str(REPO_ROOT / "tools" / "test.py"), str(run.config_file), "none",
+        runs.run_logged([sys.executable, str(REPO_ROOT / "tools" / "test.py"), str(run.config_file), "none",
                     "--work-dir", str(out.parent), "--out", str(out),
                     *(["--cfg-options", *run.options] if run.options else [])],
                    out.parent / "sweep.log")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .. import tables
+from ..tables import harmonic_mean  # noqa: F401  (re-exported: its name before it moved)
 
 
 def run_settings(results: Iterable[Mapping], implied: Callable[[Mapping], Sequence[str]]) -> list[str]:
@@ -27,11 +28,6 @@ def run_settings(results: Iterable[Mapping], implied: Callable[[Mapping], Sequen
 def seed_options(result: Mapping) -> list[str]:
     """The options a base-to-novel or transfer sweep gives a run: its seed."""
     return [f"randomness.seed={result['seed']}"]
-
-
-def harmonic_mean(base: float, novel: float) -> float:
-    """HM of base and novel accuracy (0 when both are 0)."""
-    return 2 * base * novel / (base + novel) if base + novel > 0 else 0.0
 
 
 def base2novel_table(runs: Iterable[Mapping]) -> list[dict]:

@@ -112,11 +112,11 @@ def meta_train(
 
     A state left by an interrupted run of the same config is resumed (``resume=False`` starts over);
     one from another config stops the run, naming both hashes, before anything is computed. The whole
-    run holds the work dir's lock (:func:`~vlprompt.engine.workdir.work_dir_lock`): a second run into the
-    same work dir is refused with :class:`~vlprompt.engine.workdir.WorkDirLocked`, naming the holder,
+    run holds the work dir's lock (:func:`~vlprompt.workdir.work_dir_lock`): a second run into the
+    same work dir is refused with :class:`~vlprompt.workdir.WorkDirLocked`, naming the holder,
     before it reads or writes anything (two runs would interleave states and one result would be lost).
     """
-    from ..engine.workdir import work_dir_lock
+    from ..workdir import work_dir_lock
 
     meta_config(cfg)  # a bad config is answered before the work dir is made
     with work_dir_lock(work_dir):

@@ -10,7 +10,7 @@ must keep the folder locked for as long as it writes, even when the parent dies 
 on a sweep): otherwise a rerun finds a stale lock and starts a second trainer in the same folder.
 
 * The holder hands its locked descriptor to the child (``Popen(..., pass_fds=held_lock_fds())``, as
-  :func:`vlprompt.engine.sweep.run_logged` does) and names it in :data:`HELD_ENV`. The child checks
+  :func:`vlprompt.runs.run_logged` does) and names it in :data:`HELD_ENV`. The child checks
   that the descriptor is that lock file and holds the lock, and keeps it while it writes: the
   kernel keeps the folder locked until the parent *and* the child have let go, whatever kills either.
 * The child records its pid (and start time, against pid reuse) in the lock file, so that a refusal
@@ -31,6 +31,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -38,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import UserError
+from .errors import UserError
 
 LOCK_FILE = ".vlprompt.lock"
 HELD_ENV = "VLPROMPT_HELD_WORK_DIR_LOCKS"
@@ -306,3 +307,37 @@ def work_dir_lock(path: str | os.PathLike, *, launcher: str = "none") -> Iterato
             except FileNotFoundError:
                 pass
             os.close(fd)
+
+
+# ------------------------------------------------------------- what a work dir holds
+_STEP = re.compile(r"(?:epoch|iter)_(\d+)\.pth$")
+
+
+def step_checkpoints(work_dir: str | os.PathLike) -> list[Path]:
+    """The ``epoch_N.pth`` / ``iter_N.pth`` files of ``work_dir``, newest (highest N) first."""
+    found = (p for p in Path(work_dir).glob("*.pth") if _STEP.search(p.name))
+    return sorted(found, key=lambda p: int(_STEP.search(p.name)[1]), reverse=True)
+
+
+RUN_RECORD = "run.json"
+"""Written when training starts in a work dir and again when it ends: which run the folder holds, with
+what settings, and whether it finished."""
+RUN_OUTPUTS = ("learned.safetensors", "results.json", "last_checkpoint", "sweep_result.json", RUN_RECORD)
+"""Files a run writes into its work dir, besides ``epoch_N.pth`` / ``iter_N.pth`` and ``test_*.json``."""
+
+
+def run_outputs(work_dir: str | os.PathLike) -> list[Path]:
+    """The files of ``work_dir`` that a run wrote (checkpoints, learned prompts, results, records)."""
+    work_dir = Path(work_dir)
+    named = [work_dir / name for name in RUN_OUTPUTS if (work_dir / name).is_file()]
+    return [*named, *sorted(step_checkpoints(work_dir)), *sorted(work_dir.glob("test_*.json"))]
+
+
+def read_run_record(work_dir: str | os.PathLike) -> dict | None:
+    """The work dir's :data:`RUN_RECORD`, ``None`` when it has none (or an unreadable one)."""
+    path = Path(work_dir) / RUN_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
