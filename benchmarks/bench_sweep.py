@@ -7,9 +7,11 @@
 The sweep is ``tools/fewshot.py --method coop`` on toy-shapes and toy-hues, 1 shot, seeds 1-3 (6 runs) with the
 tiny CLIP, each launcher in a fresh work root, one after another in this run (on a quiet machine: the
 launchers' runs share its cores). The table gives each launcher's wall time for the whole sweep (the zero-shot
-references included, the same for every launcher) and the speed-up over sequential. With ``--slurm`` (start one
-with tests/slurm/start_local_slurm.sh) it adds the Slurm launcher and its overhead per run against ``local``:
-the time from a job's submission to its function's first line, read from submitit's logs.
+references included, the same for every launcher) and the speed-up over sequential. The bound under it is what
+running N at once can give at most here: one toy run of ``tools/train.py`` alone (all the cores) against N
+started together (the cores shared out, as the local launcher does), without any sweep around them. With
+``--slurm`` (start one with tests/slurm/start_local_slurm.sh) it adds the Slurm launcher and its overhead per
+run against ``local``: the time from a job's submission to its function's first line, read from submitit's logs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,26 @@ def sweep(root: Path, epochs: int, launch: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "VLPROMPT_PROGRESS": "0"})
+    return time.perf_counter() - start
+
+
+def train_runs(root: Path, epochs: int, side_by_side: int) -> float:
+    """Seconds of ``side_by_side`` toy CoOp runs of ``tools/train.py`` started at once (1 shot, seeds 1..n), each
+    with the CPU threads a launcher gives it: all the cores for one run alone, ``cores // n`` for n at once."""
+    threads = str(max(1, len(os.sched_getaffinity(0)) // side_by_side))
+    start = time.perf_counter()
+    train, config = str(ROOT / "tools" / "train.py"), str(ROOT / "configs" / "coop" / "toy_shapes.py")
+    procs = [subprocess.Popen([sys.executable, train, config,
+                               "--work-dir", str(root / f"bound{side_by_side}_{seed}"), "--cfg-options",
+                               f"randomness.seed={seed}", "train_dataloader.dataset.num_shots=1",
+                               f"train_cfg.max_epochs={epochs}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "VLPROMPT_PROGRESS": "0",
+                                                              **({"OMP_NUM_THREADS": threads} if side_by_side > 1
+                                                                 else {})})
+             for seed in range(1, side_by_side + 1)]
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"a tools/train.py run of the bound failed ({proc.args})")
     return time.perf_counter() - start
 
 
@@ -69,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         local = sweep(Path(tmp) / "local", args.epochs, ["--launcher", "local", "--jobs", str(args.jobs)])
         rows.append((f"local --jobs {args.jobs}", local, seq / local))
         local_delays = job_start_delays(Path(tmp) / "local")
+        alone = train_runs(Path(tmp), args.epochs, 1)
+        pair = train_runs(Path(tmp), args.epochs, args.jobs)
         slurm_delays: list[float] = []
         if args.slurm:
             slurm = sweep(Path(tmp) / "slurm", args.epochs, ["--launcher", "slurm", "--gpus-per-run", "0",
@@ -84,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return f"median {delays[len(delays) // 2]:.2f} s (min {delays[0]:.2f}, max {delays[-1]:.2f})" if delays \
             else "not measured"
 
+    print(f"\nthe bound on this machine: one run of tools/train.py alone {alone:.1f} s, {args.jobs} side by side "
+          f"{pair:.1f} s: at most {args.jobs * alone / pair:.2f}x from running {args.jobs} at once")
     print(f"\nsubmission to the job's first line: local {describe(local_delays)}", end="")
     if args.slurm:
         overhead = (slurm_delays[len(slurm_delays) // 2] - local_delays[len(local_delays) // 2]) \

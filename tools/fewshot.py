@@ -40,17 +40,18 @@ def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> 
     return {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1}
 
 
-def zero_shot_accuracy(dataset: str, out_dir: Path, options: list[str]) -> float | None:
-    """Zero-shot CLIP's top-1 on ``dataset``'s test split, all classes (``None``: no zsclip config for it)."""
+def zero_shot_run(dataset: str, out_dir: Path, options: list[str]) -> SweepRun | None:
+    """The zero-shot CLIP reference run on ``dataset``'s test split, all classes (``None``: no zsclip config)."""
     from vlprompt.engine.compose import config_exists
-    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options
+    from vlprompt.runs import SweepRun
 
     config = REPO_ROOT / "configs" / "zsclip" / f"{dataset.replace('-', '_')}.py"
     if not config_exists(config):
         print(f"no zero-shot reference for {dataset}: {config} does not exist", file=sys.stderr)
         return None
-    opts = [*zero_shot_options(options), "test_dataloader.dataset.subsample=all"]
-    return zero_shot_reference(config, out_dir / dataset / "zero_shot", opts)["top1"]
+    return SweepRun(out_dir / dataset / "zero_shot", config,
+                    [*zero_shot_options(options), "test_dataloader.dataset.subsample=all"])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from tqdm import tqdm
 
     from vlprompt.datasets import BASE2NOVEL_DATASETS
-    from vlprompt.engine.sweep import config_path, fewshot_run, run_sweep
+    from vlprompt.engine.sweep import config_path, fewshot_run, run_sweep, zero_shot_reference
     from vlprompt.evaluation.report import write_fewshot_report
 
     datasets = list(BASE2NOVEL_DATASETS) if args.datasets == ["all"] else args.datasets
@@ -82,13 +83,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out_dir = args.work_root / args.method
     jobs = [(d, k, s, fewshot_run(args.method, d, k, s, out_dir / d / f"shots{k}" / f"seed{s}", options, args.epochs))
             for d in datasets for k in args.shots for s in args.seeds]
+    references = {d: zero_shot_run(d, out_dir, options) for d in datasets}
     done = run_sweep(jobs, partial(run_one, args.method), args.overwrite, f"{args.method} few-shot",
                      lambda dataset, shots, seed, _: f"{dataset} {shots}-shot seed {seed}",
                      lambda r: f"top-1 {r['top1']:.2f}",
-                     launch=launch)
+                     launch=launch, references=[r for r in references.values() if r is not None])
     runs = [result for result, _ in done]
     out_dir.mkdir(parents=True, exist_ok=True)
-    zero_shot = {d: zero_shot_accuracy(d, out_dir, options) for d in tqdm(datasets, desc="zero-shot reference")}
+    zero_shot = {d: None if r is None else zero_shot_reference(r.config_file, r.run_dir, r.options)["top1"]
+                 for d, r in tqdm(references.items(), desc="zero-shot reference")}
     print(write_fewshot_report(runs, out_dir, args.method, zero_shot), end="")
     return runs
 

@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         SweepRun,
         changed_settings,
         config_path,
+        plan_run,
         plan_runs,
         run_or_reuse,
         zero_shot_options,
@@ -143,8 +144,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     ("MVLPT init", SweepRun(base / "mvlpt_init", target_cfg, [*target_opts, f"load_from={learned}"])),
                 ]))
     plan_runs([run for *_, source, rows in jobs for run in (source, *(r for _, r in rows))], args.overwrite)
-    zs = zero_shot_reference(config_path("zsclip", args.target), args.work_root / "zero_shot" / args.target,
-                             ["test_dataloader.dataset.subsample=all", *zero_shot_options(common)])  # every class
+    reference = SweepRun(args.work_root / "zero_shot" / args.target, config_path("zsclip", args.target),
+                         ["test_dataloader.dataset.subsample=all", *zero_shot_options(common)])  # every class
     results, changed = [], []
 
     def record(run: SweepRun, result: dict) -> None:  # the run's changes from its shipped config
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         sources = run_jobs([(family, k, seed, source) for family, k, seed, source, _ in jobs], _source_job,
                            args.overwrite, launch, "MVLPT sources", lambda f, k, s, _: f"{f} {k}-shot seed {s} source",
-                           lambda r: f"top-1 {r['top1']:.2f}")
+                           lambda r: f"top-1 {r['top1']:.2f}", [plan_run(reference)])  # zero-shot beside them
         row_jobs = [(family, k, seed, row, source.run_dir / "learned.safetensors", run)
                     for family, k, seed, source, rows in jobs for row, run in rows]
         targets = iter(run_jobs(row_jobs, _row_job, args.overwrite, launch, "MVLPT targets",
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                 "source_top1": src["top1"], "reused": reused})
             tqdm.write(f"{family} {k}-shot seed {seed}: source (its tasks) {src['top1']:.2f}; target: " + ", ".join(
                 f"{r['row']} {r['top1']:.2f}" for r in results[-3:]))
+    zs = zero_shot_reference(reference.config_file, reference.run_dir, reference.options)  # made, or launched above
     summary = summarise(results)
     text = markdown(summary, zs["top1"], args.target)
     files = write_tables(args.work_root, "multitask", text, ["family", "shots", "row", "seeds", "mean", "std"], summary,

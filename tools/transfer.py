@@ -73,21 +73,32 @@ def run_seed(method: str, protocol, seed: int, run: SweepRun, bar: Any = None) -
     return {"method": method, "protocol": protocol.name, "seed": seed, "accuracy": accuracy}
 
 
-def zero_shot_row(protocol, out_dir: Path, options: list[str], bar: Any = None) -> dict[str, float | None]:
-    """Zero-shot CLIP's top-1 on each target (``configs/zsclip/<target>.py``, else the source's; ``None``: neither)."""
+def zero_shot_runs(protocol, out_dir: Path, options: list[str]) -> dict[str, SweepRun | None]:
+    """Zero-shot CLIP's reference run on each target (``configs/zsclip/<target>.py``, else the source's; ``None``:
+    neither exists)."""
     from vlprompt.engine.compose import config_exists
-    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options, zero_shot_reference
+    from vlprompt.engine.sweep import REPO_ROOT, zero_shot_options
+    from vlprompt.runs import SweepRun
 
-    row: dict[str, float | None] = {}
+    found: dict[str, SweepRun | None] = {}
     for target in protocol.targets:
-        if bar is not None:
-            bar.set_postfix_str(f"zero-shot on {target.dataset}")
         configs = [REPO_ROOT / "configs" / "zsclip" / f"{d.replace('-', '_')}.py"
                    for d in (target.dataset, protocol.source.dataset)]
         config = next((c for c in configs if config_exists(c)), None)
-        row[target.dataset] = None if config is None else zero_shot_reference(
-            config, out_dir / "zero_shot" / target.dataset, [*zero_shot_options(options), *target_options(target)]
-        )["top1"]
+        found[target.dataset] = None if config is None else SweepRun(
+            out_dir / "zero_shot" / target.dataset, config, [*zero_shot_options(options), *target_options(target)])
+    return found
+
+
+def zero_shot_row(references: dict[str, SweepRun | None], bar: Any = None) -> dict[str, float | None]:
+    """Zero-shot CLIP's top-1 on each target: its reference run made (or reused, when a launcher made it)."""
+    from vlprompt.engine.sweep import zero_shot_reference
+
+    row: dict[str, float | None] = {}
+    for target, run in references.items():
+        if bar is not None:
+            bar.set_postfix_str(f"zero-shot on {target}")
+        row[target] = None if run is None else zero_shot_reference(run.config_file, run.run_dir, run.options)["top1"]
         if bar is not None:
             bar.update()
     return row
@@ -133,17 +144,20 @@ def main(argv: list[str] | None = None) -> dict:
     per_seed, results = {}, []
     start = time.perf_counter()
     steps = 1 + len(protocol.targets)  # training, then one test per target
-    if launch.launcher != "sequential":  # the seeds side by side (vlprompt.launch), then the zero-shot row here
+    references = zero_shot_runs(protocol, out_dir, options)
+    if launch.launcher != "sequential":  # the seeds and the zero-shot runs side by side (vlprompt.launch)
+        from vlprompt.engine.sweep import plan_run
         from vlprompt.launch import run_jobs
 
         jobs = [(seed, runs[seed]) for seed in args.seeds]
         done = run_jobs(jobs, partial(run_seed, args.method, protocol), args.overwrite, launch,
                         f"{args.method} {protocol.name}", lambda seed, _: f"seed {seed}",
-                        lambda r: ", ".join(f"{t} {a:.2f}" for t, a in r["accuracy"].items()))
+                        lambda r: ", ".join(f"{t} {a:.2f}" for t, a in r["accuracy"].items()),
+                        [plan_run(r) for r in references.values() if r is not None])
         for (seed, _), (result, _) in zip(jobs, done, strict=True):
             per_seed[seed] = result["accuracy"]
             results.append(result)
-        zero_shot = zero_shot_row(protocol, out_dir, options)
+        zero_shot = zero_shot_row(references)
         print(write_transfer_report(per_seed, protocol, out_dir, args.method, zero_shot,
                                     run_settings(results, seed_options)))
         print(f"{time.perf_counter() - start:.0f} s; tables in {out_dir}")
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
             tqdm.write(f"seed {seed}: " + ", ".join(f"{t} {a:.2f}" for t, a in per_seed[seed].items())
                        + f" ({took(result, reused)})")
         tqdm.write(f"zero-shot CLIP on each target: logs in {(out_dir / 'zero_shot').resolve()}/<target>/sweep.log")
-        zero_shot = zero_shot_row(protocol, out_dir, options, bar)
+        zero_shot = zero_shot_row(references, bar)
     print(write_transfer_report(per_seed, protocol, out_dir, args.method, zero_shot,
                                 run_settings(results, seed_options)))
     print(f"{time.perf_counter() - start:.0f} s; tables in {out_dir}")

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -162,27 +163,39 @@ def _gpu_ids() -> list[int]:
 
 # ------------------------------------------------------------------------------------------ the loop
 def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, settings: LaunchSettings,
-             desc: str, label: Callable[..., str], summary: Callable[[dict], str]) -> list[tuple[dict, bool]]:
+             desc: str, label: Callable[..., str], summary: Callable[[dict], str], references: Sequence[Any] = ()
+             ) -> list[tuple[dict, bool]]:
     """Run (or reuse) every job's run through ``settings.launcher`` (every run already checked by
-    :func:`~vlprompt.engine.sweep.plan_runs`): ``(result, reused)`` per job in order. After ``--no-wait``
-    submitted runs that are not finished yet, it says so and ends the tool (``SystemExit(0)``). Raises
-    :class:`SweepJobFailed` naming the runs that failed, once the others are done."""
+    :func:`~vlprompt.engine.sweep.plan_runs`): ``(result, reused)`` per job in order. ``references``: planned
+    zero-shot reference runs (:func:`vlprompt.runs.zero_shot_test`) launched beside them, so that no CLIP is
+    tested in the sweep's own process (a Slurm login node); a tool reads them after, reused. After
+    ``--no-wait`` submitted runs that are not finished yet, it says so and ends the tool (``SystemExit(0)``).
+    Raises :class:`SweepJobFailed` naming the runs that failed, once the others are done."""
     import logging
 
     from tqdm import tqdm
 
-    from .runs import verdict
+    from .runs import verdict, zero_shot_test
 
     logging.getLogger("submitit").addFilter(_quiet_sacct)
 
     _by_value(work)
+    n_jobs = len(jobs)
+    runs = [job[-1] for job in jobs] + list(references)
+    calls = [_bound(work, job) for job in jobs] + [partial(zero_shot_test, run) for run in references]
+    names = [label(*job) for job in jobs] + [f"zero-shot reference {run.run_dir}" for run in references]
+    overwrites = [overwrite] * n_jobs + [True] * len(references)  # a reference with another config is redone
+
+    def summarised(i: int) -> str:
+        return summary(results[i][0]) if i < n_jobs else f"top-1 {results[i][0]['top1']:.2f}"
+
     results: dict[int, tuple[dict, bool]] = {}
     pending: list[int] = []
-    for i, job in enumerate(jobs):
-        done, _ = verdict(job[-1])
+    for i, run in enumerate(runs):
+        done, _ = verdict(run)
         if done is not None:
             results[i] = (done, True)
-            (job[-1].run_dir / JOB_RECORD).unlink(missing_ok=True)  # a --no-wait job that finished: collected
+            (run.run_dir / JOB_RECORD).unlink(missing_ok=True)  # a --no-wait job that finished: collected
         else:
             pending.append(i)
     gpu_ids = _gpu_ids() if settings.launcher == "local" else []
@@ -195,28 +208,28 @@ def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, 
         threads = max(1, len(os.sched_getaffinity(0)) // width)
     failures: list[str] = []
     queued: list[str] = []
-    bar = tqdm(total=len(jobs), desc=desc, unit="run", initial=len(results))
+    bar = tqdm(total=len(runs), desc=desc, unit="run", initial=len(results))
     for i in sorted(results):
-        tqdm.write(f"{label(*jobs[i])}: {summary(results[i][0])} (reused)")
+        tqdm.write(f"{names[i]}: {summarised(i)} (reused)")
     running: dict[int, tuple[Any, list[int]]] = {}
     free_gpus = list(gpu_ids)
     todo = list(pending)
     try:
         if settings.launcher == "slurm":
-            todo = _skip_queued(jobs, todo, queued)
+            todo = _skip_queued(runs, todo, queued)
         while todo or running:
             while todo and (settings.launcher == "slurm" or len(running) < width):
                 i = todo.pop(0)
-                run = jobs[i][-1]
+                run = runs[i]
                 gpus = [free_gpus.pop(0) for _ in range(per_run)] if settings.launcher == "local" and gpu_ids else []
                 executor = _executor(run.run_dir, settings, per_run, gpus)
-                started = executor.submit(sweep_job, _bound(work, jobs[i]), run, overwrite, per_run, threads)
+                started = executor.submit(sweep_job, calls[i], run, overwrites[i], per_run, threads)
                 running[i] = (started, gpus)
                 if settings.launcher == "slurm":
                     _record_job(run.run_dir, started)
             if settings.launcher == "slurm" and not settings.wait:
                 for i, (started, _) in running.items():
-                    queued.append(f"{label(*jobs[i])}: Slurm job {started.job_id}")
+                    queued.append(f"{names[i]}: Slurm job {started.job_id}")
                 running.clear()
                 break
             finished = [i for i, (started, _) in running.items() if started.done()]
@@ -228,7 +241,7 @@ def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, 
             for i in finished:
                 started, gpus = running.pop(i)
                 free_gpus.extend(gpus)
-                name = label(*jobs[i])
+                name = names[i]
                 try:
                     if not started.done():
                         raise RuntimeError(f"Slurm job {started.job_id} left the queue without a result (cancelled, "
@@ -236,11 +249,11 @@ def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, 
                     results[i] = started.result()
                 except Exception as err:  # noqa: BLE001 - a run's failure is reported, the others go on
                     failures.append(f"{name}: {_first_line(err)} (logs: {started.paths.stdout}, {started.paths.stderr}"
-                                    f"; the run's own log: {jobs[i][-1].run_dir / 'sweep.log'})")
+                                    f"; the run's own log: {runs[i].run_dir / 'sweep.log'})")
                     tqdm.write(f"{name}: FAILED (see {started.paths.stderr})")
                 else:
-                    tqdm.write(f"{name}: {summary(results[i][0])} ({_took(results[i])})")
-                (jobs[i][-1].run_dir / JOB_RECORD).unlink(missing_ok=True)
+                    tqdm.write(f"{name}: {summarised(i)} ({_took(results[i])})")
+                (runs[i].run_dir / JOB_RECORD).unlink(missing_ok=True)
                 bar.update()
     except KeyboardInterrupt:
         for started, _ in running.values():
@@ -249,13 +262,13 @@ def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, 
     finally:
         bar.close()
     if failures:
-        raise SweepJobFailed(f"{len(failures)} of {len(jobs)} runs failed (the others finished; rerun the same "
+        raise SweepJobFailed(f"{len(failures)} of {len(runs)} runs failed (the others finished; rerun the same "
                              "command to retry only these):\n" + "\n".join(failures))
     if queued:
         print(f"{len(queued)} runs submitted or still queued; rerun the same command to collect them:\n"
               + "\n".join(queued))
         raise SystemExit(0)
-    return [results[i] for i in range(len(jobs))]
+    return [results[i] for i in range(n_jobs)]
 
 
 def _quiet_sacct(record: Any) -> bool:
@@ -293,8 +306,6 @@ def _vanished(running: dict[int, tuple[Any, list[int]]], finished: list[int]) ->
 
 
 def _bound(work: Callable[..., dict], job: tuple) -> Callable[[], dict]:
-    from functools import partial
-
     return partial(work, *job)
 
 
@@ -343,21 +354,21 @@ def _record_job(run_dir: Path, job: Any) -> None:
                                                    "submitted": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
-def _skip_queued(jobs: Sequence[tuple], todo: list[int], queued: list[str]) -> list[int]:
+def _skip_queued(runs: Sequence[Any], todo: list[int], queued: list[str]) -> list[int]:
     """``todo`` less the runs whose recorded Slurm job (``--no-wait`` earlier) is still pending or running."""
     import submitit
 
     left = []
     for i in todo:
-        record_path = jobs[i][-1].run_dir / JOB_RECORD
+        record_path = runs[i].run_dir / JOB_RECORD
         try:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             left.append(i)
             continue
-        state = submitit.SlurmJob(folder=jobs[i][-1].run_dir / SUBMITIT_DIR, job_id=str(record["job_id"])).state
+        state = submitit.SlurmJob(folder=runs[i].run_dir / SUBMITIT_DIR, job_id=str(record["job_id"])).state
         if state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED"):
-            queued.append(f"{jobs[i][-1].run_dir}: Slurm job {record['job_id']} is {state.lower()}")
+            queued.append(f"{runs[i].run_dir}: Slurm job {record['job_id']} is {state.lower()}")
         else:
             record_path.unlink(missing_ok=True)  # it ended without finishing the run: submit it again
             left.append(i)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -211,3 +212,14 @@ def run_or_reuse_when_free(run: SweepRun, work: Callable[[], dict], overwrite: b
 def took(result: Mapping, reused: bool) -> str:
     """``reused`` for a run taken from an earlier sweep, else the time it took (``12 s``)."""
     return "reused" if reused else f"{result.get('seconds', 0):.0f} s"
+
+
+def zero_shot_test(run: SweepRun) -> dict:
+    """The work of a zero-shot reference run: zero-shot CLIP (``tools/test.py CONFIG none``) on its config's test
+    split with its options; returns ``{"method": "zsclip", "top1": ...}``."""
+    out = run.run_dir.resolve() / "test.json"
+    run_logged([sys.executable, str(REPO_ROOT / "tools" / "test.py"), str(run.config_file), "none",
+                "--work-dir", str(out.parent), "--out", str(out),
+                *(["--cfg-options", *run.options] if run.options else [])],
+               out.parent / "sweep.log")
+    return {"method": "zsclip", "top1": read_top1(out)}

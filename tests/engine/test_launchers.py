@@ -52,6 +52,7 @@ def test_the_local_launcher_gives_the_sequential_table_exactly(sequential, tmp_p
     for seed in (1, 2):
         run_dir = tmp_path / "coop" / "toy-shapes" / "shots1" / f"seed{seed}"
         assert (run_dir / "submitit").is_dir() and _trainings(run_dir) == 1  # its job's files in its folder
+    assert (tmp_path / "coop" / "toy-shapes" / "zero_shot" / "submitit").is_dir()  # the zero-shot reference: a job too
 
 
 def test_a_failed_run_is_named_the_others_finish_and_a_rerun_retries_only_it(tmp_path, capsys):
@@ -62,7 +63,8 @@ def test_a_failed_run_is_named_the_others_finish_and_a_rerun_retries_only_it(tmp
         run_tool(lambda: _fewshot(tmp_path, "--launcher", "local", "--jobs", "2"), argv=[])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert "1 of 2 runs failed" in err and "toy-shapes 1-shot seed 2" in err and str(broken / "sweep.log") in err
+    # the 2 runs and the zero-shot reference
+    assert "1 of 3 runs failed" in err and "toy-shapes 1-shot seed 2" in err and str(broken / "sweep.log") in err
     finished = tmp_path / "coop" / "toy-shapes" / "shots1" / "seed1"
     assert (finished / "sweep_result.json").is_file() and not (broken / "sweep_result.json").exists()
 

@@ -64,14 +64,16 @@ def test_no_wait_submits_and_a_rerun_collects(tmp_path, capsys):
                                    "--epochs", "1", "--work-root", str(root), "--launcher", "slurm", "--no-wait",
                                    "--partition", "debug", "--gpus-per-run", "0", "--cfg-options", *OPTIONS[:2]])
     assert stop.value.code == 0
-    assert "1 runs submitted or still queued" in capsys.readouterr().out
-    record = next(root.rglob("sweep_job.json"))
-    for _ in range(120):  # the job trains (seconds), then its folder holds the result
-        if (record.parent / "sweep_result.json").is_file():
+    out = capsys.readouterr().out
+    assert "2 runs submitted or still queued" in out and "zero_shot: Slurm job" in out  # the run and its zero-shot
+    records = sorted(root.rglob("sweep_job.json"))
+    assert len(records) == 2
+    for _ in range(180):  # the jobs run (seconds each), then their folders hold the results
+        if all((record.parent / "sweep_result.json").is_file() for record in records):
             break
         time.sleep(1)
     runs = load_tool("fewshot").main(["--method", "coop", "--datasets", "toy-shapes", "--shots", "1", "--seeds", "1",
                                       "--epochs", "1", "--work-root", str(root), "--launcher", "slurm",
                                       "--partition", "debug", "--gpus-per-run", "0", "--cfg-options", *OPTIONS[:2]])
-    assert len(runs) == 1 and not record.exists()  # collected: the finished job's run is reused, not resubmitted
-    assert len(list(root.rglob("submitit/*_submitted.pkl"))) == 1
+    assert len(runs) == 1 and not any(r.exists() for r in records)  # collected: reused, not resubmitted
+    assert len(list(root.rglob("submitit/*_submitted.pkl"))) == 2

@@ -98,7 +98,7 @@ def test_base2novel_aliases_are_one_run_folder_and_one_table_row(tmp_path, fake)
 
 
 def test_fewshot_aliases_are_one_run_folder(tmp_path, fake, monkeypatch):
-    monkeypatch.setattr(fewshot, "zero_shot_accuracy", lambda dataset, out_dir, options: 40.0)
+    monkeypatch.setattr(fewshot, "zero_shot_run", lambda dataset, out_dir, options: None)  # no zero-shot row
     runs = fewshot.main(["--method", "coop", "--datasets", "toy_shapes", "toy-shapes", "--shots", "1",
                          "--seeds", "1", "--epochs", "1", "--work-root", str(tmp_path)])
     assert [r["dataset"] for r in runs] == [TOY]

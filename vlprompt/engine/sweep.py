@@ -178,15 +178,17 @@ def run_or_reuse_when_free(run: SweepRun, work: Callable[[], dict], overwrite: b
 
 
 def run_sweep(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, desc: str,
-              label: Callable[..., str], summary: Callable[[dict], str], launch: Any = None
-              ) -> list[tuple[dict, bool]]:
+              label: Callable[..., str], summary: Callable[[dict], str], launch: Any = None,
+              references: Sequence[SweepRun] = ()) -> list[tuple[dict, bool]]:
     """A sweep's run loop: every job's run checked first (:func:`plan_runs`), then each run or reused
     (:func:`run_or_reuse`) in turn under a progress bar, writing ``<label>: <summary> (<took>)`` after it;
     with ``launch`` (:class:`~vlprompt.launch.LaunchSettings` of a parallel launcher) the runs go
     through :func:`vlprompt.launch.run_jobs` instead, with the same checks and records.
 
     A job is a tuple whose last item is its :class:`SweepRun`; ``work(*job)`` trains and tests it and
-    ``label(*job)`` names it. Returns ``(result, reused)`` per job, in order.
+    ``label(*job)`` names it. Returns ``(result, reused)`` per job, in order. ``references``: the sweep's
+    zero-shot reference runs (:func:`zero_shot_run`); a parallel launcher runs them as jobs too, and the tool's
+    :func:`zero_shot_reference` then reuses them (sequentially the tool makes them itself, as before).
     """
     from tqdm import tqdm
 
@@ -194,7 +196,7 @@ def run_sweep(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool,
     if launch is not None and launch.launcher != "sequential":
         from ..launch import run_jobs
 
-        return run_jobs(jobs, work, overwrite, launch, desc, label, summary)
+        return run_jobs(jobs, work, overwrite, launch, desc, label, summary, [plan_run(r) for r in references])
     done = []
     with tqdm(jobs, desc=desc, unit="run") as bar:
         for job in bar:
@@ -217,20 +219,12 @@ def zero_shot_options(options: Iterable[str]) -> list[str]:
 
 
 def zero_shot_reference(config: str | os.PathLike, run_dir: str | os.PathLike, options: Sequence[str] = ()) -> dict:
-    """Zero-shot CLIP (``tools/test.py CONFIG none``) on ``config``'s test split with ``options``, in
-    ``run_dir``; returns the run's result (``top1``, ``seconds``, ...). A finished run with the same
-    config is reused; one with another config is redone (it takes seconds)."""
+    """Zero-shot CLIP (``tools/test.py CONFIG none``, :func:`vlprompt.runs.zero_shot_test`) on ``config``'s test
+    split with ``options``, in ``run_dir``; returns the run's result (``top1``, ``seconds``, ...). A finished run
+    with the same config is reused (a parallel sweep launched it beside its runs: ``run_sweep(references=...)``);
+    one with another config is redone (it takes seconds)."""
     run = SweepRun(Path(run_dir), Path(config), list(options))
-    out = run.run_dir.resolve() / "test.json"
-
-    def work() -> dict:
-        runs.run_logged([sys.executable, str(REPO_ROOT / "tools" / "test.py"), str(run.config_file), "none",
-                    "--work-dir", str(out.parent), "--out", str(out),
-                    *(["--cfg-options", *run.options] if run.options else [])],
-                   out.parent / "sweep.log")
-        return {"method": "zsclip", "top1": read_top1(out)}
-
-    result, _ = run_or_reuse_when_free(run, work, overwrite=True)  # two sweeps at once share the reference
+    result, _ = run_or_reuse_when_free(run, partial(runs.zero_shot_test, run), overwrite=True)  # sweeps share it
     return result
 
 
