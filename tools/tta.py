@@ -1,23 +1,26 @@
-"""Test-time adaptation (TPT, RLCF): adapt on each test sample's views, predict it, reset.
+"""Test-time adaptation (TPT, RLCF; ZERO and MTA, which tune nothing): per test sample, from its views.
 
     python tools/tta.py configs/tpt/toy_shapes_noise.py --limit 100
+    python tools/tta.py configs/zero/toy_shapes_noise.py configs/mta/toy_shapes_noise.py --work-dir work_dirs/tta/free
     python tools/tta.py configs/rlcf/imagenet_a.py --checkpoint work_dirs/coop/imagenet_xd/learned.safetensors
     python tools/tta.py configs/tpt/toy_shapes_noise.py configs/tpt/toy_shapes_night.py --work-dir work_dirs/tta/tpt
     python tools/tta.py configs/tpt/imagenet.py --datasets imagenet-a imagenet-r imagenet-v2 imagenet-sketch
     python tools/tta.py configs/tpt/imagenet.py --datasets imagenet-a imagenet-r --launcher slurm --partition gpu
     torchrun --nproc_per_node 2 tools/tta.py CONFIG --launcher pytorch
 
-For each config (and each of ``--datasets``, which replace the config's test dataset) the test split
-is built as the engine builds it, and the learner is the config's ``model.learner`` on its backbone (the zero-shot
-CoOp-style prompt: 4 context tokens from "a photo of a"), or ``--checkpoint``'s trained learner (its own backbone;
-its class names are replaced by the test set's). The config's ``adapter=dict(type='tpt'|'rlcf',
-...)`` then tunes that learner's text context (or, ``variant='image'``, a copy of the image tower)
-on each sample's views (``views=dict(n_views=..., augmix=...)``, seeded per sample) and predicts
-view 0. ``--cfg-options adapter.steps=0`` predicts without adapting (the zero-shot reference on the
-same views and samples).
+For each config (and each of ``--datasets``, which replace the config's test dataset) the test split is built
+as the engine builds it, and the learner is the config's ``model.learner`` on its backbone (the zero-shot
+CoOp-style prompt: 4 context tokens from "a photo of a"), or ``--checkpoint``'s trained learner (its own
+backbone; its class names are replaced by the test set's). The config's ``adapter=dict(type='tpt'|'rlcf',
+...)`` then tunes that learner's text context (or, ``variant='image'``, a copy of the image tower) on each
+sample's views (``views=dict(n_views=..., augmix=...)``, seeded per sample) and predicts view 0;
+``adapter=dict(type='zero'|'mta')`` reads the prediction from the views' features
+(:mod:`vlprompt.adapters.training_free`). ``--cfg-options adapter.steps=0`` predicts without adapting (the
+zero-shot reference on the same views and samples).
 
-Writes ``results.json`` (top-1, seconds per sample) to each run's work dir (default
-``work_dirs/<method>/<config name>``, with ``_<dataset>`` for ``--datasets``); with several runs,
+Writes ``results.json`` (top-1, ECE over 15 bins, seconds per sample, peak memory) and ``reliability.png``
+to each run's work dir (default ``work_dirs/<method>/<config name>``, with ``_<dataset>`` for ``--datasets``);
+with several runs,
 ``--work-dir`` is their root and ``tta.md`` / ``tta.csv`` there (default ``work_dirs/tta/``) tabulate
 them. ``--launcher pytorch`` under torchrun shards the test set (rank r takes samples r, r + world,
 ...) and gathers the predictions; each sample's views depend only on its index and the seed, so
@@ -85,33 +88,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------ table
 def write_table(rows: list[dict[str, Any]], out_dir: Path, settings: list[str] | None = None
                 ) -> tuple[str, dict[str, Path]]:
-    """``tta.md`` and ``tta.csv`` in ``out_dir``: one line per run, and the mean top-1 of each method
-    over the datasets it ran on (when it ran on more than one). The best top-1 of each dataset (and
-    of the averages) is bold; ``settings`` (the ``--cfg-options``) are named under the table and in
+    """``tta.md`` and ``tta.csv`` in ``out_dir``: one line per run (top-1, ECE in %, seconds per sample, peak
+    memory), and each method's means over the datasets it ran on (when it ran on more than one). The best top-1
+    of each dataset (and of the averages) is bold; ``settings`` (the ``--cfg-options``) are named under the table and in
     the CSV's ``settings`` column."""
     import statistics
 
     from vlprompt.tables import bold_best, markdown_table, write_tables
 
     md = [[r["method"], r["dataset"], f"{r['samples']} / {r['of']}", r["views"], f"{r['top1']:.2f}",
-           f"{r['sec_per_sample']:.3f}"] for r in rows]
+           _number(r.get("ece")), f"{r['sec_per_sample']:.3f}", _number(r.get("peak_memory_mb"), 0)] for r in rows]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         mine = [r for r in rows if r["method"] == m]
         if len({r["dataset"] for r in mine}) > 1:
             top1 = statistics.fmean(r["top1"] for r in mine)
             sec = statistics.fmean(r["sec_per_sample"] for r in mine)
-            md.append([m, f"average ({len(mine)})", "", "", f"{top1:.2f}", f"{sec:.3f}"])
+            eces = [r["ece"] for r in mine if r.get("ece") is not None]
+            ece = _number(statistics.fmean(eces)) if len(eces) == len(mine) else ""
+            md.append([m, f"average ({len(mine)})", "", "", f"{top1:.2f}", ece, f"{sec:.3f}", ""])
     by_dataset: dict[str, list[tuple[int, int]]] = {}  # the methods on one dataset (or their averages) compete
     for i, line in enumerate(md):
         by_dataset.setdefault("average" if i >= len(rows) else line[1], []).append((i, 4))
-    text = markdown_table(["method", "dataset", "samples", "views", "top-1", "s/sample"],
+    text = markdown_table(["method", "dataset", "samples", "views", "top-1", "ECE", "s/sample", "peak MB"],
                           bold_best(md, groups=by_dataset.values()))
-    keys = ["method", "dataset", "samples", "of", "classes", "views", "top1", "sec_per_sample", "processes", "device",
-            "config", "work_dir"]
+    keys = ["method", "dataset", "samples", "of", "classes", "views", "top1", "ece", "sec_per_sample",
+            "peak_memory_mb", "processes", "device", "config", "work_dir"]
     files = write_tables(out_dir, "tta", text, keys,
-                         [[f"{r[k]:.4f}" if isinstance(r[k], float) else r[k] for k in keys] for r in rows], settings)
+                         [[f"{r.get(k):.4f}" if isinstance(r.get(k), float) else r.get(k, "") for k in keys]
+                          for r in rows], settings)
     return files["md"].read_text(), files
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    """A table cell: ``value`` with ``digits`` decimals, blank when unknown (a run from before it was measured)."""
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------------------ launched runs

@@ -68,17 +68,19 @@ def test_comparison_and_base2novel_tables_bold_only_the_best_method(tmp_path):
 def test_tta_table_bolds_the_best_method_per_dataset_and_average():
     tta = load_tool("tta")
     rows = [{"method": m, "dataset": d, "samples": 10, "of": 10, "classes": 3, "views": 8, "top1": top1,
-             "sec_per_sample": 0.1, "processes": 1, "device": "cpu", "config": "c", "work_dir": "w"}
-            for m, d, top1 in (("tpt", "x", 50.0), ("tpt", "y", 10.0), ("rlcf", "x", 40.0), ("rlcf", "y", 30.0))]
+             "ece": ece, "sec_per_sample": 0.1, "peak_memory_mb": 900.0, "processes": 1, "device": "cpu", "config": "c",
+             "work_dir": "w"}
+            for m, d, top1, ece in (("tpt", "x", 50.0, 4.0), ("tpt", "y", 10.0, 8.0), ("rlcf", "x", 40.0, 2.0),
+                                    ("rlcf", "y", 30.0, 3.0))]
     import tempfile
 
     with tempfile.TemporaryDirectory() as out:
         text, files = tta.write_table(rows, Path(out))
         bold = [line for line in text.splitlines() if "**" in line]
     # x: tpt 50 > rlcf 40; y: rlcf 30 > tpt 10; averages: tpt 30 < rlcf 35
-    assert bold == ["| tpt | x | 10 / 10 | 8 | **50.00** | 0.100 |",
-                    "| rlcf | y | 10 / 10 | 8 | **30.00** | 0.100 |",
-                    "| rlcf | average (2) |  |  | **35.00** | 0.100 |"]
+    assert bold == ["| tpt | x | 10 / 10 | 8 | **50.00** | 4.00 | 0.100 | 900 |",
+                    "| rlcf | y | 10 / 10 | 8 | **30.00** | 3.00 | 0.100 | 900 |",
+                    "| rlcf | average (2) |  |  | **35.00** | 2.50 | 0.100 |  |"]
 
 
 def test_bold_best_compares_numbers_as_shown():

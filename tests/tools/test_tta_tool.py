@@ -97,7 +97,7 @@ def test_two_gloo_processes_give_the_predictions_of_one(tmp_path):
 def test_a_run_writes_results_with_top1_and_seconds_per_sample(tmp_path):
     rows = tta.main([TPT_CONFIG, "--limit", "4", "--work-dir", str(tmp_path), "--cfg-options", *TINY, *FOUR_VIEWS])
     record = _results(tmp_path)
-    assert set(record["metrics"]) == {"accuracy/top1", "sec_per_sample", "views_sec_per_sample"}
+    assert set(record["metrics"]) == {"accuracy/top1", "accuracy/ece", "sec_per_sample", "views_sec_per_sample"}
     assert record["metrics"]["sec_per_sample"] > 0
     assert record["run"]["dataset"] == "toy-shapes-noise" and record["run"]["model"]["learner"]["type"] == "coop"
     assert record["adapter"]["type"] == "tpt"
@@ -108,6 +108,15 @@ def test_a_run_writes_results_with_top1_and_seconds_per_sample(tmp_path):
     assert record["metrics"]["accuracy/top1"] == pytest.approx(100 * correct / 4) == rows[0]["top1"]
     # the seeded draw covers the test set, not its first class
     assert len({labels[i] for i, _ in record["predictions"]}) > 1
+    # ECE (15 bins) from each prediction's recorded confidence; the reliability diagram beside the results
+    from vlprompt.engine.metrics import expected_calibration_error
+
+    confidence = torch.tensor(record["confidences"])
+    correct = torch.tensor([labels[i] == p for i, p in record["predictions"]])
+    assert len(confidence) == 4 and ((confidence > 0) & (confidence <= 1)).all()
+    assert record["metrics"]["accuracy/ece"] == pytest.approx(expected_calibration_error(confidence, correct))
+    assert rows[0]["ece"] == pytest.approx(record["metrics"]["accuracy/ece"]) and rows[0]["peak_memory_mb"] > 0
+    assert (tmp_path / "reliability.png").stat().st_size > 5_000
 
 
 def _dataset(name: str):

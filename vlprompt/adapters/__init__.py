@@ -30,13 +30,15 @@ from .rlcf import (
 )
 from .students import ImageEncoderStudent, PromptStudent, Student, default_prompt_learner
 from .tpt import TPT
+from .training_free import MTA, ZERO, TrainingFreeAdapter, mta_mode, zero_votes
 from .views import IMAGENET_FAMILY, TPT_AUGMIX_OPS, TPTViews, uses_augmix
 
 __all__ = [
-    "ADAPTERS", "IMAGENET_FAMILY", "RLCF", "RLCF_S_CONFIDENCES", "TPT", "TPT_AUGMIX_OPS", "CLIPReward", "CLIPTeacher",
-    "ImageEncoderStudent", "NonFiniteRewardError", "PromptStudent", "Student", "TPTViews", "TestTimeAdapter",
-    "build_adapter", "clip_scores", "confident_views", "default_prompt_learner", "list_adapters",
-    "marginal_entropy", "reinforce_loss", "sample_rewards", "uses_augmix", "view_entropy",
+    "ADAPTERS", "CLIPReward", "CLIPTeacher", "IMAGENET_FAMILY", "ImageEncoderStudent", "MTA", "NonFiniteRewardError",
+    "PromptStudent", "RLCF", "RLCF_S_CONFIDENCES", "Student", "TPT", "TPTViews", "TPT_AUGMIX_OPS", "TestTimeAdapter",
+    "TrainingFreeAdapter", "ZERO", "build_adapter", "clip_scores", "confident_views", "default_prompt_learner",
+    "list_adapters", "marginal_entropy", "mta_mode", "reinforce_loss", "sample_rewards", "uses_augmix",
+    "view_entropy", "zero_votes",
 ]
 
 
@@ -45,7 +47,8 @@ def list_adapters() -> list[str]:
     return sorted(ADAPTERS.module_dict)
 
 
-def build_adapter(cfg: Mapping[str, Any] | str, learner: PromptLearner, **overrides: Any) -> TestTimeAdapter:
+def build_adapter(cfg: Mapping[str, Any] | str, learner: PromptLearner, **overrides: Any
+                  ) -> TestTimeAdapter | TrainingFreeAdapter:
     """Build an adapter from a config dict (``{"type": "rlcf", "teacher": {...}, ...}``) or a name.
 
     ``learner`` is what the adapter works on (see each adapter); ``overrides`` replace config keys.
@@ -57,7 +60,7 @@ def build_adapter(cfg: Mapping[str, Any] | str, learner: PromptLearner, **overri
         raise ValueError(f"an adapter config needs a 'type' naming the adapter ({', '.join(list_adapters())}), "
                          f"got {name!r}")
     cls = ADAPTERS.get(name)
-    if not (isinstance(cls, type) and issubclass(cls, TestTimeAdapter)):
+    if not (isinstance(cls, type) and issubclass(cls, (TestTimeAdapter, TrainingFreeAdapter))):
         raise ValueError(f"{name!r} is not a test-time adapter; available: {', '.join(list_adapters())}")
     if not isinstance(learner, PromptLearner):
         raise TypeError(f"build_adapter: learner must be a PromptLearner, got {type(learner).__name__}")

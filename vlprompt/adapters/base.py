@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..learners import PromptLearner
 from .students import Student
 
-__all__ = ["TestTimeAdapter", "confident_views", "marginal_entropy", "view_entropy"]
+__all__ = ["TestTimeAdapter", "check_views", "confident_views", "marginal_entropy", "view_entropy"]
 
 
 # ----------------------------------------------------------------------------------------- losses
@@ -59,6 +59,15 @@ def marginal_entropy(logits: torch.Tensor) -> torch.Tensor:
     log_mean = torch.logsumexp(log_p, dim=0) - torch.log(torch.tensor(float(log_p.shape[0]), dtype=log_p.dtype))
     log_mean = log_mean.clamp(min=torch.finfo(log_mean.dtype).min)
     return -(log_mean.exp() * log_mean).sum()
+
+
+def check_views(views: torch.Tensor, adapter: str, device: torch.device) -> torch.Tensor:
+    """One sample's views on ``device``, after checking they are a float ``(V, 3, S, S)`` tensor."""
+    if not isinstance(views, torch.Tensor) or not views.is_floating_point() or views.dim() != 4:
+        got = tuple(views.shape) if isinstance(views, torch.Tensor) else type(views).__name__
+        raise ValueError(f"{adapter}: expected one sample's views as a float (V, 3, S, S) tensor "
+                         f"(view 0 the original; see vlprompt.adapters.TPTViews), got {got}")
+    return views.to(device)
 
 
 # ---------------------------------------------------------------------------------------- adapter
@@ -238,11 +247,7 @@ class TestTimeAdapter:
 
     def check_views(self, views: torch.Tensor) -> torch.Tensor:
         """The views on the student's device, after checking their shape."""
-        if not isinstance(views, torch.Tensor) or not views.is_floating_point() or views.dim() != 4:
-            got = tuple(views.shape) if isinstance(views, torch.Tensor) else type(views).__name__
-            raise ValueError(f"{type(self).__name__}: expected one sample's views as a float (V, 3, S, S) tensor "
-                             f"(view 0 the original; see vlprompt.adapters.TPTViews), got {got}")
-        return views.to(self.device)
+        return check_views(views, type(self).__name__, self.device)
 
     def adapt(self, views: torch.Tensor, index: int | None = None) -> None:
         """Tune on one sample's views (no reset)."""

@@ -169,8 +169,9 @@ PREDICTIONS_FILE = "tta_predictions.jsonl"
 """The predictions of an unfinished run, in its work dir (rank r > 0 of a sharded run writes
 ``tta_predictions.rank<r>.jsonl``)."""
 
-Record = tuple[int, int, int, float, float]
-"""One sample's ``(index, prediction, label, adapting seconds, view-making seconds)``."""
+Record = tuple[int, int, int, float, float, float]
+"""One sample's ``(index, prediction, label, adapting seconds, view-making seconds, confidence)``; the confidence
+is the top class's softmax probability (what ECE and the reliability diagram are computed from)."""
 
 
 def predictions_path(work_dir: str | os.PathLike, rank: int = 0) -> Path:
@@ -179,6 +180,8 @@ def predictions_path(work_dir: str | os.PathLike, rank: int = 0) -> Path:
     return Path(work_dir) / name
 
 
+RELIABILITY_FILE = "reliability.png"
+"""A finished run's reliability diagram, in its work dir."""
 ADAPTER_STATE_FILE = "tta_adapter_state.safetensors"
 """What an adapter that keeps state across samples had learned after the samples recorded so far
 (rank r > 0: ``tta_adapter_state.rank<r>.safetensors``), written every :data:`ADAPTER_STATE_EVERY` samples."""
@@ -237,7 +240,7 @@ def _read_log(path: Path) -> tuple[dict | None, dict[int, Record], int]:
         else:
             try:
                 record = (int(entry["i"]), int(entry["p"]), int(entry["y"]), float(entry["adapt_s"]),
-                          float(entry["views_s"]))
+                          float(entry["views_s"]), float(entry["c"]))
             except (KeyError, TypeError, ValueError):
                 break
             records[record[0]] = record
@@ -319,8 +322,9 @@ class PredictionLog:
 
     @staticmethod
     def _line(record: Record) -> str:
-        index, pred, label, adapt_s, views_s = record
-        return json.dumps({"i": index, "p": pred, "y": label, "adapt_s": adapt_s, "views_s": views_s}) + "\n"
+        index, pred, label, adapt_s, views_s, confidence = record
+        return json.dumps({"i": index, "p": pred, "y": label, "adapt_s": adapt_s, "views_s": views_s,
+                           "c": confidence}) + "\n"
 
     def close(self) -> None:
         """Sync and close the file (what could not be written is not read back: :func:`_read_log`)."""
@@ -422,6 +426,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     from tqdm import tqdm
 
     from ..datasets.builder import build_dataset_from_cfg
+    from ..engine.metrics import expected_calibration_error, peak_memory_mb, reliability_diagram
     from ..engine.results import write_results
     from ..errors import hint_on_interrupt
     from ..io import DiskFullError
@@ -433,6 +438,8 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     name = data["name"]
     seed = int((cfg.get("randomness") or {}).get("seed") or 0)
     torch.manual_seed(seed)  # random-weight backbones and teachers come out the same in every process
+    if device.type == "cuda":  # this run's peak, not an earlier run's in this process
+        torch.cuda.reset_peak_memory_stats(device)
     learner, model = build_run_learner(cfg, checkpoint, list(dataset.classnames), device)
     adapter = build_adapter_of(cfg, learner, device)
     make_views = build_views(cfg, learner, name)
@@ -462,9 +469,10 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                                    torch.Generator().manual_seed(seed * 1_000_003 + index))
                 made = time.perf_counter()
                 logits = adapter(views, index)
-                pred = int(logits.argmax(dim=-1)[0])  # the host read ends the sample's device work
+                confidence, pred = (float(v) for v in logits.float().softmax(dim=-1)[0].max(dim=-1))
+                pred = int(pred)  # the host read ends the sample's device work
                 took = time.perf_counter() - made
-                record = (index, pred, item.label, took, made - start)
+                record = (index, pred, item.label, took, made - start, confidence)
                 log.append(record)
                 records.append(record)
                 if saver is not None and len(records) % ADAPTER_STATE_EVERY == 0:
@@ -486,13 +494,17 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
         dist.all_gather_object(gathered, records)
         records = sorted(r for part in gathered for r in part)
     n = len(records)
-    top1 = 100.0 * sum(p == y for _, p, y, _, _ in records) / max(n, 1)
+    top1 = 100.0 * sum(r[1] == r[2] for r in records) / max(n, 1)
     sec = sum(r[3] for r in records) / max(n, 1)
+    confidence = torch.tensor([r[5] for r in records])
+    correct = torch.tensor([r[1] == r[2] for r in records])
+    ece = expected_calibration_error(confidence, correct) if n else float("nan")
     row = {"method": label, "dataset": name, "config": str(cfg.filename), "samples": n, "of": len(dataset),
-           "classes": len(dataset.classnames), "views": make_views.n_views, "top1": top1, "sec_per_sample": sec,
+           "classes": len(dataset.classnames), "views": make_views.n_views, "top1": top1, "ece": ece,
+           "sec_per_sample": sec, "peak_memory_mb": peak_memory_mb(device),
            "processes": world, "device": str(device), "work_dir": str(cfg.work_dir)}
     if rank == 0:
-        metrics = {"accuracy/top1": top1, "sec_per_sample": sec,
+        metrics = {"accuracy/top1": top1, "accuracy/ece": ece, "sec_per_sample": sec,
                    "views_sec_per_sample": sum(r[4] for r in records) / max(n, 1)}
         spec = cfg.adapter.to_dict() if hasattr(cfg.adapter, "to_dict") else dict(cfg.adapter)
         try:
@@ -501,7 +513,10 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                                         "crop_scale": list(make_views.crop_scale)},
                                  samples={"count": n, "of": len(dataset), "limit": limit, "seed": seed},
                                  processes=world, device=str(device),
-                                 predictions=[[i, p] for i, p, *_ in records], row=row)
+                                 predictions=[[r[0], r[1]] for r in records],
+                                 confidences=[round(r[5], 6) for r in records], row=row)
+            reliability_diagram(confidence, correct, Path(cfg.work_dir) / RELIABILITY_FILE,
+                                f"{label} on {name}: top-1 {top1:.2f}, ECE {ece:.2f}")
         except DiskFullError as err:
             kept = (f"the {n} predictions are recorded in {predictions_path(cfg.work_dir)}, the same command only "
                     "writes the results")

@@ -1,8 +1,10 @@
-"""Top-1 accuracy and expected calibration error over a test set."""
+"""Top-1 accuracy and expected calibration error over a test set, the reliability diagram, peak memory."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from mmengine.evaluator import BaseMetric
@@ -19,6 +21,61 @@ def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, 
             gap = (confidence[in_bin].mean() - correct[in_bin].float().mean()).abs()
             ece += in_bin.float().mean() * gap
     return ece.item() * 100
+
+
+def reliability_bins(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15
+                     ) -> list[tuple[float, float, float, float, int]]:
+    """Per bin of :func:`expected_calibration_error`: ``(low, high, mean confidence, accuracy, count)``."""
+    edges = torch.linspace(0, 1, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        count = int(in_bin.sum())
+        rows.append((float(lo), float(hi), float(confidence[in_bin].mean()) if count else float("nan"),
+                     float(correct[in_bin].float().mean()) if count else float("nan"), count))
+    return rows
+
+
+def reliability_diagram(confidence: torch.Tensor, correct: torch.Tensor, path: str | os.PathLike, title: str,
+                        bins: int = 15) -> Path:
+    """A reliability diagram PNG at ``path``: accuracy per confidence bin against the diagonal of perfect
+    calibration (the gap is what ECE sums), with the share of samples per bin below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..tables import save_plot
+
+    rows = reliability_bins(confidence, correct, bins)
+    n = max(1, len(confidence))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.2), height_ratios=(3, 1), sharex=True)
+    width = 1 / bins
+    for lo, _, conf, acc, count in rows:
+        if count:
+            top.bar(lo, acc, width=width, align="edge", color="tab:blue", edgecolor="white")
+            top.bar(lo, conf - acc, bottom=acc, width=width, align="edge", color="tab:red", alpha=0.35,
+                    edgecolor="none")
+            bottom.bar(lo, count / n, width=width, align="edge", color="0.5", edgecolor="white")
+    top.plot([0, 1], [0, 1], "--", color="0.3", linewidth=1)
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.set_title(title, fontsize=9)
+    bottom.set_xlabel("confidence (top class probability)")
+    bottom.set_ylabel("share")
+    bottom.set_xlim(0, 1)
+    return save_plot(fig, path)
+
+
+def peak_memory_mb(device: torch.device | str) -> float:
+    """Peak memory of this process so far, in MB: the allocator's peak on a CUDA device, else the process's
+    peak resident size (which includes the Python interpreter and the libraries)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 @METRICS.register_module(force=True)
