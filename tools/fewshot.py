@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      launch=launch, references=[r for r in references.values() if r is not None])
     runs = [result for result, _ in done]
     out_dir.mkdir(parents=True, exist_ok=True)
-    zero_shot = {d: None if r is None else zero_shot_reference(r.config_file, r.run_dir, r.options)["top1"]
+    zero_shot = {d: None if r is None else zero_shot_reference(r)["top1"]
                  for d, r in tqdm(references.items(), desc="zero-shot reference")}
     print(write_fewshot_report(runs, out_dir, args.method, zero_shot), end="")
     return runs

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                 "source_top1": src["top1"], "reused": reused})
             tqdm.write(f"{family} {k}-shot seed {seed}: source (its tasks) {src['top1']:.2f}; target: " + ", ".join(
                 f"{r['row']} {r['top1']:.2f}" for r in results[-3:]))
-    zs = zero_shot_reference(reference.config_file, reference.run_dir, reference.options)  # made, or launched above
+    zs = zero_shot_reference(reference)  # made, or launched above
     summary = summarise(results)
     text = markdown(summary, zs["top1"], args.target)
     files = write_tables(args.work_root, "multitask", text, ["family", "shots", "row", "seeds", "mean", "std"], summary,

@@ -98,7 +98,7 @@ def zero_shot_row(references: dict[str, SweepRun | None], bar: Any = None) -> di
     for target, run in references.items():
         if bar is not None:
             bar.set_postfix_str(f"zero-shot on {target}")
-        row[target] = None if run is None else zero_shot_reference(run.config_file, run.run_dir, run.options)["top1"]
+        row[target] = None if run is None else zero_shot_reference(run)["top1"]
         if bar is not None:
             bar.update()
     return row

@@ -182,7 +182,7 @@ def run_jobs(jobs: Sequence[tuple], work: Callable[..., dict], overwrite: bool, 
     _by_value(work)
     n_jobs = len(jobs)
     runs = [job[-1] for job in jobs] + list(references)
-    calls = [_bound(work, job) for job in jobs] + [partial(zero_shot_test, run) for run in references]
+    calls = [partial(work, *job) for job in jobs] + [partial(zero_shot_test, run) for run in references]
     names = [label(*job) for job in jobs] + [f"zero-shot reference {run.run_dir}" for run in references]
     overwrites = [overwrite] * n_jobs + [True] * len(references)  # a reference with another config is redone
 
@@ -303,10 +303,6 @@ def _vanished(running: dict[int, tuple[Any, list[int]]], finished: list[int]) ->
         elif now - _GONE.setdefault(job_id, now) > GONE_GRACE_S:
             gone.append(i)
     return gone
-
-
-def _bound(work: Callable[..., dict], job: tuple) -> Callable[[], dict]:
-    return partial(work, *job)
 
 
 def _took(result: tuple[dict, bool]) -> str:

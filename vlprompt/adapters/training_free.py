@@ -105,8 +105,9 @@ def zero_votes(features: torch.Tensor, classes: torch.Tensor, scale: float, frac
     tied = (votes == votes.max()).nonzero().flatten()
     if len(tied) > 1:
         rest = confident_views(scale * cosines, 1.0)[len(kept):]  # the dropped views, most confident first
+        tied_classes = set(tied.tolist())
         for choice in cosines[rest].argmax(dim=-1).tolist():
-            if choice in tied.tolist():
+            if choice in tied_classes:
                 votes[choice] += 1
                 break
         else:  # no dropped view predicts a tied class: the most confident dropped view's pick among them

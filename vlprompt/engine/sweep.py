@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache, partial
@@ -218,12 +217,11 @@ def zero_shot_options(options: Iterable[str]) -> list[str]:
     return [o for o in options if o.split("=", 1)[0].startswith(ZERO_SHOT_KEYS)]
 
 
-def zero_shot_reference(config: str | os.PathLike, run_dir: str | os.PathLike, options: Sequence[str] = ()) -> dict:
-    """Zero-shot CLIP (``tools/test.py CONFIG none``, :func:`vlprompt.runs.zero_shot_test`) on ``config``'s test
-    split with ``options``, in ``run_dir``; returns the run's result (``top1``, ``seconds``, ...). A finished run
-    with the same config is reused (a parallel sweep launched it beside its runs: ``run_sweep(references=...)``);
-    one with another config is redone (it takes seconds)."""
-    run = SweepRun(Path(run_dir), Path(config), list(options))
+def zero_shot_reference(run: SweepRun) -> dict:
+    """Zero-shot CLIP (``tools/test.py CONFIG none``, :func:`vlprompt.runs.zero_shot_test`) on the test split of
+    ``run``'s config with its options, in its folder; returns the run's result (``top1``, ``seconds``, ...). A
+    finished run with the same config is reused (a parallel sweep launched it beside its runs:
+    ``run_sweep(references=...)``); one with another config is redone (it takes seconds)."""
     result, _ = run_or_reuse_when_free(run, partial(runs.zero_shot_test, run), overwrite=True)  # sweeps share it
     return result
 
