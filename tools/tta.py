@@ -168,6 +168,15 @@ def launch_runs(args: argparse.Namespace, jobs: list[tuple[str, str | None]], cf
 
 
 # ------------------------------------------------------------------------------------------ main
+def composed_for(config: str, dataset: str | None) -> str:
+    """The config of a run on ``dataset``: a composed run (``configs/<method>/<dataset>.py``, no such file) is the
+    method's run on ``dataset``, its published recipe for that dataset included; a config file is itself (its
+    test set is then replaced)."""
+    if dataset is None or Path(config).is_file():
+        return config
+    return str(Path(config).with_name(dataset.replace("-", "_") + ".py"))
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
@@ -185,15 +194,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     jobs = [(c, d) for c in args.configs for d in (args.datasets or [None])]
     several = len(jobs) > 1
     cfgs = []
-    for config, dataset in jobs:  # every config is read and checked before the first run starts
-        cfg = load_config(config, None, options)
+    run_dirs = [Path(default_work_dir(c) + (f"_{d.replace('-', '_')}" if d else "")) for c, d in jobs]
+    leaves = [r.name for r in run_dirs]
+    for (config, dataset), run_dir in zip(jobs, run_dirs, strict=True):  # all read and checked before any run
+        cfg = load_config(composed_for(config, dataset), None, options)
         if dataset is not None:
             cfg.test_dataloader.dataset.name = dataset
-        run_dir = default_work_dir(config) + (f"_{dataset.replace('-', '_')}" if dataset else "")
-        if several:
-            cfg.work_dir = str(Path(args.work_dir) / Path(run_dir).name) if args.work_dir else run_dir
+        if several:  # under --work-dir by the run's name; by method and name where two methods share a name
+            inside = run_dir.name if leaves.count(run_dir.name) == 1 else run_dir.relative_to("work_dirs")
+            cfg.work_dir = str(Path(args.work_dir) / inside) if args.work_dir else str(run_dir)
         else:
-            cfg.work_dir = args.work_dir or cfg.get("work_dir") or run_dir
+            cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(run_dir)
         cfgs.append(cfg)
     if args.launcher in ("local", "slurm"):
         rows, rank = launch_runs(args, jobs, cfgs, checkpoint), 0

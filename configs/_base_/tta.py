@@ -9,3 +9,6 @@ test_dataloader = dict(dataset=dict(type=build_dataset, name="<dataset>", split=
 # range (torchvision's default, as TPT)
 views = dict(n_views=64, augmix=None, crop_scale=(0.08, 1.0))
 randomness = dict(seed=1)  # seeds the views of sample i (the same views whatever the process count)
+# the order in which an adapter that keeps state across samples (TDA, DMN, BoostAdapter, TPT with episodic=False)
+# sees the test set: a shuffle drawn with this seed, recorded in results.json (vary it for the spread over orders)
+stream = dict(seed=1)

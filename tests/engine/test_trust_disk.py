@@ -221,8 +221,8 @@ def _wrap_adapter(monkeypatch, calls: list, **kwargs) -> None:
     monkeypatch.setattr(tta_run, "build_adapter_of", lambda *a: _Counting(_BUILD_ADAPTER(*a), calls, **kwargs))
 
 
-def _tta(work: Path, *extra: str, options: tuple[str, ...] = ()) -> list[dict]:
-    return tta.main([TPT, "--limit", "6", "--work-dir", str(work), *extra, "--cfg-options", *TTA_OPTIONS, *options])
+def _tta(work: Path, *extra: str, options: tuple[str, ...] = (), config: str = TPT) -> list[dict]:
+    return tta.main([config, "--limit", "6", "--work-dir", str(work), *extra, "--cfg-options", *TTA_OPTIONS, *options])
 
 
 def test_tta_resumes_from_its_recorded_predictions(tmp_path, monkeypatch):
@@ -253,29 +253,42 @@ def test_tta_resumes_from_its_recorded_predictions(tmp_path, monkeypatch):
     assert _temporaries(work) == []
 
 
-def test_a_state_keeping_adapter_goes_on_from_its_saved_state(tmp_path, monkeypatch):
-    """``episodic=False``: each prediction depends on the samples before. Killed after 5 of 6 samples with its
-    state saved after 4, the rerun loads that state, makes samples 5 and 6 again and ends with the predictions of
-    an uninterrupted run (it used to start over); the saved state goes once results.json is written."""
-    stream = ("adapter.episodic=False",)
+@pytest.mark.parametrize("config, stream", [
+    (TPT, ("adapter.episodic=False",)), ("configs/tda/toy_shapes_noise.py", ("adapter.negative.entropy=[0.0,1.0]",))],
+                         ids=["tpt-not-episodic", "tda"])
+def test_a_state_keeping_adapter_goes_on_from_its_saved_state(tmp_path, monkeypatch, config, stream):
+    """``episodic=False``, TDA's caches: each prediction depends on the samples before, which come in a seeded
+    shuffle (``stream.seed``, recorded). Killed after 5 of 6 samples with its state saved after 4, the rerun loads
+    that state, makes samples 5 and 6 again and ends with the predictions of an uninterrupted run (it used to start
+    over); the saved state goes once results.json is written. Another stream seed is another order."""
     monkeypatch.setattr(tta_run, "ADAPTER_STATE_EVERY", 2)
     whole = tmp_path / "whole"
-    _tta(whole, options=stream)
+    calls = []
+    _wrap_adapter(monkeypatch, calls)
+    _tta(whole, options=stream, config=config)
     expected = json.loads((whole / "results.json").read_text())
+    order = expected["stream"]["order"]
+    assert expected["stream"]["seed"] == 1 and calls == order and sorted(order) == [i for i, _ in
+                                                                                  expected["predictions"]]
+    assert order != sorted(order)
 
     work, calls = tmp_path / "run", []
     _wrap_adapter(monkeypatch, calls, stop=5, fail=Killed())
     with pytest.raises(Killed):
-        _tta(work, options=stream)
+        _tta(work, options=stream, config=config)
     assert (work / "tta_adapter_state.safetensors").is_file()
     calls.clear()
     _wrap_adapter(monkeypatch, calls)
-    _tta(work, options=stream)
-    order = [i for i, _ in expected["predictions"]]
-    assert len(calls) == 2
+    _tta(work, options=stream, config=config)
+    assert calls == order[4:]
     record = json.loads((work / "results.json").read_text())
     assert record["predictions"] == expected["predictions"] and len(order) == 6
     assert not (work / "tta_adapter_state.safetensors").exists() and not (work / "tta_predictions.jsonl").exists()
+
+    calls.clear()
+    _tta(tmp_path / "other", options=(*stream, "stream.seed=2"), config=config)
+    other = json.loads((tmp_path / "other" / "results.json").read_text())["stream"]
+    assert other["seed"] == 2 and calls == other["order"] != order and sorted(other["order"]) == sorted(order)
 
 
 def test_tta_predictions_from_another_kind_of_device_are_not_mixed(tmp_path, monkeypatch):

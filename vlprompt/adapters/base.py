@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..learners import PromptLearner
 from .students import Student
 
-__all__ = ["TestTimeAdapter", "check_views", "confident_views", "marginal_entropy", "view_entropy"]
+__all__ = ["TestTimeAdapter", "check_views", "confident_views", "marginal_entropy", "saved_tensor", "view_entropy"]
 
 
 # ----------------------------------------------------------------------------------------- losses
@@ -68,6 +68,17 @@ def check_views(views: torch.Tensor, adapter: str, device: torch.device) -> torc
         raise ValueError(f"{adapter}: expected one sample's views as a float (V, 3, S, S) tensor "
                          f"(view 0 the original; see vlprompt.adapters.TPTViews), got {got}")
     return views.to(device)
+
+
+def saved_tensor(state: dict[str, torch.Tensor], key: str, like: torch.Tensor) -> torch.Tensor:
+    """``state[key]`` on ``like``'s device and dtype: an adapter's saved state read back (``carried_state``); a
+    tensor missing or of another shape is a ``ValueError`` naming it."""
+    if key not in state:
+        raise ValueError(f"the adapter's saved state has no {key!r}")
+    if tuple(state[key].shape) != tuple(like.shape):
+        raise ValueError(f"the adapter's saved state {key!r} has shape {tuple(state[key].shape)}, "
+                         f"expected {tuple(like.shape)}")
+    return state[key].to(device=like.device, dtype=like.dtype)
 
 
 # ---------------------------------------------------------------------------------------- adapter
@@ -206,12 +217,7 @@ class TestTimeAdapter:
         """Go on from :meth:`carried_state` (of an adapter built the same way); a tensor missing or of another
         shape is a ``ValueError`` naming it."""
         def take(key: str, like: torch.Tensor) -> torch.Tensor:
-            if key not in state:
-                raise ValueError(f"the adapter's saved state has no {key!r}")
-            if tuple(state[key].shape) != tuple(like.shape):
-                raise ValueError(f"the adapter's saved state {key!r} has shape {tuple(state[key].shape)}, "
-                                 f"expected {tuple(like.shape)}")
-            return state[key].to(device=like.device, dtype=like.dtype)
+            return saved_tensor(state, key, like)
 
         if not self.keeps_state:
             return
@@ -241,6 +247,11 @@ class TestTimeAdapter:
     def objective(self, logits: torch.Tensor, index: int) -> torch.Tensor:
         """The loss of the selected views' logits ``(k, C)`` (subclasses)."""
         raise NotImplementedError
+
+    def selects_views(self, n_views: int) -> bool:
+        """Whether a sample of ``n_views`` views is cut to its most confident ones (``selection_p``): when it
+        adapts at all."""
+        return self.steps > 0
 
     def on_selection(self, views: torch.Tensor, selected: torch.Tensor, index: int) -> None:
         """Called once per sample with the selected view indices (RLCF's teacher runs here)."""

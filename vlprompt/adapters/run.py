@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ADAPTER_STATE_FILE", "PREDICTIONS_FILE", "AdapterStateSaver", "PredictionLog", "build_adapter_of",
            "build_run_learner", "build_teachers", "build_views", "init_distributed", "method_label", "pick_device",
-           "recorded_predictions", "run_one", "run_tta", "run_settings", "sample_indices"]
+           "recorded_predictions", "run_one", "run_tta", "run_settings", "sample_indices", "stream_order",
+           "stream_seed"]
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -76,6 +77,26 @@ def sample_indices(size: int, limit: int | None, seed: int) -> list[int]:
 
     picked = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:limit]
     return sorted(picked.tolist())
+
+
+def stream_order(indices: list[int], seed: int) -> list[int]:
+    """The order in which an adapter that keeps state across samples sees ``indices``: a shuffle drawn with
+    ``seed`` (the config's ``stream.seed``), the same on every machine and process count."""
+    import torch
+
+    order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
+    return [indices[i] for i in order.tolist()]
+
+
+def stream_seed(cfg: Config) -> int:
+    """The config's ``stream.seed`` (1 when it has none); anything but an int is a ConfigError naming it."""
+    from ..errors import ConfigError
+
+    spec = cfg.get("stream") or {}
+    seed = spec.get("seed", 1) if hasattr(spec, "get") else spec
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"{cfg.filename}: stream.seed must be an int (the seed of the stream's order), got {seed!r}")
+    return seed
 
 
 def build_run_learner(cfg: Config, checkpoint: Path | None, class_names: list[str], device: torch.device
@@ -443,15 +464,22 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     learner, model = build_run_learner(cfg, checkpoint, list(dataset.classnames), device)
     adapter = build_adapter_of(cfg, learner, device)
     make_views = build_views(cfg, learner, name)
-    if adapter.steps and int(make_views.n_views * adapter.selection_p) < 1:
+    if adapter.selects_views(make_views.n_views) and int(make_views.n_views * adapter.selection_p) < 1:
         from ..errors import ConfigError
 
         raise ConfigError(f"{cfg.filename}: views.n_views={make_views.n_views} with adapter.selection_p="
                           f"{adapter.selection_p} selects no view (int({make_views.n_views} x {adapter.selection_p})"
                           " = 0); raise one of them")
     indices = sample_indices(len(dataset), limit, seed)
-    mine = indices[rank::world]
     label = method_label(cfg, model)
+    online = _keeps_state(adapter)
+    if online:  # the predictions depend on the samples before: the stream's order is part of the protocol
+        indices = stream_order(indices, stream_seed(cfg))
+        if world > 1 and rank == 0:
+            print(f"{label} keeps state across samples: each of the {world} processes adapts its own stream (rank r "
+                  f"takes samples r, r + {world}, ... of the shuffled stream), so the predictions differ from one "
+                  "process's", flush=True)
+    mine = indices[rank::world]
     records, log, saver = _resume(cfg, checkpoint, limit, dataset, adapter, mine, rank, world, device, label, name)
     recorded = {r[0] for r in records}
     todo = [i for i in mine if i not in recorded]
@@ -512,6 +540,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                                  views={"n_views": make_views.n_views, "augmix": make_views.augmix,
                                         "crop_scale": list(make_views.crop_scale)},
                                  samples={"count": n, "of": len(dataset), "limit": limit, "seed": seed},
+                                 **({"stream": {"seed": stream_seed(cfg), "order": indices}} if online else {}),
                                  processes=world, device=str(device),
                                  predictions=[[r[0], r[1]] for r in records],
                                  confidences=[round(r[5], 6) for r in records], row=row)

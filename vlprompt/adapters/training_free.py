@@ -65,6 +65,10 @@ class TrainingFreeAdapter:
         """Back to the state at construction."""
         self.samples_seen = 0
 
+    def selects_views(self, n_views: int) -> bool:
+        """Whether a sample of ``n_views`` views is cut to its most confident ones (``selection_p``)."""
+        return hasattr(self, "selection_p")
+
     def class_features(self, view_features: torch.Tensor) -> torch.Tensor:
         """Normalised class features ``(C, E)``: once for the run, or per sample for an image-conditioned
         learner (conditioned on view 0, as the tuning adapters do)."""

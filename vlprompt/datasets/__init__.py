@@ -59,7 +59,9 @@ from .templates import (
                          IMAGENET_TEMPLATES,
                          IMAGENET_TEMPLATES_SELECT,
                          KGCOOP_TEMPLATES,
+                         TEMPLATE_SETS,
                          get_template,
+                         resolve_templates,
 )
 from .transforms import CLIP_MEAN, CLIP_STD, build_test_transform, build_train_transform, build_transform
 from .user import UserDataset, UserDatasetWarning
@@ -70,6 +72,7 @@ __all__ = [
     'TaskBalancedSampler',
     'register_elevater_task', 'CLIP_MEAN', 'CLIP_STD', 'COOP_TEMPLATES',
     'DATA_ENV', 'DEFAULT_CACHE_BYTES', 'IMAGENET_TEMPLATES', 'IMAGENET_TEMPLATES_SELECT', 'KGCOOP_TEMPLATES',
+    'TEMPLATE_SETS',
     'PROTOCOLS', 'BenchmarkDataset', 'CODaN', 'Caltech101', 'DTD', 'DataSpec', 'DatasetError', 'Datum',
     'EuroSAT', 'EvalProtocol', 'FGVCAircraft', 'Food101', 'ImageCache', 'ImageNet', 'ImageNetA', 'ImageNetR',
     'ImageNetSketch', 'ImageNetV2', 'OxfordFlowers', 'OxfordPets', 'SUN397', 'SplitFileDataset',
@@ -78,6 +81,7 @@ __all__ = [
     'build_test_transform', 'build_train_transform', 'build_transform', 'canonical_name', 'check_images',
     'check_loader_settings', 'few_shot',
     'dataset_facts', 'get_dataset_class', 'get_protocol', 'get_template', 'list_datasets', 'load_image',
+    'resolve_templates',
     'register_dataset',
     'register_toy_datasets', 'resolve_data_root', 'sample_few_shot', 'sample_few_shot_splits',
     'select_classes', 'subsample_classes',

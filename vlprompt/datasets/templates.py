@@ -18,6 +18,8 @@ trainer does; the datasets keep the names as their split files spell them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     'CLIP_IMAGENET_TEMPLATES', 'DEFAULT_TEMPLATE', 'IMAGENET_TEMPLATES', 'KGCOOP_DIFFERENCES',
     'IMAGENET_TEMPLATES_SELECT', 'get_template',  # and COOP_TEMPLATES, KGCOOP_TEMPLATES (module __getattr__)
@@ -164,3 +166,22 @@ def get_template(dataset: str, style: str = 'coop') -> str:
         return get_dataset_class(canonical_name(dataset)).template
     except KeyError:
         return DEFAULT_TEMPLATE
+
+# Template sets a config names by a string (configs are read lazily: they cannot hold these tuples).
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    'imagenet-select': IMAGENET_TEMPLATES_SELECT,
+    'clip-imagenet': CLIP_IMAGENET_TEMPLATES,
+}
+
+
+def resolve_templates(templates: str | Sequence[str]) -> list[str]:
+    """A list of templates from one template (``"a photo of a {}."``), a list of them, or the name of a set
+    (:data:`TEMPLATE_SETS`); a string that is neither is a ``ValueError`` naming the sets."""
+    if isinstance(templates, str):
+        if templates in TEMPLATE_SETS:
+            return list(TEMPLATE_SETS[templates])
+        if '{}' not in templates:
+            raise ValueError(f"templates={templates!r} has no '{{}}' for the class name and names no template set "
+                             f"({', '.join(TEMPLATE_SETS)})")
+        return [templates]
+    return list(templates)

@@ -20,6 +20,7 @@ import torch
 
 from ..backbones import PromptableCLIP
 from ..datasets.knowledge import check_coverage, match_key
+from ..datasets.templates import resolve_templates
 from .base import PromptLearner, register_learner
 from .common import (
     class_text_features,
@@ -37,7 +38,8 @@ class ZeroShotCLIP(PromptLearner):
     Args:
         backbone: the frozen CLIP (or its build arguments).
         class_names: class names, in label order.
-        templates: one template or a list (``"{}"`` is the class name).
+        templates: one template or a list (``"{}"`` is the class name), or a set's name
+            (:data:`~vlprompt.datasets.templates.TEMPLATE_SETS`: ``"imagenet-select"``, ``"clip-imagenet"``).
         descriptions: ``None``, or a description source (a path, ``dict(file=..., field=...)``,
             ``dict(dataset=<name>)``, ``dict(descriptions={...})``; see
             :func:`vlprompt.datasets.knowledge.resolve_descriptions`).
@@ -61,7 +63,7 @@ class ZeroShotCLIP(PromptLearner):
         descriptions_text: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(backbone, class_names)
-        self.templates = [templates] if isinstance(templates, str) else list(templates)
+        self.templates = resolve_templates(templates)
         self.descriptions = descriptions
         self._source, self.descriptions_text = description_source(descriptions, descriptions_text, "descriptions")
         self.description_template = description_template
