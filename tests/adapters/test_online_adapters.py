@@ -68,24 +68,56 @@ def test_the_query_averages_the_most_confident_views_without_renormalising():
     assert torch.equal(one.feature, features[0]) and torch.allclose(one.logits, logits[0])
 
 
-def test_tda_state_persists_across_the_stream_and_restart_empties_it(clip):
-    adapter = build_adapter(dict(type="tda", negative=dict(entropy=(0.0, 1.0))), default_prompt_learner(clip, NAMES))
+ONLINE = {"tda": dict(negative=dict(entropy=(0.0, 1.0))), "dmn": dict(memory_size=3)}
+"""Each online adapter with settings that make every part of its state move on a short stream."""
+
+
+def _memories(adapter) -> int:
+    return len(adapter.pos_cache) + len(adapter.neg_cache) if adapter.method == "tda" else len(adapter.memory)
+
+
+@pytest.mark.parametrize("kind", sorted(ONLINE))
+def test_online_state_persists_across_the_stream_and_restart_empties_it(clip, kind):
+    learner = default_prompt_learner(clip, NAMES)
+    before = {k: v.clone() for k, v in learner.state_dict().items()}
+    adapter = build_adapter(dict(type=kind, **ONLINE[kind]), learner)
     assert adapter.keeps_state and adapter.steps == 0
     samples = _views(clip, 20, 6)
     first = [adapter(s) for s in samples]
-    assert len(adapter.pos_cache) > 0 and len(adapter.neg_cache) > 0
-    again = adapter(samples[0])  # the same sample after the stream: the caches changed its logits
-    assert not torch.allclose(again, first[0])
+    if kind == "tda":
+        assert len(adapter.pos_cache) > 0 and len(adapter.neg_cache) > 0
+    assert _memories(adapter) > 0
     adapter.restart()
-    assert len(adapter.pos_cache) == 0 == len(adapter.neg_cache) and adapter.samples_seen == 0
+    assert _memories(adapter) == 0 and adapter.samples_seen == 0
     assert all(torch.equal(adapter(s), f) for s, f in zip(samples, first, strict=True))  # a new run: the same
+    assert all(torch.equal(before[k], v) for k, v in learner.state_dict().items())  # the learner untouched
 
 
-def test_a_saved_tda_state_goes_on_bit_for_bit(clip, tmp_path):
+@pytest.mark.parametrize("kind", sorted(ONLINE))
+def test_a_prediction_depends_on_the_stream_before_it(kind):
+    """The same sample read first and after 19 others: the memory moved its prediction (on the fidelity tests'
+    features, whose samples differ as real ones do; the tiny CLIP's views are all alike)."""
+    from golden_inputs import stream_inputs
+
+    from vlprompt.adapters import ADAPTERS
+
+    data = stream_inputs()
+    views, classes = F.normalize(data["raw_views"][:, :32], dim=-1), F.normalize(data["raw_classes"], dim=-1)
+    adapter = ADAPTERS.get(kind)(None, shape=(7, 512), **ONLINE[kind])
+    first = adapter.infer(views[0], classes, 10.0, 0)
+    for i in range(1, 20):
+        adapter.infer(views[i], classes, 10.0, i)
+    assert (adapter.infer(views[0], classes, 10.0, 20) - first).abs().max() > 1e-2
+    adapter.restart()
+    assert torch.equal(adapter.infer(views[0], classes, 10.0, 0), first)
+
+
+@pytest.mark.parametrize("kind", sorted(ONLINE))
+def test_a_saved_online_state_goes_on_bit_for_bit(clip, tmp_path, kind):
     from safetensors.torch import load_file, save_file
 
     def make():
-        return TDA(default_prompt_learner(clip, NAMES), negative=dict(entropy=(0.0, 1.0)))
+        return build_adapter(dict(type=kind, **ONLINE[kind]), default_prompt_learner(clip, NAMES))
 
     samples = _views(clip, 20, 6, seed=1)
     whole = make()
@@ -98,8 +130,9 @@ def test_a_saved_tda_state_goes_on_bit_for_bit(clip, tmp_path):
     fresh.load_carried_state(load_file(str(tmp_path / "state.safetensors")))
     assert fresh.samples_seen == 3
     assert all(torch.equal(fresh(s), e) for s, e in zip(samples[3:], expected[3:], strict=True))
-    with pytest.raises(ValueError, match="positive.features"):
-        fresh.load_carried_state({k: v for k, v in part.carried_state().items() if k != "positive.features"})
+    missing = next(k for k in part.carried_state() if k.endswith(".features"))
+    with pytest.raises(ValueError, match=missing):
+        fresh.load_carried_state({k: v for k, v in part.carried_state().items() if k != missing})
 
 
 def test_tda_bad_settings_are_refused_naming_them(clip):
@@ -137,3 +170,34 @@ def test_tda_configs_give_the_published_settings(dataset):
                 "caltech101": 7, "stanford-cars": 7, "sun397": 7}.get(dataset, 1)
     assert len(templates) == expected
     assert cfg.stream.seed == 1
+
+
+DMN_FUSION = {  # YBZh/DMN's logs (camera_ready_dmn_tf_*, ViT-B/16): the fusion weight its search found per dataset
+    "imagenet": 1.0, "imagenet-a": 3.0, "imagenet-v2": 1.0, "imagenet-r": 0.3, "imagenet-sketch": 1.0,
+    "oxford-flowers": 10.0, "dtd": 10.0, "oxford-pets": 1.0, "stanford-cars": 0.3, "ucf101": 0.3, "caltech101": 0.3,
+    "food101": 0.3, "sun397": 3.0, "fgvc-aircraft": 1.0, "eurosat": 0.3,
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(DMN_FUSION))
+def test_dmn_configs_give_the_published_settings(dataset):
+    from vlprompt.engine import load_config
+
+    cfg = load_config(f"configs/dmn/{dataset.replace('-', '_')}.py")
+    assert cfg.adapter.fusion == DMN_FUSION[dataset]
+    assert (cfg.adapter.memory_size, cfg.adapter.beta, cfg.adapter.selection_p) == (50, 5.5, 0.1)
+    assert (cfg.views.n_views, tuple(cfg.views.crop_scale), cfg.views.augmix) == (32, (0.5, 1.0), None)
+    imagenet = dataset.startswith("imagenet")
+    assert cfg.model.learner.templates == ("imagenet-select" if imagenet else "<dataset.template>") or not imagenet
+
+
+def test_dmn_bad_settings_are_refused_naming_them(clip):
+    from vlprompt.adapters import DMN
+
+    learner = default_prompt_learner(clip, NAMES)
+    with pytest.raises(ConfigError, match="memory_size"):
+        DMN(learner, memory_size=0)
+    with pytest.raises(ConfigError, match="fusion"):
+        DMN(learner, fusion=-1)
+    with pytest.raises(TypeError, match="shape"):
+        DMN(None)

@@ -86,6 +86,7 @@ class TDA(TrainingFreeAdapter):
 
     Args:
         learner: gives the class features and the image tower (see :class:`TrainingFreeAdapter`).
+        shape: ``(classes, dim)`` without a learner (features only).
         positive: ``dict(enabled, capacity, alpha, beta)`` (:data:`POSITIVE`).
         negative: ``dict(enabled, capacity, alpha, beta, entropy=(low, high), mask=(low, high))``
             (:data:`NEGATIVE`).
@@ -95,15 +96,16 @@ class TDA(TrainingFreeAdapter):
     method = "tda"
     keeps_state = True
 
-    def __init__(self, learner: PromptLearner, *, positive: Mapping[str, Any] | None = None,
+    def __init__(self, learner: PromptLearner | None, *, shape: tuple[int, int] | None = None,
+                 positive: Mapping[str, Any] | None = None,
                  negative: Mapping[str, Any] | None = None, selection_p: float = 0.1) -> None:
         if not 0 < selection_p <= 1:
             raise ConfigError(f"TDA: selection_p must lie in (0, 1], got {selection_p!r}")
-        super().__init__(learner)
+        super().__init__(learner, shape)
         self.positive = _check_cache_spec("positive", dict(positive or {}), POSITIVE)
         self.negative = _check_cache_spec("negative", dict(negative or {}), NEGATIVE)
         self.selection_p = float(selection_p)
-        classes, dim = len(learner.class_names), learner.backbone.embed_dim
+        classes, dim = self.shape
         self.pos_cache = ClassCache(classes, self.positive["capacity"], dim, device=self.device)
         self.neg_cache = ClassCache(classes, self.negative["capacity"], dim, with_probs=True, device=self.device)
         #: the last sample's query (for tests and diagnostics)

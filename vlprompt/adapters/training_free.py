@@ -30,6 +30,7 @@ class TrainingFreeAdapter:
 
     Args:
         learner: gives the class features and the image tower (frozen while the adapter uses it).
+        shape: ``(classes, dim)`` of an adapter without a learner, which only :meth:`infer` works on.
     """
 
     #: registry name (``ADAPTERS``)
@@ -39,20 +40,28 @@ class TrainingFreeAdapter:
     #: nothing carries from sample to sample (:mod:`vlprompt.adapters.run` saves no state)
     keeps_state: ClassVar[bool] = False
 
-    def __init__(self, learner: PromptLearner) -> None:
-        if not isinstance(learner, PromptLearner):
+    def __init__(self, learner: PromptLearner | None, shape: tuple[int, int] | None = None) -> None:
+        """``learner=None`` with ``shape=(classes, dim)``: an adapter of features only (:meth:`infer`; the
+        fidelity tests feed it the official code's inputs)."""
+        if learner is None:
+            if shape is None:
+                raise TypeError(f"{type(self).__name__}: give a learner, or shape=(classes, dim) to work on features")
+            self.shape = tuple(shape)
+        elif not isinstance(learner, PromptLearner):
             raise TypeError(f"{type(self).__name__}: learner must be a PromptLearner, got {type(learner).__name__}")
+        else:
+            self.shape = (len(learner.class_names), learner.backbone.embed_dim)
+            for p in learner.parameters():
+                p.requires_grad_(False)
+            learner.eval()
         self.learner = learner
-        for p in learner.parameters():
-            p.requires_grad_(False)
-        learner.eval()
         self._classes: torch.Tensor | None = None
         #: samples predicted so far (the default sample index of error messages)
         self.samples_seen = 0
 
     @property
     def device(self) -> torch.device:
-        return self.learner.device
+        return self.learner.device if self.learner is not None else torch.device("cpu")
 
     def carried_state(self) -> dict[str, torch.Tensor]:
         """Nothing carries between samples."""
