@@ -23,12 +23,13 @@ import torch
 from helpers import GOLDEN_DIR
 from seeded_models import seeded_vitb16
 
-from vlprompt.adapters import RLCF, TPT, default_prompt_learner
+from vlprompt.adapters import CTPT, RLCF, TPT, default_prompt_learner
 from vlprompt.learners import ZeroShotCLIP
 
 pytestmark = pytest.mark.slow
 
 GOLDEN = json.loads((GOLDEN_DIR / "official_tpt_rlcf.json").read_text())
+CTPT_GOLDEN = json.loads((GOLDEN_DIR / "official_ctpt.json").read_text())  # the same student and views (its NOTE)
 NAMES = GOLDEN["inputs"]["classnames"]
 TOL = 1e-4  # logits and losses, max abs difference
 
@@ -168,6 +169,35 @@ def test_tpt_selection_loss_update_and_prediction_match_the_official_loop(tpt_ru
     assert_summary(summary(ctx[0] - start), gold["ctx_delta_step1"], "ctx update", rel_sum=1e-4)
     assert max_diff(logits[0], gold["final_logits_view0"]) < TOL
     assert torch.equal(adapter.learner.ctx, start), "episodic: reset after the sample"
+
+
+# ------------------------------------------------------------------------------------- C-TPT
+@pytest.fixture(scope="module")
+def ctpt_learner(student, prompt_learner):
+    learner = default_prompt_learner(student, CTPT_GOLDEN["classnames"])
+    _SameViewFeatures(learner).cache = prompt_learner.encode_images.cache  # one student: the same view features
+    return learner
+
+
+@pytest.mark.parametrize("weight", [50, 20])
+def test_ctpt_terms_update_and_prediction_match_the_official_loop(ctpt_learner, views, weight):
+    """C-TPT's entropy and text-dispersion terms, its loss, the tuned context and the prediction, at the two
+    published weights (hee-suk-yoon/C-TPT's fine-grained and ImageNet-shift scripts)."""
+    gold = CTPT_GOLDEN[f"lambda_{weight}"]
+    adapter = CTPT(ctpt_learner, atfd_weight=weight)
+    ctx = []
+    _record_steps(adapter, lambda a: ctx.append(a.learner.ctx.detach().clone()))
+    start = ctpt_learner.ctx.detach().clone()
+    assert_summary(summary(start), gold["ctx_init"], "ctx init")
+    logits = adapter(views)
+    assert max_diff(adapter.last_view_logits, gold["views_logits_init"]) < TOL
+    assert adapter.last_selected.tolist() == gold["selected_idx"]
+    entropy, dispersion = adapter.last_terms
+    assert abs(entropy.item() - gold["entropy_term"]) < TOL and abs(dispersion.item() - gold["atfd_term"]) < TOL
+    assert abs(adapter.last_losses[0].item() - gold["total_loss"]) < TOL
+    assert_summary(summary(ctx[0]), gold["ctx_after_step1"], "ctx after the step")
+    assert max_diff(logits[0], gold["final_logits_view0"]) < TOL
+    assert torch.equal(ctpt_learner.ctx, start), "episodic: reset after the sample"
 
 
 # ------------------------------------------------------------------------------------- RLCF (prompt)

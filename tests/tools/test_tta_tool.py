@@ -204,3 +204,25 @@ def test_bad_settings_are_refused_before_any_sample_naming_them(tmp_path):
     with pytest.raises(UserError, match="torchrun"):
         tta.main([TPT_CONFIG, "--work-dir", str(tmp_path), "--launcher", "pytorch"])
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("dataset, weight, augmix", [("imagenet", 50.0, None), ("imagenet-r", 20.0, True),
+                                                     ("imagenet-sketch", 20.0, True), ("dtd", 50.0, None),
+                                                     ("toy-shapes-noise", 50.0, None)])
+def test_ctpt_configs_give_the_published_weights(dataset, weight, augmix):
+    """hee-suk-yoon/C-TPT's scripts: lambda 50 (fine-grained, ImageNet), 20 with AugMix views (A/V2/R/Sketch)."""
+    from vlprompt.engine import load_config
+
+    cfg = load_config(f"configs/ctpt/{dataset.replace('-', '_')}.py")
+    assert (cfg.adapter.type, cfg.adapter.atfd_weight, cfg.views.augmix) == ("ctpt", weight, augmix)
+    assert (cfg.adapter.steps, cfg.adapter.lr, cfg.adapter.selection_p) == (1, 5e-3, 0.1)
+    assert cfg.model.learner == dict(type="coop", n_ctx=4, ctx_init="a photo of a")
+
+
+def test_ctpt_runs_through_the_tool_and_refuses_the_image_variant(tmp_path):
+    rows = tta.main(["configs/ctpt/toy_shapes_noise.py", "--limit", "3", "--work-dir", str(tmp_path),
+                     "--cfg-options", *TINY, *FOUR_VIEWS])
+    assert rows[0]["method"] == "ctpt" and rows[0]["samples"] == 3
+    with pytest.raises(ConfigError, match="C-TPT tunes the text prompt"):
+        tta.main(["configs/ctpt/toy_shapes_noise.py", "--limit", "3", "--work-dir", str(tmp_path / "image"),
+                  "--cfg-options", *TINY, *FOUR_VIEWS, "adapter.variant=image"])

@@ -93,6 +93,8 @@ class PromptStudent(Student):
         self._features: torch.Tensor | None = None
         self._depends = False
         self._condition: torch.Tensor | None = None
+        #: the normalised class features ``(C, E)`` of the last :meth:`logits` (in its graph: a loss may use them)
+        self.last_class_features: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -125,14 +127,15 @@ class PromptStudent(Student):
 
     def logits(self, rows: torch.Tensor | None) -> torch.Tensor:
         image = self._image_features(rows)
-        return self.learner.logits(image, self._class_features().to(image.dtype))
+        self.last_class_features = self._class_features()
+        return self.learner.logits(image, self.last_class_features.to(image.dtype))
 
     def predict(self) -> torch.Tensor:
         image = self.learner.encode_images(self._views[:1]) if self._depends else self._features[:1]
         return self.learner.logits(image, self._class_features().to(image.dtype))
 
     def end(self) -> None:
-        self._views = self._features = self._condition = None
+        self._views = self._features = self._condition = self.last_class_features = None
 
 
 def _backbone_with_visual(backbone: PromptableCLIP, visual: nn.Module) -> PromptableCLIP:
