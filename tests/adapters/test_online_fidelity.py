@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from golden_inputs import stream_inputs
 from helpers import ROOT
 
-from vlprompt.adapters import DMN
+from vlprompt.adapters import DMN, TDA
 
 GOLDEN = ROOT / "tests" / "golden"
 
@@ -60,3 +60,55 @@ def test_dmn_matches_the_official_memory_and_predictions(stream, run):
         if i + 1 in (10, 20):
             _same_memory(adapter.memory, golden[f"memory_after_{i + 1}"])
     assert (replaced > 0) == (golden["memory_size"] == 3)  # the small memory exercises the replacement
+
+
+# ------------------------------------------------------------------------------------------ TDA
+TDA_GOLDEN = json.loads((GOLDEN / "official_tda_boost.json").read_text())
+
+
+def _cache_spec(config: dict) -> tuple[dict, dict]:
+    pos, neg = config["positive"], config["negative"]
+    return (dict(capacity=pos["shot_capacity"], alpha=pos["alpha"], beta=pos["beta"]),
+            dict(capacity=neg["shot_capacity"], alpha=neg["alpha"], beta=neg["beta"],
+                 entropy=(neg["entropy_threshold"]["lower"], neg["entropy_threshold"]["upper"]),
+                 mask=(neg["mask_threshold"]["lower"], neg["mask_threshold"]["upper"])))
+
+
+def _same_entries(cache, golden: dict, probs: bool = False) -> None:
+    """The cache's classes hold the official entries, in the official order (by entropy, the older first)."""
+    for cls in range(cache.entropy.shape[0]):
+        want = golden.get(str(cls), [])
+        filled = int(torch.isfinite(cache.entropy[cls]).sum())
+        assert filled == len(want), f"class {cls}: {filled} entries, official {len(want)}"
+        for slot, entry in enumerate(want):
+            feature = cache.features[cls, slot].double()
+            assert _close(cache.entropy[cls, slot], entry["entropy"], 1e-5)
+            assert _close(feature[:8], entry["feature"]["first8"]), f"class {cls} slot {slot}"
+            assert _close(feature.sum(), entry["feature"]["sum"])
+            assert _close(feature.abs().sum(), entry["feature"]["abs_sum"])
+            if probs:
+                assert _close(cache.probs[cls, slot], entry["prob_map"])
+
+
+@pytest.mark.parametrize("run", ["tda_A_sharp", "tda_A_soft", "tda_caltech101_sharp", "tda_caltech101_soft"])
+def test_tda_matches_the_official_caches_and_predictions(run):
+    """kdiAAA/TDA on the 20-sample stream: 64 views (ImageNet-A's query) or view 0 alone (caltech101), with sharp
+    predictions (exact entropy ties, settled by the strict replacement rule) and soft ones (negative cache in use)."""
+    golden = TDA_GOLDEN[run]
+    data = stream_inputs(signal=0.1 if run.endswith("soft") else 2.0)
+    views = F.normalize(data["raw_views"][:, :golden["views"]], dim=-1)
+    classes = F.normalize(data["raw_classes"], dim=-1)
+    positive, negative = _cache_spec(golden["config"])
+    adapter = TDA(None, shape=(7, 512), positive=positive, negative=negative)
+    snapshots = {9: "after_index_9", 10: "after_index_10", 19: "final_after_index_19"}
+    for i, want in enumerate(golden["samples"]):
+        logits = adapter.infer(views[i], classes, data["scale"], i)
+        assert _close(adapter.last_query.logits, want["clip_logits"]) and _close(adapter.last_query.entropy,
+                                                                                  want["loss_nats"], 1e-5)
+        assert _close(logits[0], want["final_logits"]), f"sample {i}"
+        assert int(logits.argmax()) == want["prediction"]
+        if i in snapshots:
+            _same_entries(adapter.pos_cache, golden["snapshots"][snapshots[i]]["positive"])
+            _same_entries(adapter.neg_cache, golden["snapshots"][snapshots[i]]["negative"], probs=True)
+    if run != "tda_caltech101_sharp":  # one sharp view is never uncertain enough for the negative cache
+        assert len(adapter.neg_cache) > 0
