@@ -68,12 +68,13 @@ def test_the_query_averages_the_most_confident_views_without_renormalising():
     assert torch.equal(one.feature, features[0]) and torch.allclose(one.logits, logits[0])
 
 
-ONLINE = {"tda": dict(negative=dict(entropy=(0.0, 1.0))), "dmn": dict(memory_size=3)}
+ONLINE = {"tda": dict(negative=dict(entropy=(0.0, 1.0))), "dmn": dict(memory_size=3),
+          "boostadapter": dict(negative=dict(entropy=(0.0, 1.0)), delta=2)}
 """Each online adapter with settings that make every part of its state move on a short stream."""
 
 
 def _memories(adapter) -> int:
-    return len(adapter.pos_cache) + len(adapter.neg_cache) if adapter.method == "tda" else len(adapter.memory)
+    return len(adapter.memory) if adapter.method == "dmn" else len(adapter.pos_cache) + len(adapter.neg_cache)
 
 
 @pytest.mark.parametrize("kind", sorted(ONLINE))
@@ -84,7 +85,7 @@ def test_online_state_persists_across_the_stream_and_restart_empties_it(clip, ki
     assert adapter.keeps_state and adapter.steps == 0
     samples = _views(clip, 20, 6)
     first = [adapter(s) for s in samples]
-    if kind == "tda":
+    if kind != "dmn":
         assert len(adapter.pos_cache) > 0 and len(adapter.neg_cache) > 0
     assert _memories(adapter) > 0
     adapter.restart()
@@ -201,3 +202,33 @@ def test_dmn_bad_settings_are_refused_naming_them(clip):
         DMN(learner, fusion=-1)
     with pytest.raises(TypeError, match="shape"):
         DMN(None)
+
+
+BOOST_DELTA = {  # taolinzhang/BoostAdapter configs/*.yaml (imagenet.yaml has none: one view, no boosting)
+    "imagenet-a": 3, "imagenet-v2": 1, "imagenet-r": 3, "imagenet-sketch": 1, "caltech101": 2, "dtd": 0, "eurosat": 0,
+    "fgvc-aircraft": 2, "food101": 3, "oxford-flowers": 0, "oxford-pets": 0, "stanford-cars": 3, "sun397": 1,
+    "ucf101": 0,
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(TDA_PUBLISHED))
+def test_boostadapter_configs_are_tdas_with_the_published_boosting(dataset):
+    from vlprompt.engine import load_config
+
+    name = dataset.replace("-", "_")
+    cfg, tda = load_config(f"configs/boostadapter/{name}.py"), load_config(f"configs/tda/{name}.py")
+    assert cfg.adapter.type == "boostadapter" and cfg.adapter.positive == tda.adapter.positive
+    assert cfg.adapter.negative == tda.adapter.negative and cfg.model.learner == tda.model.learner
+    assert cfg.adapter.delta == BOOST_DELTA.get(dataset, 0)
+    assert cfg.adapter.query == ("confident" if dataset.startswith("imagenet") else "original")
+    assert (cfg.views.n_views, cfg.views.augmix) == (1 if dataset == "imagenet" else 64, False)
+
+
+def test_a_fifo_cache_drops_its_oldest_entry():
+    cache = ClassCache(2, 2, 1, with_probs=True, fifo=True)
+    for value, entropy in ((1.0, 0.1), (2.0, 0.5), (3.0, 0.9)):
+        cache.admit(0, torch.tensor([value]), entropy, torch.full((2,), value))
+    assert cache.features[0, :, 0].tolist() == [2.0, 3.0] and cache.entropy[0].tolist() == pytest.approx([0.5, 0.9])
+    assert cache.probs[0, :, 0].tolist() == [2.0, 3.0]
+    wide = cache.widened(3)  # BoostAdapter's copy with delta more slots: the entries first, a free slot after
+    assert wide.features[0, :2, 0].tolist() == [2.0, 3.0] and len(wide) == 2 and wide.capacity == 3

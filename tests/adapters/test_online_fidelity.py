@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from golden_inputs import stream_inputs
 from helpers import ROOT
 
-from vlprompt.adapters import DMN, TDA
+from vlprompt.adapters import DMN, TDA, BoostAdapter
 
 GOLDEN = ROOT / "tests" / "golden"
 
@@ -112,3 +112,27 @@ def test_tda_matches_the_official_caches_and_predictions(run):
             _same_entries(adapter.neg_cache, golden["snapshots"][snapshots[i]]["negative"], probs=True)
     if run != "tda_caltech101_sharp":  # one sharp view is never uncertain enough for the negative cache
         assert len(adapter.neg_cache) > 0
+
+
+@pytest.mark.parametrize("run", ["boost_A_sharp", "boost_A_soft", "boost_caltech101_sharp", "boost_caltech101_soft"])
+def test_boostadapter_matches_the_official_caches_and_predictions(run):
+    """taolinzhang/BoostAdapter on the same streams: ImageNet-A's confident query with delta 3, caltech101's original
+    view with delta 2; the boosting views, the persistent caches (its negative one first in, first out) and the
+    final logits."""
+    golden = TDA_GOLDEN[run]
+    data = stream_inputs(signal=0.1 if run.endswith("soft") else 2.0)
+    views = F.normalize(data["raw_views"], dim=-1)
+    classes = F.normalize(data["raw_classes"], dim=-1)
+    positive, negative = _cache_spec(golden["config"])
+    adapter = BoostAdapter(None, shape=(7, 512), positive=positive, negative=negative, delta=golden["delta"],
+                           query="original" if "caltech101" in run else "confident")
+    snapshots = {9: "after_index_9", 10: "after_index_10", 19: "final_after_index_19"}
+    for i, want in enumerate(golden["samples"]):
+        logits = adapter.infer(views[i], classes, data["scale"], i)
+        assert _close(adapter.last_query.logits, want["clip_logits"])
+        assert _close(logits[0], want["final_logits"]), f"sample {i}"
+        assert int(logits.argmax()) == want["prediction"]
+        if i in snapshots:
+            _same_entries(adapter.pos_cache, golden["snapshots"][snapshots[i]]["positive"])
+            _same_entries(adapter.neg_cache, golden["snapshots"][snapshots[i]]["negative"], probs=True)
+    assert len(adapter.last_boosted) > len(adapter.pos_cache)  # boosting entries were read, and not kept

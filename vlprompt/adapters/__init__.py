@@ -18,6 +18,7 @@ from typing import Any
 from ..learners import PromptLearner
 from ..registry import ADAPTERS
 from .base import TestTimeAdapter, confident_views, marginal_entropy, view_entropy
+from .boost import BoostAdapter
 from .cache import ClassCache
 from .ctpt import CTPT, text_feature_dispersion
 from .dmn import DMN, memory_probs
@@ -38,12 +39,12 @@ from .training_free import MTA, ZERO, TrainingFreeAdapter, mta_mode, zero_votes
 from .views import IMAGENET_FAMILY, TPT_AUGMIX_OPS, TPTViews, uses_augmix
 
 __all__ = [
-    "ADAPTERS", "CLIPReward", "CLIPTeacher", "CTPT", "ClassCache", "DMN", "IMAGENET_FAMILY", "ImageEncoderStudent",
-    "MTA", "NonFiniteRewardError", "PromptStudent", "RLCF", "RLCF_S_CONFIDENCES", "Student", "TDA", "TPT",
-    "TPTViews", "TPT_AUGMIX_OPS", "TestTimeAdapter", "TrainingFreeAdapter", "ZERO", "build_adapter", "clip_scores",
-    "confident_views", "default_prompt_learner", "list_adapters", "marginal_entropy", "memory_probs", "mta_mode",
-    "reinforce_loss", "sample_rewards", "tda_query", "text_feature_dispersion", "uses_augmix", "view_entropy",
-    "zero_votes",
+    "ADAPTERS", "BoostAdapter", "CLIPReward", "CLIPTeacher", "CTPT", "ClassCache", "DMN", "IMAGENET_FAMILY",
+    "ImageEncoderStudent", "MTA", "NonFiniteRewardError", "PromptStudent", "RLCF", "RLCF_S_CONFIDENCES", "Student",
+    "TDA", "TPT", "TPTViews", "TPT_AUGMIX_OPS", "TestTimeAdapter", "TrainingFreeAdapter", "ZERO", "build_adapter",
+    "clip_scores", "confident_views", "default_prompt_learner", "list_adapters", "marginal_entropy", "memory_probs",
+    "mta_mode", "reinforce_loss", "sample_rewards", "tda_query", "text_feature_dispersion", "uses_augmix",
+    "view_entropy", "zero_votes",
 ]
 
 

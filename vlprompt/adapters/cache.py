@@ -25,13 +25,15 @@ class ClassCache:
     Args:
         classes, capacity, dim: ``C`` classes of ``capacity`` slots of ``dim``-wide features.
         with_probs: also keep each entry's class probabilities ``(C,)`` (a negative cache).
+        fifo: a full class drops its oldest entry for a new one (BoostAdapter's negative cache), entries in the
+            order they came.
     """
 
-    def __init__(self, classes: int, capacity: int, dim: int, *, with_probs: bool = False,
+    def __init__(self, classes: int, capacity: int, dim: int, *, with_probs: bool = False, fifo: bool = False,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         if capacity < 1:
             raise ValueError(f"a cache needs capacity >= 1 per class, got {capacity}")
-        self.capacity = capacity
+        self.capacity, self.fifo = capacity, fifo
         self.features = torch.zeros(classes, capacity, dim, device=device, dtype=dtype)
         self.entropy = torch.full((classes, capacity), float("inf"), device=device, dtype=dtype)
         self.probs = torch.zeros(classes, capacity, classes, device=device, dtype=dtype) if with_probs else None
@@ -47,10 +49,21 @@ class ClassCache:
     def admit(self, cls: int, feature: torch.Tensor, entropy: float | torch.Tensor,
               probs: torch.Tensor | None = None) -> bool:
         """Put an entry predicted as ``cls`` in: a free slot, or the worst entry's when its entropy is strictly
-        higher; then re-sort the class. Returns whether it went in."""
+        higher; then re-sort the class. A ``fifo`` cache keeps its entries in the order they came and drops the
+        oldest of a full class instead. Returns whether it went in."""
         row = self.entropy[cls]
         count = int(torch.isfinite(row).sum())
         entropy = torch.as_tensor(entropy, dtype=row.dtype, device=row.device)
+        if self.fifo:
+            if count == self.capacity:  # the oldest goes: shift the class's entries one slot to the front
+                for tensor in (self.features, self.entropy, self.probs):
+                    if tensor is not None:
+                        tensor[cls] = tensor[cls].roll(-1, dims=0)
+                count -= 1
+            self.features[cls, count], row[count] = feature, entropy
+            if self.probs is not None:
+                self.probs[cls, count] = probs
+            return True
         if count < self.capacity:
             slot = count
         elif entropy < row[-1]:
@@ -67,6 +80,19 @@ class ClassCache:
         if self.probs is not None:
             self.probs[cls] = self.probs[cls, order]
         return True
+
+    def widened(self, capacity: int) -> ClassCache:
+        """A copy of this cache with ``capacity`` slots a class (its entries in the first ones)."""
+        if capacity < self.capacity:
+            raise ValueError(f"widened: {capacity} slots cannot hold a cache of {self.capacity}")
+        classes, _, dim = self.features.shape
+        wide = ClassCache(classes, capacity, dim, with_probs=self.probs is not None, fifo=self.fifo,
+                          device=self.features.device, dtype=self.features.dtype)
+        wide.features[:, :self.capacity] = self.features
+        wide.entropy[:, :self.capacity] = self.entropy
+        if self.probs is not None:
+            wide.probs[:, :self.capacity] = self.probs
+        return wide
 
     def affinity(self, query: torch.Tensor, beta: float) -> torch.Tensor:
         """``exp(-beta (1 - query . key))`` of every slot, ``(C, capacity)``; 0 on free slots."""

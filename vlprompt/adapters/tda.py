@@ -142,12 +142,12 @@ class TDA(TrainingFreeAdapter):
         if self.negative["enabled"] and low < float(query.entropy) / math.log2(classes) < high:
             self.neg_cache.admit(query.pred, query.feature, query.entropy, query.probs)
 
-    def cache_logits(self, query: Query) -> torch.Tensor:
-        """What the caches add to CLIP's logits, ``(C,)``."""
+    def cache_logits(self, query: Query, positive: ClassCache | None = None) -> torch.Tensor:
+        """What the caches add to CLIP's logits, ``(C,)`` (``positive`` in place of the positive cache)."""
         pos, neg = self.positive, self.negative
         out = torch.zeros_like(query.logits)
         if pos["enabled"]:
-            out += pos["alpha"] * self.pos_cache.class_logits(query.feature, pos["beta"])
+            out += pos["alpha"] * (positive or self.pos_cache).class_logits(query.feature, pos["beta"])
         if neg["enabled"]:
             out -= neg["alpha"] * self.neg_cache.masked_logits(query.feature, neg["beta"], *neg["mask"])
         return out
