@@ -15,7 +15,6 @@ the settings the runs changed from the shipped configs (``--cfg-options``, read 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from functools import partial
@@ -38,7 +37,7 @@ def sweep_run(method: str, dataset: str, seed: int, run_dir: Path, options: list
 
 def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
     """Train (unless zero-shot), test base and novel; returns the run's result."""
-    from vlprompt.runs import TRAIN_RESUME, read_top1, run_logged
+    from vlprompt.runs import TRAIN_RESUME, read_accuracy, run_logged
     from vlprompt.tables import harmonic_mean
 
     run_dir = run.run_dir.resolve()  # the commands run in the repository root
@@ -50,13 +49,12 @@ def run_one(method: str, dataset: str, seed: int, run: SweepRun) -> dict:
         for subsample in ("base", "novel"):
             run_logged([py, "tools/test.py", config, "none", "--subsample", subsample, "--work-dir", str(run_dir),
                   "--out", str(run_dir / f"test_{subsample}.json"), *opts], log)
-        base, novel = read_top1(run_dir / "test_base.json"), read_top1(run_dir / "test_novel.json")
+        (base, base_ece), (novel, novel_ece) = (read_accuracy(run_dir / f"test_{s}.json") for s in ("base", "novel"))
     else:  # train.py tests the last-epoch model on base and novel classes
         run_logged([py, "tools/train.py", config, "--work-dir", str(run_dir), TRAIN_RESUME, *opts], log)
-        metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
-        base, novel = metrics["base/top1"], metrics["novel/top1"]
+        (base, base_ece), (novel, novel_ece) = (read_accuracy(run_dir / "results.json", s) for s in ("base", "novel"))
     return {"method": method, "dataset": dataset, "seed": seed, "base": base, "novel": novel,
-            "hm": harmonic_mean(base, novel)}
+            "hm": harmonic_mean(base, novel), "base_ece": base_ece, "novel_ece": novel_ece}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

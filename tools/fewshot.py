@@ -31,13 +31,13 @@ if TYPE_CHECKING:  # vlprompt.evaluation (torch, mmengine) is imported after the
 
 def run_one(method: str, dataset: str, shots: int, seed: int, run: SweepRun) -> dict:
     """Train on K shots of every class and test on every class; returns the run's result."""
-    from vlprompt.runs import TRAIN_RESUME, read_top1, run_logged
+    from vlprompt.runs import TRAIN_RESUME, read_accuracy, run_logged
 
     run_dir = run.run_dir.resolve()  # the command runs in the repository root
     run_logged([sys.executable, "tools/train.py", str(run.config_file), "--work-dir", str(run_dir),
                 TRAIN_RESUME, "--cfg-options", *run.options], run_dir / "sweep.log")
-    top1 = read_top1(run_dir / "results.json")
-    return {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1}
+    top1, ece = read_accuracy(run_dir / "results.json")
+    return {"method": method, "dataset": dataset, "shots": shots, "seed": seed, "top1": top1, "ece": ece}
 
 
 def zero_shot_run(dataset: str, out_dir: Path, options: list[str]) -> SweepRun | None:

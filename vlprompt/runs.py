@@ -64,6 +64,13 @@ def read_top1(path: Path) -> float:
     return json.loads(Path(path).read_text())["metrics"]["accuracy/top1"]
 
 
+def read_accuracy(path: Path, task: str = "accuracy") -> tuple[float, float | None]:
+    """Top-1 and ECE (%) of ``task`` (``accuracy``, ``base``, ``novel``) from a ``results.json`` written by
+    tools/train.py or tools/test.py; the ECE is ``None`` in a file from before it was measured."""
+    metrics = json.loads(Path(path).read_text())["metrics"]
+    return metrics[f"{task}/top1"], metrics.get(f"{task}/ece")
+
+
 def finished_result(run_dir: Path) -> dict | None:
     """The stored result of a finished run, or ``None`` if the run has not finished."""
     path = Path(run_dir) / RESULT_FILE

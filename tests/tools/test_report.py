@@ -18,9 +18,9 @@ def test_harmonic_mean_matches_published_rows():
 
 
 def test_average_row_is_hm_of_averaged_base_and_novel_not_mean_of_hms():
-    runs = [
-        {"dataset": "a", "seed": 1, "base": 90.0, "novel": 10.0},
-        {"dataset": "a", "seed": 2, "base": 80.0, "novel": 30.0},
+    runs = [  # dataset b's runs are from before ECE was measured
+        {"dataset": "a", "seed": 1, "base": 90.0, "novel": 10.0, "base_ece": 4.0, "novel_ece": 20.0},
+        {"dataset": "a", "seed": 2, "base": 80.0, "novel": 30.0, "base_ece": 6.0, "novel_ece": 30.0},
         {"dataset": "b", "seed": 1, "base": 40.0, "novel": 70.0},
         {"dataset": "b", "seed": 2, "base": 50.0, "novel": 80.0},
     ]
@@ -34,11 +34,16 @@ def test_average_row_is_hm_of_averaged_base_and_novel_not_mean_of_hms():
     assert avg["hm"] == pytest.approx(harmonic_mean(65.0, 47.5))
     assert avg["hm"] != pytest.approx((a["hm"] + b["hm"]) / 2, abs=0.5)
 
+    assert (a["base_ece"], a["novel_ece"], b["base_ece"], avg["novel_ece"]) == (5.0, 25.0, None, None)
+
     md = markdown_table(rows, "demo")
-    assert "| Average |  | 65.00 | 47.50 | 54.89 |" in md  # bold is for the best of a comparison, not a label
+    assert "| Average |  | 65.00 | 47.50 | 54.89 | - | - |" in md  # bold is for the best of a comparison, not a label
+    assert f"| a | 1,2 | 85.00 ± 5.00 | 20.00 ± 10.00 | {harmonic_mean(85, 20):.2f} | 5.00 | 25.00 |" in md
+    assert "| a | 2 | 80.00 | 30.00 | 43.64 | 6.00 | 30.00 |" in md and "ECE: expected calibration error" in md
     lines = list(csv.reader(io.StringIO(csv_table(rows))))
-    assert lines[0] == ["dataset", "seed", "base", "novel", "hm"]
-    assert ["a", "mean", "85.0000", "20.0000", f"{harmonic_mean(85, 20):.4f}"] in lines
+    assert lines[0] == ["dataset", "seed", "base", "novel", "hm", "base_ece", "novel_ece"]
+    assert ["a", "mean", "85.0000", "20.0000", f"{harmonic_mean(85, 20):.4f}", "5.0000", "25.0000"] in lines
+    assert ["b", "1", "40.0000", "70.0000", f"{harmonic_mean(40, 70):.4f}", "", ""] in lines
 
 
 def test_fewshot_schedule_and_summary():
@@ -101,8 +106,8 @@ def test_a_partial_sweep_adds_to_the_report_instead_of_replacing_it(tmp_path):
     files = write_base2novel_report([again], tmp_path, "coop", reused=[("toy-hues", 1)])
     md = files["md"].read_text()
     assert "| toy-shapes | 1,2 | 51.50 ± 0.50 | 41.50 ± 0.50 |" in md  # kept from the earlier sweep
-    assert "| toy-hues | 1 | 51.00 | 41.00 | 45.46 | reused |" in md
-    assert "| toy-hues | 2 | 52.00 | 42.00 | 46.47 | earlier sweep |" in md
+    assert "| toy-hues | 1 | 51.00 | 41.00 | 45.46 | - | - | reused |" in md  # results without ECE: -
+    assert "| toy-hues | 2 | 52.00 | 42.00 | 46.47 | - | - | earlier sweep |" in md
     assert STD_NOTE in md and "population standard deviation" in STD_NOTE
     assert files["csv"].read_text().count("\n") == 1 + 2 * 3 + 1  # header, 2 datasets x (2 seeds + mean), average
 
@@ -121,10 +126,14 @@ def test_fewshot_keeps_the_toy_schedule_and_draws_zero_shot(tmp_path, capsys):
     assert not any(o.startswith("train_cfg.max_epochs=") for o in run.options)
     toy_epochs = effective_config(root / "configs/coop/toy_shapes.py")["train_cfg"]["max_epochs"]
     assert effective_config(run.config_file, run.options)["train_cfg"]["max_epochs"] == toy_epochs < 200
-    runs = [{"dataset": "toy-shapes", "shots": k, "seed": 1, "top1": 50.0 + k} for k in (1, 2)]
+    runs = [{"dataset": "toy-shapes", "shots": k, "seed": s, "top1": 50.0 + k, "ece": 10.0 * k + s}
+            for k in (1, 2) for s in (1, 2)]
     write_fewshot_report(runs, tmp_path, "coop", {"toy-shapes": 66.67})
     md = (tmp_path / "fewshot.md").read_text()
     assert "| dataset | zero-shot | 1 shot | 2 shots |" in md and "| toy-shapes | 66.67 | 51.00 ± 0.00 |" in md
+    # ECE: a table of its own (mean ± std over seeds), and a column of the CSV
+    assert "few-shot ECE" in md and "| toy-shapes | 11.50 ± 0.50 | 21.50 ± 0.50 |" in md
+    assert "toy-shapes,2,2,52.0000,22.0000" in (tmp_path / "fewshot.csv").read_text()
     assert (tmp_path / "fewshot.png").is_file()
 
 

@@ -38,11 +38,13 @@ class FakeTraining:
         (self.zero_shot if "none" in cmd else self.calls).append(cmd)
         work_dir.mkdir(parents=True, exist_ok=True)
         if "--out" in cmd:  # tools/test.py
-            Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps({"metrics": {"accuracy/top1": 40.0}}))
+            Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps({"metrics": {"accuracy/top1": 40.0,
+                                                                                  "accuracy/ece": 7.0}}))
         elif "--no-test" in cmd:
             (work_dir / "learned.safetensors").write_text("fake")
         else:
-            metrics = {"base/top1": 70.0, "novel/top1": 60.0, "accuracy/top1": 50.0}
+            metrics = {"base/top1": 70.0, "novel/top1": 60.0, "accuracy/top1": 50.0, "base/ece": 12.0,
+                       "novel/ece": 18.0, "accuracy/ece": 9.0}
             (work_dir / "results.json").write_text(json.dumps({"metrics": metrics}))
 
 
@@ -71,6 +73,9 @@ def test_base2novel_reuses_only_matching_runs_and_refuses_others_before_training
     capsys.readouterr()
     runs = _b2n(tmp_path, "--seeds", "1")
     assert len(fake.calls) == 1 and runs[0]["base"] == 70.0
+    assert (runs[0]["base_ece"], runs[0]["novel_ece"]) == (12.0, 18.0)  # train.py's metrics, into the report
+    report = (tmp_path / "coop" / "base2novel.md").read_text()
+    assert "| toy-shapes | 1 | 70.00 | 60.00 | 64.62 | 12.00 | 18.00 |" in report
     out = capsys.readouterr()
     assert "toy-shapes seed 1: base 70.00  novel 60.00  HM 64.62  (reused)" in out.out + out.err
     assert "1 runs (1 reused)" in out.out
@@ -132,6 +137,7 @@ def test_fewshot_refuses_a_run_made_with_other_epochs(tmp_path, fake):
     assert len(fake.calls) == 1
     runs = fewshot.main([*args, "--epochs", "3", "--overwrite"])
     assert len(fake.calls) == 2 and runs[0]["config"]["train_cfg"]["max_epochs"] == 3
+    assert runs[0]["ece"] == 9.0 and "few-shot ECE" in (tmp_path / "coop" / "fewshot.md").read_text()
 
 
 def test_transfer_records_its_config_and_refuses_old_unrecorded_outputs(tmp_path, fake):

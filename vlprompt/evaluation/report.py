@@ -49,20 +49,35 @@ def base2novel_table(runs: Iterable[Mapping]) -> list[dict]:
             "hm": harmonic_mean(b, n),
             "base_std": statistics.pstdev(base) if len(base) > 1 else 0.0,
             "novel_std": statistics.pstdev(novel) if len(novel) > 1 else 0.0,
+            **{f"{task}_ece": mean_or_none(r.get(f"{task}_ece") for r in items) for task in ("base", "novel")},
             "per_seed": [{"seed": r["seed"], "base": r["base"], "novel": r["novel"],
-                          "hm": harmonic_mean(r["base"], r["novel"]), "origin": r.get("origin", "")}
+                          "hm": harmonic_mean(r["base"], r["novel"]), "origin": r.get("origin", ""),
+                          "base_ece": r.get("base_ece"), "novel_ece": r.get("novel_ece")}
                          for r in items],
         })
     if len(rows) > 1:
         b = statistics.fmean(r["base"] for r in rows)
         n = statistics.fmean(r["novel"] for r in rows)
         rows.append({"dataset": "Average", "seeds": [], "base": b, "novel": n, "hm": harmonic_mean(b, n),
-                     "base_std": 0.0, "novel_std": 0.0, "per_seed": []})
+                     "base_std": 0.0, "novel_std": 0.0, "per_seed": [],
+                     **{f"{t}_ece": mean_or_none(r[f"{t}_ece"] for r in rows) for t in ("base", "novel")}})
     return rows
 
 
-CSV_HEADER = ("dataset", "seed", "base", "novel", "hm")
+def mean_or_none(values: Iterable[float | None]) -> float | None:
+    """The mean of ``values``, or ``None`` when one is unknown (a run from before ECE was measured) or none given."""
+    values = list(values)
+    return None if not values or any(v is None for v in values) else statistics.fmean(values)
+
+
+def _ece_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+CSV_HEADER = ("dataset", "seed", "base", "novel", "hm", "base_ece", "novel_ece")
 STD_NOTE = "± is the population standard deviation over seeds (statistics.pstdev), as CoOp's parse_test_res.py."
+ECE_NOTE = ("ECE: expected calibration error (%, 15 equal-width bins of the top class's probability; "
+            "vlprompt.engine.metrics), lower is better.")
 
 
 def markdown_table(rows: Sequence[Mapping], title: str | None = None, per_seed: bool = True) -> str:
@@ -74,14 +89,17 @@ def markdown_table(rows: Sequence[Mapping], title: str | None = None, per_seed: 
         name = r["dataset"]
         base = f"{r['base']:.2f}" + (f" ± {r['base_std']:.2f}" if r["base_std"] else "")
         novel = f"{r['novel']:.2f}" + (f" ± {r['novel_std']:.2f}" if r["novel_std"] else "")
-        means.append([name, seeds, base, novel, f"{r['hm']:.2f}"])
-    text = tables.markdown_table(["dataset", "seeds", "base", "novel", "HM"], means, title)
+        means.append([name, seeds, base, novel, f"{r['hm']:.2f}", _ece_cell(r.get("base_ece")),
+                      _ece_cell(r.get("novel_ece"))])
+    text = tables.markdown_table(["dataset", "seeds", "base", "novel", "HM", "base ECE", "novel ECE"], means, title)
     if any(r["base_std"] or r["novel_std"] for r in rows):
         text += f"\n{STD_NOTE}\n"
+    text += f"\n{ECE_NOTE}\n"
     if per_seed and any(r["per_seed"] for r in rows):
         text += "\n" + tables.markdown_table(
-            ["dataset", "seed", "base", "novel", "HM", "run"],
-            ([r["dataset"], s["seed"], f"{s['base']:.2f}", f"{s['novel']:.2f}", f"{s['hm']:.2f}", s.get("origin", "")]
+            ["dataset", "seed", "base", "novel", "HM", "base ECE", "novel ECE", "run"],
+            ([r["dataset"], s["seed"], f"{s['base']:.2f}", f"{s['novel']:.2f}", f"{s['hm']:.2f}",
+              _ece_cell(s.get("base_ece")), _ece_cell(s.get("novel_ece")), s.get("origin", "")]
              for r in rows for s in r["per_seed"]))
     return text
 
@@ -92,10 +110,12 @@ def csv_table(rows: Sequence[Mapping]) -> str:
 
 
 def _csv_rows(rows: Sequence[Mapping]) -> Iterable[list]:
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.4f}"
+
     for r in rows:
-        for s in r["per_seed"]:
-            yield [r["dataset"], s["seed"], f"{s['base']:.4f}", f"{s['novel']:.4f}", f"{s['hm']:.4f}"]
-        yield [r["dataset"], "mean", f"{r['base']:.4f}", f"{r['novel']:.4f}", f"{r['hm']:.4f}"]
+        for s in [*r["per_seed"], {**r, "seed": "mean"}]:
+            yield [r["dataset"], s["seed"], *(number(s.get(k)) for k in CSV_HEADER[2:])]
 
 
 def plot_base_novel(by_method: Mapping[str, Sequence[Mapping]], path: str | os.PathLike,
@@ -181,9 +201,15 @@ def comparison_table(runs_by_method: Mapping[str, Iterable[Mapping]], title: str
 
 def fewshot_summary(runs: list[dict]) -> dict[str, dict[int, tuple[float, float]]]:
     """``{dataset: {shots: (mean, std)}}`` over seeds."""
+    return _summary(runs, "top1")
+
+
+def _summary(runs: list[dict], key: str) -> dict[str, dict[int, tuple[float, float]]]:
+    """``{dataset: {shots: (mean, std)}}`` of ``key`` over seeds (a dataset's shots where a run lacks it: left out)."""
     table: dict[str, dict[int, list[float]]] = {}
     for r in runs:
-        table.setdefault(r["dataset"], {}).setdefault(r["shots"], []).append(r["top1"])
+        table.setdefault(r["dataset"], {}).setdefault(r["shots"], []).append(r.get(key))
+    table = {d: {k: v for k, v in s.items() if None not in v} for d, s in table.items()}
     return {d: {k: (statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0) for k, v in sorted(s.items())}
             for d, s in table.items()}
 
@@ -210,8 +236,15 @@ def write_fewshot_report(runs: list[dict], out_dir: Path, method: str,
                                   *(f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-" for k in shots)]
                                  for dataset, row in summary.items()),
                         f"{method}: few-shot top-1 (all classes, mean ± std over seeds)")
-    files = tables.write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1"],
-                                ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}"]
+    eces = _summary(runs, "ece")
+    if any(eces.values()):
+        md += "\n" + tables.markdown_table(
+            ["dataset"] + header[2:], ([dataset, *(f"{row[k][0]:.2f} ± {row[k][1]:.2f}" if k in row else "-"
+                                                   for k in shots)] for dataset, row in eces.items()),
+            f"{method}: few-shot ECE (%, mean ± std over seeds)") + f"\n{ECE_NOTE}\n"
+    files = tables.write_tables(out_dir, "fewshot", md, ["dataset", "shots", "seed", "top1", "ece"],
+                                ([r["dataset"], r["shots"], r["seed"], f"{r['top1']:.4f}",
+                                  "" if r.get("ece") is None else f"{r['ece']:.4f}"]
                                  for r in sorted(runs, key=lambda r: (r["dataset"], r["shots"], r["seed"]))),
                                 settings)
 
