@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="the run's work dir; with several runs, the root of theirs and of the table")
     add_cfg_options(parser)
     parser.add_argument("--limit", type=int, default=None, help="test on N samples of each test set (seeded draw)")
+    parser.add_argument("--stream-seeds", nargs="+", type=int, default=None, metavar="SEED",
+                        help="run each adapter that keeps state across samples (TDA, DMN, BoostAdapter) once per "
+                             "stream order (stream.seed); the table gives their mean and spread")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=0)
     add_debug_argument(parser)
@@ -89,34 +92,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def write_table(rows: list[dict[str, Any]], out_dir: Path, settings: list[str] | None = None
                 ) -> tuple[str, dict[str, Path]]:
     """``tta.md`` and ``tta.csv`` in ``out_dir``: one line per run (top-1, ECE in %, seconds per sample, peak
-    memory), and each method's means over the datasets it ran on (when it ran on more than one). The best top-1
-    of each dataset (and of the averages) is bold; ``settings`` (the ``--cfg-options``) are named under the table and in
-    the CSV's ``settings`` column."""
+    memory); for a method run over several stream orders (``--stream-seeds``), their mean ± standard deviation on
+    each dataset; and each method's means over the datasets it ran on (when it ran on more than one). The best
+    top-1 of each dataset (and of the averages) is bold; ``settings`` (the ``--cfg-options``) are named under the
+    table and in the CSV's ``settings`` column."""
     import statistics
 
     from vlprompt.tables import bold_best, markdown_table, write_tables
 
-    md = [[r["method"], r["dataset"], f"{r['samples']} / {r['of']}", r["views"], f"{r['top1']:.2f}",
-           _number(r.get("ece")), f"{r['sec_per_sample']:.3f}", _number(r.get("peak_memory_mb"), 0)] for r in rows]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    for m in methods:
+    orders = any(r.get("stream_seed") is not None for r in rows)
+
+    def line(method: str, dataset: str, samples: str, views: Any, stream: Any, top1: str, ece: str, sec: str,
+             memory: str) -> list[Any]:
+        return [method, dataset, samples, views, *([stream] if orders else []), top1, ece, sec, memory]
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.fmean(values):.2f} ± {statistics.pstdev(values):.2f}"
+
+    md = [line(r["method"], r["dataset"], f"{r['samples']} / {r['of']}", r["views"],
+               "" if r.get("stream_seed") is None else r["stream_seed"], f"{r['top1']:.2f}", _number(r.get("ece")),
+               f"{r['sec_per_sample']:.3f}", _number(r.get("peak_memory_mb"), 0)) for r in rows]
+    top1_column = 5 if orders else 4
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["dataset"]), []).append(r)
+    for (method, dataset), mine in groups.items():
+        if len(mine) > 1 and all(r.get("stream_seed") is not None for r in mine):
+            eces = [r["ece"] for r in mine if r.get("ece") is not None]
+            md.append(line(method, dataset, "", "", f"mean ± std ({len(mine)})", spread([r["top1"] for r in mine]),
+                           spread(eces) if len(eces) == len(mine) else "",
+                           f"{statistics.fmean(r['sec_per_sample'] for r in mine):.3f}", ""))
+    singles = len(md)
+    for m in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == m]
         if len({r["dataset"] for r in mine}) > 1:
             top1 = statistics.fmean(r["top1"] for r in mine)
             sec = statistics.fmean(r["sec_per_sample"] for r in mine)
             eces = [r["ece"] for r in mine if r.get("ece") is not None]
             ece = _number(statistics.fmean(eces)) if len(eces) == len(mine) else ""
-            md.append([m, f"average ({len(mine)})", "", "", f"{top1:.2f}", ece, f"{sec:.3f}", ""])
+            md.append(line(m, f"average ({len({r['dataset'] for r in mine})})", "", "", "", f"{top1:.2f}", ece,
+                           f"{sec:.3f}", ""))
     by_dataset: dict[str, list[tuple[int, int]]] = {}  # the methods on one dataset (or their averages) compete
-    for i, line in enumerate(md):
-        by_dataset.setdefault("average" if i >= len(rows) else line[1], []).append((i, 4))
-    text = markdown_table(["method", "dataset", "samples", "views", "top-1", "ECE", "s/sample", "peak MB"],
-                          bold_best(md, groups=by_dataset.values()))
-    keys = ["method", "dataset", "samples", "of", "classes", "views", "top1", "ece", "sec_per_sample",
+    for i, cells in enumerate(md):
+        if i < len(rows) and rows[i].get("stream_seed") is not None and len(groups[rows[i]["method"],
+                                                                                   rows[i]["dataset"]]) > 1:
+            continue  # one order of several: its group's mean competes
+        by_dataset.setdefault("average" if i >= singles else cells[1], []).append((i, top1_column))
+    header = ["method", "dataset", "samples", "views", *(["stream order"] if orders else []), "top-1", "ECE",
+              "s/sample", "peak MB"]
+    text = markdown_table(header, bold_best(md, groups=by_dataset.values()))
+    keys = ["method", "dataset", "samples", "of", "classes", "views", "stream_seed", "top1", "ece", "sec_per_sample",
             "peak_memory_mb", "processes", "device", "config", "work_dir"]
     files = write_tables(out_dir, "tta", text, keys,
-                         [[f"{r.get(k):.4f}" if isinstance(r.get(k), float) else r.get(k, "") for k in keys]
-                          for r in rows], settings)
+                         [[f"{r.get(k):.4f}" if isinstance(r.get(k), float) else
+                           ("" if r.get(k) is None else r.get(k)) for k in keys] for r in rows], settings)
     return files["md"].read_text(), files
 
 
@@ -139,8 +168,14 @@ def run_job(config: str, dataset: str | None, tool_args: list[str], run: SweepRu
     return json.loads((run_dir / "results.json").read_text())["row"]
 
 
-def launch_runs(args: argparse.Namespace, jobs: list[tuple[str, str | None]], cfgs: list, checkpoint: Path | None
-                ) -> list[dict[str, Any]]:
+def job_label(config: str, dataset: str | None, options: list[str]) -> str:
+    """``<config name>[ on <dataset>][, stream order <seed>]``: a launched run in the sweep's lines."""
+    seeds = [o.split("=", 1)[1] for o in options if o.startswith("stream.seed=")]
+    return Path(config).stem + (f" on {dataset}" if dataset else "") + (f", stream order {seeds[-1]}" if seeds else "")
+
+
+def launch_runs(args: argparse.Namespace, jobs: list[tuple[str, str | None, int | None]], cfgs: list,
+                checkpoint: Path | None) -> list[dict[str, Any]]:
     """Every config and dataset as its own job of ``--launcher local|slurm``; the rows in order. A finished run
     is reused when its config, checkpoint (by digest) and ``--limit`` are this call's; otherwise it is run again,
     as this tool always does (an interrupted one goes on from its recorded predictions)."""
@@ -152,14 +187,18 @@ def launch_runs(args: argparse.Namespace, jobs: list[tuple[str, str | None]], cf
     settings = {"limit": args.limit, "device": args.device,
                 "checkpoint": file_digest(checkpoint) if checkpoint is not None else None}
     tool_args = [*(["--limit", str(args.limit)] if args.limit else []), *(["--device", args.device] if args.device
-                 else []), *(["--checkpoint", str(checkpoint.resolve())] if checkpoint is not None else []),
-                 *(["--cfg-options", *args.cfg_options] if args.cfg_options else [])]
-    launched = [(str(Path(config).resolve()), dataset, tool_args,
-                 SweepRun(Path(cfg.work_dir).resolve(), Path(config), [*(args.cfg_options or []), *(
+                 else []), *(["--checkpoint", str(checkpoint.resolve())] if checkpoint is not None else [])]
+
+    def job_options(seed: int | None) -> list[str]:
+        return [*(args.cfg_options or []), *([f"stream.seed={seed}"] if seed is not None else [])]
+
+    launched = [(str(Path(config).resolve()), dataset,
+                 [*tool_args, *(["--cfg-options", *job_options(seed)] if job_options(seed) else [])],
+                 SweepRun(Path(cfg.work_dir).resolve(), Path(config), [*job_options(seed), *(
                      [f"test_dataloader.dataset.name={dataset}"] if dataset else [])], settings=settings))
-                for (config, dataset), cfg in zip(jobs, cfgs, strict=True)]
+                for (config, dataset, seed), cfg in zip(jobs, cfgs, strict=True)]
     done = run_sweep(launched, run_job, True, "test-time adaptation",
-                     lambda config, dataset, *_: Path(config).stem + (f" on {dataset}" if dataset else ""),
+                     lambda config, dataset, _, run: job_label(config, dataset, run.options),
                      lambda row: f"top-1 {row['top1']:.2f} ({row['sec_per_sample']:.3f} s/sample)",
                      launch_settings(args))
     # the config and folder as this call names them (a stored result's "config" is the run's effective config)
@@ -190,22 +229,31 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         what = "is a folder, not a file" if checkpoint.is_dir() else "does not exist"
         raise CheckpointError(f"--checkpoint {checkpoint} {what} (give a learned.safetensors or epoch_N.pth from a "
                               "work dir, or leave it out for the zero-shot prompt)")
+    from vlprompt.adapters.run import keeps_state_of
+
     options = cfg_options(args.cfg_options)
-    jobs = [(c, d) for c in args.configs for d in (args.datasets or [None])]
+    jobs, cfgs = [], []
+    for config in args.configs:  # every config is read and checked before the first run starts
+        for dataset in args.datasets or [None]:
+            cfg = load_config(composed_for(config, dataset), None, options)
+            if dataset is not None:
+                cfg.test_dataloader.dataset.name = dataset
+            online = args.stream_seeds and keeps_state_of(cfg.get("adapter") or {})
+            for seed in args.stream_seeds if online else [None]:
+                jobs.append((config, dataset, seed))
+                cfgs.append(cfg if seed is None else cfg.copy())
+                if seed is not None:
+                    cfgs[-1].stream = dict(seed=seed)
     several = len(jobs) > 1
-    cfgs = []
-    run_dirs = [Path(default_work_dir(c) + (f"_{d.replace('-', '_')}" if d else "")) for c, d in jobs]
+    run_dirs = [Path(default_work_dir(c) + (f"_{d.replace('-', '_')}" if d else "") +
+                     ("" if s is None else f"_stream{s}")) for c, d, s in jobs]
     leaves = [r.name for r in run_dirs]
-    for (config, dataset), run_dir in zip(jobs, run_dirs, strict=True):  # all read and checked before any run
-        cfg = load_config(composed_for(config, dataset), None, options)
-        if dataset is not None:
-            cfg.test_dataloader.dataset.name = dataset
+    for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
         if several:  # under --work-dir by the run's name; by method and name where two methods share a name
             inside = run_dir.name if leaves.count(run_dir.name) == 1 else run_dir.relative_to("work_dirs")
             cfg.work_dir = str(Path(args.work_dir) / inside) if args.work_dir else str(run_dir)
         else:
             cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(run_dir)
-        cfgs.append(cfg)
     if args.launcher in ("local", "slurm"):
         rows, rank = launch_runs(args, jobs, cfgs, checkpoint), 0
     else:

@@ -38,10 +38,12 @@ if TYPE_CHECKING:
 
     from ..learners import PromptLearner
 
-__all__ = ["ADAPTER_STATE_FILE", "PREDICTIONS_FILE", "AdapterStateSaver", "PredictionLog", "build_adapter_of",
-           "build_run_learner", "build_teachers", "build_views", "init_distributed", "method_label", "pick_device",
-           "recorded_predictions", "run_one", "run_tta", "run_settings", "sample_indices", "stream_order",
-           "stream_seed"]
+__all__ = [
+    "ADAPTER_STATE_FILE", "AdapterStateSaver", "PREDICTIONS_FILE", "PredictionLog", "build_adapter_of",
+    "build_run_learner", "build_teachers", "build_views", "init_distributed", "keeps_state_of", "method_label",
+    "pick_device", "recorded_predictions", "run_one", "run_settings", "run_tta", "sample_indices", "stream_order",
+    "stream_seed",
+]
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -358,6 +360,16 @@ class PredictionLog:
             self._file.close()
 
 
+def keeps_state_of(spec: Any) -> bool:
+    """Whether the adapter a config's ``adapter=dict(...)`` builds keeps state across samples (before building it):
+    an online adapter (TDA, DMN, BoostAdapter), ``episodic=False`` or a momentum buffer."""
+    from ..registry import ADAPTERS
+
+    cls = ADAPTERS.get(spec.get("type")) if isinstance(spec.get("type"), str) else None
+    return (getattr(cls, "keeps_state", None) is True or spec.get("episodic") is False
+            or spec.get("momentum") is not None)
+
+
 def _keeps_state(adapter: Any) -> bool:
     """Whether the adapter carries what it learns from one sample to the next (``episodic=False``, a momentum
     buffer): its predictions then depend on the samples before, and a stopped run goes on only from its saved
@@ -529,6 +541,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     ece = expected_calibration_error(confidence, correct) if n else float("nan")
     row = {"method": label, "dataset": name, "config": str(cfg.filename), "samples": n, "of": len(dataset),
            "classes": len(dataset.classnames), "views": make_views.n_views, "top1": top1, "ece": ece,
+           "stream_seed": stream_seed(cfg) if online else None,
            "sec_per_sample": sec, "peak_memory_mb": peak_memory_mb(device),
            "processes": world, "device": str(device), "work_dir": str(cfg.work_dir)}
     if rank == 0:
