@@ -1,4 +1,5 @@
-"""Test-time adaptation cost: seconds per test sample and peak memory of TPT and RLCF (prompt).
+"""Test-time adaptation cost: seconds per test sample and peak memory of every adapter (TPT, C-TPT, RLCF
+(prompt); ZERO, MTA; TDA, BoostAdapter, DMN-ZS).
 
     python benchmarks/bench_tta.py --methods tpt --classes 200 --views 8                 # CPU, quick-ish
     python benchmarks/bench_tta.py --device cuda --views 64 --classes 200 1000           # GPU, bf16 autocast
@@ -6,9 +7,12 @@
         --official-cmd '/work/main/.venv/bin/python /path/to/bench_official_tta.py {method} {classes} \\
                         --views {views} --samples {samples} --warmup {warmup} --device {device} --names vlprompt'
 
-One "sample" is what tools/tta.py does per test image once its views exist: the adapter's episodic
-call (confidence selection, TPT's 1 step or RLCF's 3 steps with the teacher scoring the selected
-views, prediction of view 0, reset) and the host read of the prediction. The student is a
+One "sample" is what tools/tta.py does per test image once its views exist: the adapter's call
+(confidence selection, TPT's and C-TPT's 1 step or RLCF's 3 steps with the teacher scoring the selected
+views, prediction of view 0, reset; the training-free adapters' one pass of the views and their read-out;
+the online adapters' cache or memory update and read-out, their state carried over the stream of warm-up and
+timed samples) and the host read of the prediction. The online adapters take their ImageNet-A settings (TDA
+and BoostAdapter: alpha 2, beta 5, delta 3), DMN its memory of 50 and fusion 1, C-TPT lambda 50. The student is a
 random-weight ViT-B/16 with TPT's 4 context tokens from "a photo of a" over ``--classes`` names
 (``bench_backbone.class_names``); RLCF's teacher a random-weight ``--teacher`` (ViT-L/14, as
 published); the views are ``randn(views, 3, 224, 224)`` seeded with 1000 + sample index (the
@@ -36,7 +40,7 @@ import time
 
 import torch
 
-from vlprompt.adapters import RLCF, TPT, default_prompt_learner
+from vlprompt.adapters import RLCF, build_adapter, default_prompt_learner
 from vlprompt.backbones import build_clip
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,7 +48,11 @@ from bench_backbone import class_names  # noqa: E402 - the shared class-name gen
 from bench_common import run_isolated  # noqa: E402
 
 GIB = 1024**3
-METHODS = ("tpt", "rlcf_prompt")
+METHODS = ("tpt", "ctpt", "rlcf_prompt", "zero", "mta", "tda", "boostadapter", "dmn")
+SETTINGS = {"ctpt": dict(atfd_weight=50.0), "tda": dict(positive=dict(alpha=2.0, beta=5.0)),
+            "boostadapter": dict(positive=dict(alpha=2.0, beta=5.0), delta=3, query="confident"),
+            "dmn": dict(memory_size=50, beta=5.5, fusion=1.0)}
+"""Each adapter's settings in this benchmark (the rest: its defaults); ZERO and MTA keep theirs."""
 
 
 def selection_p(views: int, wanted: float = 0.1) -> float:
@@ -60,13 +68,17 @@ def run_worker(cfg: dict) -> dict:
     torch.manual_seed(0)
     clip = build_clip(cfg["arch"], device=device)
     learner = default_prompt_learner(clip, class_names(cfg["classes"]))
-    p = selection_p(cfg["views"])
-    if cfg["method"] == "tpt":
-        adapter = TPT(learner, selection_p=p)
-    else:
+    method = cfg["method"]
+    p = selection_p(cfg["views"], 0.3 if method == "zero" else 0.1)
+    if method == "rlcf_prompt":
         torch.manual_seed(2)
         adapter = RLCF(learner, build_clip(cfg["teacher"], device=device), selection_p=p)
         adapter.reward.teachers[0].class_features(learner.class_names)  # per-dataset set-up, as officially
+    else:
+        adapter = build_adapter(dict(type=method, **SETTINGS.get(method, {}),
+                                     **({"selection_p": p} if method != "mta" else {})), learner)
+        if hasattr(adapter, "class_features"):
+            adapter.class_features(None)  # the training-free adapters' class features: once per dataset, as officially
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["bf16"])
 
     def sync() -> None:

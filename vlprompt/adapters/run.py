@@ -463,6 +463,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     from ..engine.results import write_results
     from ..errors import hint_on_interrupt
     from ..io import DiskFullError
+    from ..progress import bar_disabled
 
     data = dict(cfg.test_dataloader.dataset)
     data.setdefault("data_root", cfg.get("data_root"))
@@ -497,8 +498,8 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     todo = [i for i in mine if i not in recorded]
     correct = sum(r[1] == r[2] for r in records)
     adapt_s = sum(r[3] for r in records)
-    bar = tqdm(todo, desc=f"{label} on {name}", unit="sample", disable=rank != 0, dynamic_ncols=True,
-               initial=len(records), total=len(mine))
+    bar = tqdm(todo, desc=f"{label} on {name}", unit="sample", disable=True if rank != 0 else bar_disabled(),
+               dynamic_ncols=True, initial=len(records), total=len(mine))
     stopped = f"the predictions made so far are recorded in {log.path}: the same command goes on from there"
     try:
         with hint_on_interrupt(stopped):
