@@ -75,11 +75,13 @@ def test_tta_configs_follow_the_published_recipes(path):
 
 
 # ------------------------------------------------------------------------------------------ runs
-@pytest.mark.slow  # torch.distributed launches of tools/tta.py (25 s)
-def test_two_gloo_processes_give_the_predictions_of_one(tmp_path):
+@pytest.mark.slow  # torch.distributed launches of tools/tta.py (25 s each)
+@pytest.mark.parametrize("config", [TPT_CONFIG, "configs/zero/toy_shapes_noise.py"], ids=["tpt", "zero"])
+def test_two_gloo_processes_give_the_predictions_of_one(tmp_path, config):
     """torchrun with 2 CPU ranks: each adapts its share (r::2) and rank 0 gathers; the predictions and
-    the accuracy equal a 1-process run's (each sample's views depend on its index and the seed only)."""
-    common = [TPT_CONFIG, "--limit", "10", "--cfg-options", *TINY, *FOUR_VIEWS]
+    the accuracy of an episodic adapter (tuning or training-free) equal a 1-process run's (each sample's views
+    depend on its index and the seed only)."""
+    common = [config, "--limit", "10", "--cfg-options", *TINY, *FOUR_VIEWS]
     single = [sys.executable, "tools/tta.py", *common[:3], "--work-dir", str(tmp_path / "one"), *common[3:]]
     double = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
               "tools/tta.py", *common[:3], "--launcher", "pytorch", "--work-dir", str(tmp_path / "two"), *common[3:]]
@@ -245,3 +247,21 @@ def test_stream_seeds_run_each_online_adapter_once_per_order_and_tabulate_the_sp
     top1 = [r["top1"] for r in rows[:2]]
     assert f"mean ± std (2) | {statistics.fmean(top1):.2f} ± {statistics.pstdev(top1):.2f}" in table.replace("**", "")
     assert "| stream order |" in table
+
+
+@pytest.mark.parametrize("method, learner", [("tda", "maple"), ("dmn", "coop"), ("ctpt", "maple"),
+                                             ("zero", "promptsrc")])
+def test_each_adapter_runs_on_a_trained_learner_from_a_checkpoint(tmp_path, method, learner):
+    """Combinations no official code offers: an online or training-free adapter (or C-TPT's tuning) over a trained
+    MaPLe / CoOp / PromptSRC read from its checkpoint; the prediction differs from the zero-shot prompt's."""
+    hparams = {"maple": dict(n_ctx=2, depth=2), "coop": dict(n_ctx=4),
+               "promptsrc": dict(n_ctx_text=2, n_ctx_vision=2, text_depth=2, vision_depth=2)}[learner]
+    path = write_learned(tmp_path / "learned.safetensors", learner, **hparams)
+    config = f"configs/{method}/toy_shapes_noise.py"
+    common = ["--limit", "4", "--cfg-options", *TINY, *FOUR_VIEWS]
+    trained = tta.main([config, "--checkpoint", str(path), "--work-dir", str(tmp_path / "trained"), *common])
+    plain = tta.main([config, "--work-dir", str(tmp_path / "plain"), *common])
+    assert trained[0]["method"] == f"{method} + {learner}" and plain[0]["method"] == method
+    record = _results(tmp_path / "trained")
+    assert record["run"]["model"]["learner"]["type"] == learner and record["run"]["model"]["num_classes"] == 40
+    assert record["confidences"] != _results(tmp_path / "plain")["confidences"]
