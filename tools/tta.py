@@ -1,7 +1,9 @@
-"""Test-time adaptation (TPT, RLCF; ZERO and MTA, which tune nothing): per test sample, from its views.
+"""Test-time adaptation (TPT, C-TPT, RLCF; ZERO and MTA, which tune nothing; TDA, BoostAdapter and DMN-ZS,
+which keep caches of the test stream): per test sample, from its views.
 
     python tools/tta.py configs/tpt/toy_shapes_noise.py --limit 100
     python tools/tta.py configs/zero/toy_shapes_noise.py configs/mta/toy_shapes_noise.py --work-dir work_dirs/tta/free
+    python tools/tta.py configs/tda/toy_shapes_noise.py configs/dmn/toy_shapes_noise.py --stream-seeds 1 2 3
     python tools/tta.py configs/rlcf/imagenet_a.py --checkpoint work_dirs/coop/imagenet_xd/learned.safetensors
     python tools/tta.py configs/tpt/toy_shapes_noise.py configs/tpt/toy_shapes_night.py --work-dir work_dirs/tta/tpt
     python tools/tta.py configs/tpt/imagenet.py --datasets imagenet-a imagenet-r imagenet-v2 imagenet-sketch
@@ -15,7 +17,9 @@ backbone; its class names are replaced by the test set's). The config's ``adapte
 ...)`` then tunes that learner's text context (or, ``variant='image'``, a copy of the image tower) on each
 sample's views (``views=dict(n_views=..., augmix=...)``, seeded per sample) and predicts view 0;
 ``adapter=dict(type='zero'|'mta')`` reads the prediction from the views' features
-(:mod:`vlprompt.adapters.training_free`). ``--cfg-options adapter.steps=0`` predicts without adapting (the
+(:mod:`vlprompt.adapters.training_free`); ``adapter=dict(type='tda'|'boostadapter'|'dmn')`` also keeps a cache
+of the stream, whose samples then come in a shuffle seeded by ``stream.seed`` (``--stream-seeds`` runs several
+orders and tabulates their spread). ``--cfg-options adapter.steps=0`` predicts without adapting (the
 zero-shot reference on the same views and samples).
 
 Writes ``results.json`` (top-1, ECE over 15 bins, seconds per sample, peak memory) and ``reliability.png``

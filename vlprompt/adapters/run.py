@@ -1,4 +1,4 @@
-"""Test-time adaptation over a test set: the loop behind ``tools/tta.py`` (TPT, RLCF).
+"""Test-time adaptation over a test set: the loop behind ``tools/tta.py`` (every registered adapter).
 
 For a config (``adapter=dict(type='tpt'|'rlcf', ...)``, ``views=dict(...)``, a test dataset), the
 test split is built as the engine builds it, and the learner is the config's ``model.learner`` on
@@ -9,7 +9,10 @@ The adapter tunes that learner on each sample's views (seeded per sample) and pr
 * :func:`run_tta`: every config in turn (each under its work-dir lock), in this process or, with
   ``launcher='pytorch'`` under torchrun, sharded over the processes (rank r takes samples r,
   r + world, ...; the predictions are gathered, and since each sample's views depend only on its
-  index and the seed, the accuracy does not depend on the process count).
+  index and the seed, an episodic adapter's accuracy does not depend on the process count).
+  An adapter that keeps state across samples (TDA, DMN, BoostAdapter; ``episodic=False``) sees the
+  samples in a shuffle seeded by the config's ``stream.seed`` (recorded in ``results.json``); sharded,
+  each rank adapts its own share of that stream.
 * :func:`run_one`: one config; writes ``results.json`` to its work dir and returns its table row.
   Each prediction is recorded as it is made (:class:`PredictionLog`, ``tta_predictions.jsonl`` in
   the work dir, with the settings that shape the predictions), so that a run stopped by a kill or a
@@ -486,8 +489,9 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     indices = sample_indices(len(dataset), limit, seed)
     label = method_label(cfg, model)
     online = _keeps_state(adapter)
+    order_seed = stream_seed(cfg) if online else None
     if online:  # the predictions depend on the samples before: the stream's order is part of the protocol
-        indices = stream_order(indices, stream_seed(cfg))
+        indices = stream_order(indices, order_seed)
         if world > 1 and rank == 0:
             print(f"{label} keeps state across samples: each of the {world} processes adapts its own stream (rank r "
                   f"takes samples r, r + {world}, ... of the shuffled stream), so the predictions differ from one "
@@ -542,7 +546,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
     ece = expected_calibration_error(confidence, correct) if n else float("nan")
     row = {"method": label, "dataset": name, "config": str(cfg.filename), "samples": n, "of": len(dataset),
            "classes": len(dataset.classnames), "views": make_views.n_views, "top1": top1, "ece": ece,
-           "stream_seed": stream_seed(cfg) if online else None,
+           "stream_seed": order_seed,
            "sec_per_sample": sec, "peak_memory_mb": peak_memory_mb(device),
            "processes": world, "device": str(device), "work_dir": str(cfg.work_dir)}
     if rank == 0:
@@ -554,7 +558,7 @@ def run_one(cfg: Config, checkpoint: Path | None, limit: int | None, launcher: s
                                  views={"n_views": make_views.n_views, "augmix": make_views.augmix,
                                         "crop_scale": list(make_views.crop_scale)},
                                  samples={"count": n, "of": len(dataset), "limit": limit, "seed": seed},
-                                 **({"stream": {"seed": stream_seed(cfg), "order": indices}} if online else {}),
+                                 **({"stream": {"seed": order_seed, "order": indices}} if online else {}),
                                  processes=world, device=str(device),
                                  predictions=[[r[0], r[1]] for r in records],
                                  confidences=[round(r[5], 6) for r in records], row=row)
