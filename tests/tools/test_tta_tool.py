@@ -249,6 +249,7 @@ def test_stream_seeds_run_each_online_adapter_once_per_order_and_tabulate_the_sp
     assert "| stream order |" in table
 
 
+@pytest.mark.slow  # 8 toy runs (15 s)
 @pytest.mark.parametrize("method, learner", [("tda", "maple"), ("dmn", "coop"), ("ctpt", "maple"),
                                              ("zero", "promptsrc")])
 def test_each_adapter_runs_on_a_trained_learner_from_a_checkpoint(tmp_path, method, learner):
