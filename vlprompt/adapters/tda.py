@@ -147,7 +147,8 @@ class TDA(TrainingFreeAdapter):
         pos, neg = self.positive, self.negative
         out = torch.zeros_like(query.logits)
         if pos["enabled"]:
-            out += pos["alpha"] * (positive or self.pos_cache).class_logits(query.feature, pos["beta"])
+            cache = self.pos_cache if positive is None else positive
+            out += pos["alpha"] * cache.class_logits(query.feature, pos["beta"])
         if neg["enabled"]:
             out -= neg["alpha"] * self.neg_cache.masked_logits(query.feature, neg["beta"], *neg["mask"])
         return out
