@@ -31,7 +31,7 @@ from ..learners import PromptLearner
 from ..registry import ADAPTERS
 from .base import confident_views, saved_tensor
 from .cache import ClassCache
-from .training_free import TrainingFreeAdapter
+from .training_free import TrainingFreeAdapter, probabilities_as_logits
 
 __all__ = ["DMN", "memory_probs"]
 
@@ -96,10 +96,11 @@ class DMN(TrainingFreeAdapter):
 
     # ------------------------------------------------------------------ one sample
     def infer(self, features: torch.Tensor, classes: torch.Tensor, scale: float, index: int) -> torch.Tensor:
-        probs = (scale * features @ classes.t()).softmax(dim=-1)
-        mean = probs[confident_views(scale * features @ classes.t(), self.selection_p)].mean(dim=0)
+        logits = scale * features @ classes.t()
+        probs = logits.softmax(dim=-1)
+        mean = probs[confident_views(logits, self.selection_p)].mean(dim=0)
         self.last_pseudo_label = int(mean.argmax())
         self.memory.admit(self.last_pseudo_label, features[0], -(mean * torch.log(mean + 1e-8)).sum())
         self.last_memory_probs = memory_probs(self.memory, classes, features[0], self.beta, scale)
         fused = (probs[0] + self.fusion * self.last_memory_probs) / (1 + self.fusion)
-        return fused.clamp_min(torch.finfo(fused.dtype).tiny).log()[None]
+        return probabilities_as_logits(fused)

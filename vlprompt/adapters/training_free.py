@@ -106,6 +106,11 @@ class TrainingFreeAdapter:
             self.samples_seen += 1
 
 
+def probabilities_as_logits(probs: torch.Tensor) -> torch.Tensor:
+    """Logits ``(1, C)`` whose softmax is ``probs`` ``(C,)`` (summing to 1): their log, zeros kept finite."""
+    return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()[None]
+
+
 # ------------------------------------------------------------------------------------------ ZERO
 def zero_votes(features: torch.Tensor, classes: torch.Tensor, scale: float, fraction: float = 0.3
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +159,7 @@ class ZERO(TrainingFreeAdapter):
     def infer(self, features: torch.Tensor, classes: torch.Tensor, scale: float, index: int) -> torch.Tensor:
         votes, self.last_selected = zero_votes(features, classes, scale, self.selection_p)
         shares = votes / votes.sum()
-        return shares.clamp_min(torch.finfo(shares.dtype).tiny).log()[None]
+        return probabilities_as_logits(shares)
 
 
 # ------------------------------------------------------------------------------------------ MTA
