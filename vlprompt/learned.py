@@ -53,7 +53,7 @@ BACKBONE_KEYS = ("name", "pretrained", "quick_gelu", "text_checkpointing", "visi
 #: learner hyper-parameters that name a description source; ``<key>_text`` holds the text a checkpoint carries
 DESCRIPTION_KEYS = ("knowledge", "descriptions")
 #: learner hyper-parameters that size learned tensors (context vectors, prompt tokens, a shared space's width)
-SIZE_KEYS = ("n_ctx", "n_ctx_text", "n_ctx_vision", "project_dim")
+SIZE_KEYS = ("n_ctx", "n_ctx_text", "n_ctx_vision", "project_dim", "rank")
 _PLAIN = (str, int, float, bool, type(None))
 
 

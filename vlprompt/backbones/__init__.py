@@ -34,7 +34,7 @@ from .pretrained import (
     resolve_pretrained,
 )
 from .promptable import PromptableCLIP, TokenLayout, token_layout
-from .prompts import ImagePrompts, TextPrompts, TokenInsertion
+from .prompts import ImagePrompts, LowRankUpdate, TextPrompts, TokenInsertion
 from .stem import ConvStem, install_conv_stem
 from .tokenizer import ContextOverflowError, PromptTokenizer
 
@@ -45,6 +45,7 @@ __all__ = [
     "ContextOverflowError",
     "ConvStem",
     "ImagePrompts",
+    "LowRankUpdate",
     "PreprocessCfg",
     "PretrainedUnavailable",
     "PromptTokenizer",

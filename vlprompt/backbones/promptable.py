@@ -20,9 +20,14 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint import state_digest
+from .lowrank import check_low_rank, run_block
 from .pretrained import WeightsInfo
 from .prompts import ImagePrompts, TextPrompts, TokenInsertion
 from .tokenizer import PromptTokenizer
+
+
+def _updates_need_grad(low_rank) -> bool:
+    return any(u.down.requires_grad or u.up.requires_grad for per in low_rank.values() for u in per.values())
 
 
 def _as_groups(tokens: torch.Tensor, rows: int, what: str) -> torch.Tensor:
@@ -287,8 +292,11 @@ class PromptableCLIP(nn.Module):
                     f"deep text prompts at [{prompts.deep_start}, {prompts.deep_start + n_max}) would "
                     f"overwrite the start or end-of-text token (shortest prompt ends at {shortest})"
                 )
+        low_rank = prompts.low_rank if prompts is not None else {}
+        if low_rank:
+            check_low_rank(low_rank, m.transformer.resblocks, "text")
         checkpointed = self.text_checkpointing and torch.is_grad_enabled() and (
-            x.requires_grad or any(t.requires_grad for t in deep.values()))
+            x.requires_grad or any(t.requires_grad for t in deep.values()) or _updates_need_grad(low_rank))
         for i, block in enumerate(m.transformer.resblocks):
             if i in deep:
                 tokens = _as_groups(deep[i].to(cast), rows, f"deep text prompt {i}")
@@ -296,10 +304,7 @@ class PromptableCLIP(nn.Module):
                 tokens = tokens.expand(g, rows, -1, -1).reshape(g * rows, *tokens.shape[-2:])
                 s = prompts.deep_start
                 x = torch.cat([x[:, :s], tokens, x[:, s + tokens.shape[1] :]], dim=1)
-            if checkpointed:
-                x = torch.utils.checkpoint.checkpoint(block, x, None, None, mask, use_reentrant=False)
-            else:
-                x = block(x, attn_mask=mask)
+            x = run_block(block, x, mask, low_rank.get(i), checkpointed)
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot.to(x.device)]
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
@@ -401,8 +406,11 @@ class PromptableCLIP(nn.Module):
         deep = prompts.deep if prompts is not None else {}
         if deep:
             self._check_layers(deep, self.vision_layers, "image")
+        low_rank = prompts.low_rank if prompts is not None else {}
+        if low_rank:
+            check_low_rank(low_rank, visual.transformer.resblocks, "image")
         checkpointed = self.vision_checkpointing and torch.is_grad_enabled() and (
-            x.requires_grad or any(t.requires_grad for t in deep.values()))
+            x.requires_grad or any(t.requires_grad for t in deep.values()) or _updates_need_grad(low_rank))
         for i, block in enumerate(visual.transformer.resblocks):
             if i in deep:
                 tokens = self._batch_tokens(deep[i], batch, f"deep image prompt {i}", x.dtype)
@@ -412,7 +420,7 @@ class PromptableCLIP(nn.Module):
                         "were appended to the input (deep prompts replace them)"
                     )
                 x = torch.cat([x[:, : x.shape[1] - n_prompt], tokens], dim=1)
-            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False) if checkpointed else block(x)
+            x = run_block(block, x, None, low_rank.get(i), checkpointed)
         pooled, tokens = visual._pool(x)
         if visual.proj is not None:
             pooled = pooled @ visual.proj

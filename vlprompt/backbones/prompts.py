@@ -5,7 +5,9 @@ dataclasses; every prompt learner in the field is a combination of:
 
 * shallow prompts: learned tokens added to the input sequence (inserted at given positions of
   the text, appended after the patch tokens of an image);
-* deep prompts: learned tokens that replace a slice of the sequence before transformer layer i.
+* deep prompts: learned tokens that replace a slice of the sequence before transformer layer i;
+* low-rank updates: ``scale * up @ down`` added to a block's linear projections (LoRA), for learners that
+  adapt the frozen weights rather than the sequence (:mod:`vlprompt.backbones.lowrank` runs them).
 
 Tensors keep their autograd history, so couplings between the towers (a vision prompt computed
 from a text prompt) and per-image conditioning (text prompts that depend on the image) are
@@ -18,6 +20,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+
+@dataclass
+class LowRankUpdate:
+    """A low-rank update of one linear projection: ``W x + b`` becomes ``W x + b + scale * up(down(drop(x)))``.
+
+    Attributes:
+        down: ``(r, in_features)``, the learner's ``A``.
+        up: ``(out_features, r)``, the learner's ``B``.
+        scale: the factor on the update (LoRA's ``alpha / r``).
+        dropout: the probability of zeroing the update's input (only the update's; the frozen
+            projection sees ``x`` whole). The learner sets it to 0 outside training.
+    """
+
+    down: torch.Tensor
+    up: torch.Tensor
+    scale: float = 1.0
+    dropout: float = 0.0
 
 
 @dataclass
@@ -49,11 +69,14 @@ class TextPrompts:
             ``[deep_start, deep_start + n)`` of the (prompted) sequence are replaced. Tokens are
             ``(n, D)``, ``(R, n, D)`` or ``(G, R, n, D)``.
         deep_start: first replaced index (1 = right after the start-of-text token).
+        low_rank: ``{layer: {projection: LowRankUpdate}}``, projections named as in
+            :data:`vlprompt.backbones.lowrank.PROJECTIONS` (``q``, ``k``, ``v``, ``out``, ``fc``, ``proj``).
     """
 
     insert: Sequence[TokenInsertion] = ()
     deep: Mapping[int, torch.Tensor] = field(default_factory=dict)
     deep_start: int = 1
+    low_rank: Mapping[int, Mapping[str, LowRankUpdate]] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,8 +92,10 @@ class ImagePrompts:
             (Jia et al.'s VPT and MVLPT insert the prompts into the normalised sequence; MaPLe's
             VPT, IVLP and PromptSRC normalise them with the patches). Where the tokens sit in the
             sequence does not matter otherwise: prompts carry no positional embedding.
+        low_rank: ``{layer: {projection: LowRankUpdate}}`` as for :class:`TextPrompts`.
     """
 
     tokens: torch.Tensor | None = None
     deep: Mapping[int, torch.Tensor] = field(default_factory=dict)
     after_ln_pre: bool = False
+    low_rank: Mapping[int, Mapping[str, LowRankUpdate]] = field(default_factory=dict)

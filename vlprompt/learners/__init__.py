@@ -12,6 +12,7 @@ from typing import Any
 from ..backbones import PromptableCLIP
 from ..registry import LEARNERS
 from .base import PromptLearner
+from .clip_lora import CLIPLoRA
 from .cocoop import CoCoOp
 from .coop import CoOp
 from .ivlp import IVLP
@@ -24,8 +25,8 @@ from .vpt import VPT
 from .zsclip import ZeroShotCLIP
 
 __all__ = [
-    "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe", "PromptLearner",
-    "PromptSRC",
+    "CLIPLoRA", "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe",
+    "PromptLearner", "PromptSRC",
     "ZeroShotCLIP", "build_learner", "list_learners", "settings_as_built",
 ]
 
