@@ -1,4 +1,5 @@
-"""The seeded random ViT-B/16 that every official golden file was computed with (tests/golden/*.json)."""
+"""The seeded random ViT-B/16 that every official golden file was computed with (tests/golden/*.json), and the
+comparison with the goldens' tensor summaries."""
 
 import pytest
 import torch
@@ -16,3 +17,22 @@ def seeded_vitb16(seed: int, float_sum: float) -> PromptableCLIP:
         f"the seeded random ViT-B/16 (seed {seed}) is not the one the golden numbers were computed with "
         "(did open_clip's initialisation change?)")
     return PromptableCLIP(model, WeightsInfo("ViT-B-16", None, True, PreprocessCfg(224)))
+
+
+def assert_summary(t: torch.Tensor, ref: dict, what: str, atol: float = 1e-6, rtol: float = 1e-4) -> None:
+    """Compare with an official summary of a tensor: its first 8 values within ``atol + rtol |value|``, its sum and
+    sum of absolute values within 1e-5 of the latter (the shape too, where the summary records it)."""
+    t = t.detach().double()
+    if "shape" in ref:
+        assert list(t.shape) == ref["shape"], what
+    first8 = torch.tensor(ref["first8"], dtype=torch.float64)
+    diff = (t.flatten()[:8] - first8).abs()
+    assert (diff <= atol + rtol * first8.abs()).all(), f"{what}: first values differ by up to {diff.max():.3g}"
+    scale = ref["abs_sum"]
+    assert abs(t.abs().sum().item() - ref["abs_sum"]) <= 1e-5 * scale + 1e-7, f"{what}: abs_sum"
+    assert abs(t.sum().item() - ref["sum"]) <= 1e-5 * scale + 1e-7, f"{what}: sum"
+
+
+def max_diff(a: torch.Tensor, ref) -> float:
+    """Largest absolute difference between ``a`` and a golden list of numbers."""
+    return (a.detach().double() - torch.tensor(ref, dtype=torch.float64)).abs().max().item()

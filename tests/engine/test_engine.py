@@ -39,6 +39,26 @@ def test_schedule_is_dassls_constant_warmup_then_per_epoch_cosine():
     assert dassl_lr(199, 0.002, 200) > 0  # never reaches 0
 
 
+def test_iters_per_shot_sets_max_iters_and_spans_the_scheduler_over_the_run():
+    from vlprompt.engine.runner import iterations_for_shots
+
+    loader = dict(dataset=dict(num_shots=4))
+    train_cfg, scheduler = iterations_for_shots(dict(by_epoch=False, iters_per_shot=500, val_interval=9), loader,
+                                                dict(type="CosineAnnealingLR", eta_min=1e-6, by_epoch=False))
+    assert train_cfg == dict(by_epoch=False, max_iters=2000, val_interval=9)  # CLIP-LoRA: 500 x shots
+    assert scheduler["end"] == 2000  # T_max of the official cosine = the whole run
+    kept = dict(type="CosineAnnealingLR", by_epoch=False, end=7)
+    assert iterations_for_shots(dict(by_epoch=False, iters_per_shot=2), loader, [kept])[1] == [kept]
+    plain = dict(by_epoch=True, max_epochs=3)
+    assert iterations_for_shots(plain, loader, None) == (plain, None)  # no iters_per_shot: untouched
+    with pytest.raises(ValueError, match="num_shots is None"):
+        iterations_for_shots(dict(by_epoch=False, iters_per_shot=5), dict(dataset=dict()))
+    with pytest.raises(ValueError, match="by_epoch=False"):
+        iterations_for_shots(dict(iters_per_shot=5), loader)
+    with pytest.raises(ValueError, match="whole number"):
+        iterations_for_shots(dict(by_epoch=False, iters_per_shot=0.5), loader)
+
+
 def test_train_then_checkpoint_round_trip_and_novel_test(tmp_path):
     metrics = _train(tmp_path / "run")
     assert set(metrics) == {"base/top1", "base/ece", "novel/top1", "novel/ece", "hm"}

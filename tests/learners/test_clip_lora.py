@@ -79,10 +79,13 @@ def test_updates_that_do_not_fit_are_refused_naming_layer_and_projection(clip):
 
 def test_clip_lora_starts_at_zero_shot_clip_with_its_template(clip):
     torch.manual_seed(0)
-    lora = CLIPLoRA(clip, NAMES, template="a photo of a {}, a type of pet.").eval()
+    lora = CLIPLoRA(clip, NAMES, template="a photo of a {}, a type of pet.", logit_scale=None).eval()
     zs = ZeroShotCLIP(clip, NAMES, templates="a photo of a {}, a type of pet.").eval()
     images = torch.randn(3, 3, clip.image_size, clip.image_size)
     torch.testing.assert_close(lora(images), zs(images), atol=1e-4, rtol=1e-5)
+    # as published, the logits are 100 x the cosine whatever the backbone's temperature
+    fixed = CLIPLoRA(clip, NAMES, template="a photo of a {}, a type of pet.").eval()
+    torch.testing.assert_close(fixed(images), zs(images) * (100 / clip.logit_scale), atol=1e-4, rtol=1e-5)
     # A is Kaiming-uniform (bound 1/sqrt(in) for a = sqrt(5)), B is zero: LoRA's initialisation
     pair = lora.adapters["image"]["0"]["q"]
     assert torch.count_nonzero(pair.up) == 0
@@ -101,6 +104,23 @@ def test_clip_lora_adapts_q_k_v_of_every_block_of_both_towers_by_default(clip):
     n = clip.text_layers
     assert {k.rsplit(".", 1)[0] for k in top.learned_state_dict()} == {
         f"adapters.text.{i}.{p}" for i in range(n // 2, n) for p in "qv"}
+
+
+def test_official_layer_sets_and_scale():
+    """The official ``INDEX_POSITIONS`` for 12 blocks (loralib/utils.py) and ``alpha / sqrt(r)``
+    (loralib/layers.py), not LoRA's ``alpha / r``."""
+    from vlprompt.learners.clip_lora import POSITIONS
+
+    sets = {name: rule(12) for name, rule in POSITIONS.items()}
+    assert sets == {"all": list(range(12)), "bottom": [0, 1, 2, 3], "mid": [4, 5, 6, 7], "up": [8, 9, 10, 11],
+                    "half-up": [6, 7, 8, 9, 10, 11], "half-bottom": [0, 1, 2, 3, 4, 5], "top3": [9, 10, 11]}
+    assert POSITIONS["half-up"](24) == list(range(12, 24))  # ViT-L/14's image tower, as published
+
+
+def test_updates_are_scaled_by_alpha_over_sqrt_rank(clip):
+    lora = CLIPLoRA(clip, NAMES, rank=4, alpha=3.0)
+    update = lora.low_rank("text")[0]["q"]
+    assert update.scale == pytest.approx(3.0 / 2.0)
 
 
 def test_dropout_touches_only_the_updates_input(clip):

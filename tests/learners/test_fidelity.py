@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import GOLDEN_DIR
-from seeded_models import seeded_vitb16
+from seeded_models import assert_summary, max_diff, seeded_vitb16
 
 from vlprompt.backbones import PromptableCLIP
 from vlprompt.datasets.templates import get_template
@@ -83,22 +83,6 @@ def build(method: str, clip: PromptableCLIP):
                 g = torch.Generator().manual_seed(entry["seed"])
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
     return learner
-
-
-def assert_summary(t: torch.Tensor, ref: dict, what: str, atol: float = 1e-6, rtol: float = 1e-4) -> None:
-    """Compare with an official (sum, abs_sum, first 8 values) summary."""
-    t = t.detach().double()
-    assert list(t.shape) == ref["shape"], what
-    first8 = torch.tensor(ref["first8"], dtype=torch.float64)
-    diff = (t.flatten()[:8] - first8).abs()
-    assert (diff <= atol + rtol * first8.abs()).all(), f"{what}: first values differ by up to {diff.max():.3g}"
-    scale = ref["abs_sum"]
-    assert abs(t.abs().sum().item() - ref["abs_sum"]) <= 1e-5 * scale + 1e-7, f"{what}: abs_sum"
-    assert abs(t.sum().item() - ref["sum"]) <= 1e-5 * scale + 1e-7, f"{what}: sum"
-
-
-def max_diff(a: torch.Tensor, ref) -> float:
-    return (a.detach().double() - torch.tensor(ref, dtype=torch.float64)).abs().max().item()
 
 
 # ------------------------------------------------------------------------------------------ layout

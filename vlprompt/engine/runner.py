@@ -123,6 +123,30 @@ DESCRIPTION_SOURCES = ("knowledge", "descriptions")
 """Learner settings that name a class-description file (:func:`vlprompt.datasets.knowledge.resolve_descriptions`)."""
 
 
+def iterations_for_shots(train_cfg: Any, train_loader: Any, param_scheduler: Any = None) -> tuple[Any, Any]:
+    """``train_cfg`` with ``iters_per_shot`` turned into ``max_iters``: a schedule whose length is a number of
+    iterations per shot a class (CLIP-LoRA: 500 x shots), whatever the dataset's size. An iteration-based
+    scheduler without an ``end`` then spans the whole run. Fails naming the key when the training set is not
+    a few-shot one. Returns the train and scheduler settings."""
+    if train_cfg is None or "iters_per_shot" not in train_cfg:
+        return train_cfg, param_scheduler
+    train_cfg = dict(train_cfg)
+    per_shot = train_cfg.pop("iters_per_shot")
+    shots = ((train_loader or {}).get("dataset") or {}).get("num_shots")
+    if isinstance(per_shot, bool) or not isinstance(per_shot, int) or per_shot < 1:
+        raise ValueError(f"train_cfg.iters_per_shot must be a whole number >= 1, got {per_shot!r}")
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        raise ValueError(f"train_cfg.iters_per_shot = {per_shot} needs a few-shot training set, but "
+                         f"train_dataloader.dataset.num_shots is {shots!r}")
+    if train_cfg.get("by_epoch", True) or "max_epochs" in train_cfg:
+        raise ValueError("train_cfg.iters_per_shot sets max_iters: the config needs by_epoch=False and no max_epochs")
+    train_cfg["max_iters"] = per_shot * shots
+    schedulers = param_scheduler if isinstance(param_scheduler, (list, tuple)) else [param_scheduler]
+    spanned = [dict(s, end=train_cfg["max_iters"]) if s is not None and not s.get("by_epoch", True)
+               and "end" not in s and "T_max" not in s else s for s in schedulers]
+    return train_cfg, spanned if isinstance(param_scheduler, (list, tuple)) else spanned[0]
+
+
 def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     """A Runner for ``cfg``: datasets are built (and so checked) first, class names come from the
     training (else test) dataset, and the compatibility fixes are in place."""
@@ -171,6 +195,9 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         if loader.get("drop_last") and len(datasets[key]) < loader.get("batch_size", 1):
             loader["drop_last"] = False  # as Dassl: never an empty epoch on a tiny few-shot set
         loaders[key] = loader
+    train_cfg, param_scheduler = cfg.get("train_cfg"), cfg.get("param_scheduler")
+    if loaders["train_dataloader"]:
+        train_cfg, param_scheduler = iterations_for_shots(train_cfg, cfg.get("train_dataloader"), param_scheduler)
     source = datasets.get("train_dataloader") or datasets.get("test_dataloader") or datasets.get("val_dataloader")
     if source is None:
         raise ValueError("the config defines no train_dataloader or test_dataloader")
@@ -215,11 +242,11 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
         train_dataloader=loaders["train_dataloader"],
         val_dataloader=loaders["val_dataloader"],
         test_dataloader=loaders["test_dataloader"],
-        train_cfg=cfg.get("train_cfg") if loaders["train_dataloader"] else None,
+        train_cfg=train_cfg if loaders["train_dataloader"] else None,
         val_cfg=cfg.get("val_cfg") if loaders["val_dataloader"] else None,
         test_cfg=(cfg.get("test_cfg") or {}) if loaders["test_dataloader"] else None,
         optim_wrapper=cfg.get("optim_wrapper") if loaders["train_dataloader"] else None,
-        param_scheduler=cfg.get("param_scheduler") if loaders["train_dataloader"] else None,
+        param_scheduler=param_scheduler if loaders["train_dataloader"] else None,
         val_evaluator=cfg.get("val_evaluator") if loaders["val_dataloader"] else None,
         test_evaluator=cfg.get("test_evaluator") if loaders["test_dataloader"] else None,
         default_hooks=default_hooks,

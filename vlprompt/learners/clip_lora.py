@@ -3,8 +3,10 @@
 Zanella & Ben Ayed, "Low-Rank Few-Shot Adaptation of Vision-Language Models", CVPR Workshops 2024
 (MaxZanella/CLIP-LoRA). Every block of both towers gets rank-2 updates of its query, key and value
 projections, each with its own ``down`` (``A``, Kaiming-uniform) and ``up`` (``B``, zero, so training starts at
-zero-shot CLIP), scaled by ``alpha / r`` and fed an input with dropout 0.25 during training. The class
-prompts are the dataset's hand-written template, encoded with the updated text tower at every step.
+zero-shot CLIP), scaled by ``alpha / sqrt(r)`` (the official ``loralib``; not LoRA's ``alpha / r``) and fed an
+input with dropout 0.25 during training. The class prompts are ``"a photo of a {}."`` for every dataset (the
+official code's only active template), encoded with the updated text tower at every step, and the logits use the
+constant scale 100, not the backbone's learned temperature (the official ``main.py``).
 
 The updates reach the frozen backbone as :class:`~vlprompt.backbones.LowRankUpdate` s (its general low-rank
 ability): the backbone's weights never change, and checkpoints hold only ``down`` and ``up``.
@@ -25,12 +27,14 @@ from .common import prompt_class_name
 
 TOWERS = ("text", "image")
 
-#: CLIP-LoRA's named layer sets (``--position``) on a tower of ``n`` blocks
+#: CLIP-LoRA's named layer sets (``--position``) on a tower of ``n`` blocks: for 12 blocks the official sets
+#: (bottom 0-3, mid 4-7, up 8-11, half-up 6-11, half-bottom 0-5, top3 9-11); thirds and halves of other depths
+#: (the official code names only half-up, half-bottom and all for ViT-L/14's 24 image blocks)
 POSITIONS = {
     "all": lambda n: list(range(n)),
-    "bottom": lambda n: list(range(n // 4)),
-    "mid": lambda n: list(range(n // 4, n // 2)),
-    "up": lambda n: list(range(n // 2, 3 * n // 4)),
+    "bottom": lambda n: list(range(n // 3)),
+    "mid": lambda n: list(range(n // 3, 2 * n // 3)),
+    "up": lambda n: list(range(2 * n // 3, n)),
     "half-up": lambda n: list(range(n // 2, n)),
     "half-bottom": lambda n: list(range(n // 2)),
     "top3": lambda n: list(range(n - 3, n)),
@@ -56,14 +60,16 @@ class CLIPLoRA(PromptLearner):
         backbone: the frozen CLIP (or its build arguments).
         class_names: class names, in label order.
         rank: the updates' rank ``r`` (2 as published).
-        alpha: the updates are scaled by ``alpha / rank`` (alpha 1 as published).
+        alpha: the updates are scaled by ``alpha / sqrt(rank)`` (alpha 1 as published: 0.7071 at rank 2).
         dropout: dropout on each update's input during training (0.25 as published).
         towers: ``("text", "image")``, or one of them (CLIP-LoRA's ``--encoder``).
         position: the adapted blocks of each tower: a name of :data:`POSITIONS` (``"all"`` as published) or a list
             of block indices.
         projections: which projections of a block (:data:`vlprompt.backbones.lowrank.PROJECTIONS`; ``q``, ``k``,
             ``v`` as published).
-        template: the class prompt, ``"{}"`` the class name (the dataset's hand-written template in the configs).
+        template: the class prompt, ``"{}"`` the class name (``"a photo of a {}."`` for every dataset, as published).
+        logit_scale: the constant that multiplies the cosine similarities (100 as published); ``None``: the
+            backbone's learned temperature.
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class CLIPLoRA(PromptLearner):
         position: str | Sequence[int] = "all",
         projections: Sequence[str] = ("q", "k", "v"),
         template: str = "a photo of a {}.",
+        logit_scale: float | None = 100.0,
     ) -> None:
         super().__init__(backbone, class_names)
         if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
@@ -93,10 +100,13 @@ class CLIPLoRA(PromptLearner):
             raise ValueError(f"projections {bad}: choose from {', '.join(PROJECTIONS)}")
         if "{}" not in template:
             raise ValueError(f"template {template!r} has no '{{}}' for the class name")
+        if logit_scale is not None and not float(logit_scale) > 0:
+            raise ValueError(f"logit_scale must be positive (or None for the backbone's), got {logit_scale!r}")
         if "image" in towers:
             self.require_vit("use towers=('text',)")
         self.rank, self.alpha, self.dropout = rank, float(alpha), float(dropout)
         self.towers, self.projections, self.template = tuple(towers), tuple(projections), template
+        self.logit_scale = None if logit_scale is None else float(logit_scale)
         self.position = position if isinstance(position, str) else [int(i) for i in position]
         self.adapters = nn.ModuleDict()
         for tower in self.towers:
@@ -128,7 +138,7 @@ class CLIPLoRA(PromptLearner):
         """The tower's updates as the backbone takes them; dropout only while training."""
         if tower not in self.adapters:
             return {}
-        scale, dropout = self.alpha / self.rank, self.dropout if self.training else 0.0
+        scale, dropout = self.alpha / math.sqrt(self.rank), self.dropout if self.training else 0.0
         return {int(i): {name: LowRankUpdate(pair.down, pair.up, scale, dropout) for name, pair in per.items()}
                 for i, per in self.adapters[tower].items()}
 
@@ -145,6 +155,12 @@ class CLIPLoRA(PromptLearner):
             return self.backbone.encode_image(images, normalize=True)
         return self.backbone.encode_image(images, ImagePrompts(low_rank=self.low_rank("image")), normalize=True)
 
+    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
+        if self.logit_scale is None:
+            return super().logits(image_features, class_features)
+        return self.logit_scale * image_features @ class_features.t()
+
     def hparams(self) -> dict:
         return {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "towers": list(self.towers),
-                "position": self.position, "projections": list(self.projections), "template": self.template}
+                "position": self.position, "projections": list(self.projections), "template": self.template,
+                "logit_scale": self.logit_scale}
