@@ -53,7 +53,7 @@ BACKBONE_KEYS = ("name", "pretrained", "quick_gelu", "text_checkpointing", "visi
 #: learner hyper-parameters that name a description source; ``<key>_text`` holds the text a checkpoint carries
 DESCRIPTION_KEYS = ("knowledge", "descriptions")
 #: learner hyper-parameters that size learned tensors (context vectors, prompt tokens, a shared space's width)
-SIZE_KEYS = ("n_ctx", "n_ctx_text", "n_ctx_vision", "project_dim", "rank")
+SIZE_KEYS = ("n_ctx", "n_ctx_text", "n_ctx_vision", "project_dim", "rank", "cache_size")
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -245,6 +245,8 @@ def load_learned_into(model: torch.nn.Module, path: str | os.PathLike) -> None:
     learner = getattr(learner, "learner", learner)
     state, meta = read_learned(path)
     file_backbone = (meta.get("backbone") or {}).get("name") if isinstance(meta, dict) else None
+    recorded = meta.get("learner") if isinstance(meta, dict) else None
+    learner.adopt_learned(state, recorded if isinstance(recorded, dict) else {}, path)
     check_state_fits(learner, state, path, file_backbone)
     check_same_weights(meta.get("backbone_weights") if isinstance(meta, dict) else None, learner.backbone, path,
                        "trained")

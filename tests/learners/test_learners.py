@@ -28,9 +28,28 @@ _DESCRIBED = {
 LEARNER_KWARGS = {"kapt": {"knowledge": {"descriptions": _DESCRIBED}}}
 
 
+class _OneBatch:
+    """The run's data (vlprompt.learners.base.RunData) as one seeded batch: training set and tuning split."""
+
+    def __init__(self, clip, names):
+        g = torch.Generator().manual_seed(7)
+        self.images = torch.randn(2 * len(names), 3, clip.image_size, clip.image_size, generator=g)
+        self.labels = torch.arange(2 * len(names)) % len(names)
+
+    def train_batches(self):
+        return iter([(self.images, self.labels)])
+
+    def tune_batches(self):
+        return iter([(self.images, self.labels)])
+
+
 def build_learner(name, clip, names, **kw):
-    """The registry's builder with the settings the learner needs (LEARNER_KWARGS) filled in."""
-    return _build_learner(name, clip, names, **{**LEARNER_KWARGS.get(name, {}), **kw})
+    """The registry's builder with the settings the learner needs (LEARNER_KWARGS) filled in, and what it reads
+    before training given to it (Tip-Adapter fills its cache), as the engine's LearnerDataHook does."""
+    learner = _build_learner(name, clip, names, **{**LEARNER_KWARGS.get(name, {}), **kw})
+    with torch.no_grad():
+        learner.before_training(_OneBatch(clip, names))
+    return learner
 
 
 @pytest.fixture
@@ -77,7 +96,9 @@ def test_training_changes_only_the_learners_parameters(name, clip):
     learner = build_learner(name, clip, NAMES)
     own = {k: v.detach().clone() for k, v in learner.named_parameters()}
     assert not any(k.startswith(("model.", "_backbone")) for k in learner.state_dict()), "backbone in state"
-    assert set(learner.learned_state_dict()) == {k for k, p in learner.named_parameters() if p.requires_grad}
+    trainable = {k for k, p in learner.named_parameters() if p.requires_grad}
+    # what training changes, and state the data set (Tip-Adapter's cache values): no frozen parameter
+    assert trainable <= set(learner.learned_state_dict()) <= trainable | {k for k, _ in learner.named_buffers()}
     images, labels = _batch(clip)
     losses = _train(learner, images, labels)
     assert "loss_ce" in losses and all(v.dim() == 0 for v in losses.values())

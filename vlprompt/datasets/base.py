@@ -32,7 +32,7 @@ import copy
 import functools
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -84,6 +84,18 @@ def register_dataset(name: str) -> Callable[[B], B]:
     return deco
 
 
+def check_crop_scale(scale: Any) -> tuple[float, float]:
+    """``(low, high)`` with ``0 < low <= high <= 1``: the area range of a random-resized crop; else an error
+    naming it."""
+    try:
+        low, high = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ValueError(f'crop_scale must be two numbers (low, high), got {scale!r}') from None
+    if not 0 < low <= high <= 1:
+        raise ValueError(f'crop_scale must satisfy 0 < low <= high <= 1, got {scale!r}')
+    return low, high
+
+
 class BenchmarkDataset(DatasetChecks, Dataset):
     """Base class of every reader; a torch dataset over one split of a benchmark.
 
@@ -99,6 +111,8 @@ class BenchmarkDataset(DatasetChecks, Dataset):
         transform: ``'auto'`` (CLIP train pipeline for ``'train'``, test pipeline otherwise),
             a callable applied to the RGB PIL image, or ``None`` to return the PIL image.
         image_size: Input resolution of the backbone, used by ``'auto'``.
+        crop_scale: The area range of the training pipeline's random-resized crop (``'auto'`` / ``'train'``):
+            Dassl's ``(0.08, 1.0)`` by default; Tip-Adapter's cache uses ``(0.5, 1.0)``.
         cache_images: Keep decoded images in memory; ``None``: only for a few-shot train split.
         cache_bytes: Memory budget of that cache (default 2 GiB).
         cache_short_side: Shrink cached images to this shorter side (off by default).
@@ -132,7 +146,8 @@ class BenchmarkDataset(DatasetChecks, Dataset):
     def __init__(self, data_root: str | os.PathLike[str] | None = None, split: str | None = None,
                  num_shots: int | None = None, seed: int | None = 1, subsample: str = 'all',
                  transform: Callable[[Image.Image], Any] | str | None = 'auto', image_size: int = 224,
-                 cache_images: bool | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 crop_scale: Sequence[float] = (0.08, 1.0), cache_images: bool | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES,
                  cache_short_side: int | None = None, check_images: bool = False,
                  progress: bool = True, workers: int | None = None) -> None:
         self._open(data_root)
@@ -143,6 +158,7 @@ class BenchmarkDataset(DatasetChecks, Dataset):
         self.seed = seed
         self.subsample = normalize_subsample(subsample)
         self.image_size = image_size
+        self.crop_scale = check_crop_scale(crop_scale)
         self.progress = progress
         self.workers = workers
         self._select_split(split, transform, cache_images, cache_bytes, cache_short_side, check_images)
@@ -162,7 +178,7 @@ class BenchmarkDataset(DatasetChecks, Dataset):
         self.image_root = self.dataset_path / self.image_dir if self.image_dir else self.dataset_path
         self.num_shots: int | None = None
         self.seed, self.subsample = 1, 'all'
-        self.image_size, self.progress, self.workers = 224, True, None
+        self.image_size, self.progress, self.workers, self.crop_scale = 224, True, None, (0.08, 1.0)
         self._full: dict[str, list[Datum]] = {}
         self._splits: dict[str, list[Datum]] = {}
         self._fewshot: tuple[list[Datum], list[Datum] | None] | None = None
@@ -182,7 +198,7 @@ class BenchmarkDataset(DatasetChecks, Dataset):
         if transform in ('auto', 'train', 'test'):
             # 'test' on a training split gives deterministic inputs (exactness tests, feature caching)
             transform = build_transform(transform == 'train' or (transform == 'auto' and self.split == 'train'),
-                                        self.image_size)
+                                        self.image_size, self.crop_scale)
         elif isinstance(transform, str):
             raise ValueError(f"transform must be 'auto', 'train', 'test', a callable or None, got {transform!r}")
         self.transform = transform

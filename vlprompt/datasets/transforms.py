@@ -41,6 +41,6 @@ def build_test_transform(size: int = 224, mean: Sequence[float] = CLIP_MEAN,
     ])
 
 
-def build_transform(train: bool, size: int = 224) -> T.Compose:
-    """The train or the test pipeline at ``size``."""
-    return build_train_transform(size) if train else build_test_transform(size)
+def build_transform(train: bool, size: int = 224, scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
+    """The train (crop area range ``scale``) or the test pipeline at ``size``."""
+    return build_train_transform(size, scale) if train else build_test_transform(size)

@@ -93,7 +93,7 @@ def _dataset_defaults(cfg: Config, facts: Mapping[str, Any]) -> None:
             cfg.model.backbone = dict(facts["backbone"])
         if "backbone" in cfg:
             cfg.backbone = dict(facts["backbone"])
-        for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        for key in ("train_dataloader", "val_dataloader", "test_dataloader", "tune_dataloader"):
             loader = cfg.get(key)
             if isinstance(loader, Mapping) and "num_workers" in loader:
                 loader.num_workers = 0  # the toy world is decoded in memory: worker processes cost more than they give

@@ -204,3 +204,60 @@ class DurableCheckpointHook(CheckpointHook):
             path = os.path.join(self.out_dir, self.filename_tmpl.format(old))
             if os.path.isfile(path) and path != final:
                 os.remove(path)
+
+
+class RunDataServer:
+    """:class:`vlprompt.learners.base.RunData` over a runner: the training set unshuffled through its training
+    pipeline, and the tuning split (``tune_dataloader``) when the config has one."""
+
+    def __init__(self, runner, tune_loader: dict | None) -> None:
+        self.runner, self.tune_loader = runner, tune_loader
+
+    def _batches(self, dataset, batch_size: int, num_workers: int):
+        from mmengine.dataset import default_collate
+        from torch.utils.data import DataLoader
+
+        model = runner_model(self.runner)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            collate_fn=default_collate)
+        for batch in loader:
+            data = model.data_preprocessor(batch)
+            yield data["inputs"], data["data_samples"]
+
+    def train_batches(self):  # noqa: D102
+        loader = self.runner.train_dataloader
+        return self._batches(loader.dataset, loader.batch_size, loader.num_workers)
+
+    def tune_batches(self):  # noqa: D102
+        if self.tune_loader is None:
+            return None
+        return self._batches(self.tune_loader["dataset"], self.tune_loader.get("batch_size", 100),
+                             self.tune_loader.get("num_workers", 0))
+
+
+@HOOKS.register_module(force=True)
+class LearnerDataHook(Hook):
+    """Gives the learner the run's data outside its steps (:meth:`~vlprompt.learners.PromptLearner.before_training`,
+    ``after_training_epoch``, ``after_training``) and logs what it reports; before the learned file is written."""
+
+    priority = "ABOVE_NORMAL"
+
+    def __init__(self, tune_dataloader: dict | None = None) -> None:
+        self.tune_dataloader = tune_dataloader
+
+    def _call(self, runner, what: str) -> None:
+        learner = runner_model(runner).learner
+        with torch.no_grad():
+            report = getattr(learner, what)(RunDataServer(runner, self.tune_dataloader))
+        if report:
+            runner.logger.info(f"{learner.learner_name} {what.replace('_', ' ')}: "
+                               + ", ".join(f"{k} {v}" for k, v in report.items()))
+
+    def before_train(self, runner) -> None:  # noqa: D102
+        self._call(runner, "before_training")
+
+    def after_train_epoch(self, runner) -> None:  # noqa: D102
+        self._call(runner, "after_training_epoch")
+
+    def after_train(self, runner) -> None:  # noqa: D102
+        self._call(runner, "after_training")

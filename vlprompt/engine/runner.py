@@ -22,9 +22,12 @@ from . import compat
 from .checkpoint import check_source_checkpoint, check_work_dir_run, find_resume_checkpoint, load_learned_into
 from .config import load_config  # noqa: F401  (re-exported: vlprompt.engine.runner.load_config)
 from .console import ProgressHook, quiet_console
-from .hooks import DurableCheckpointHook, NaNGuardHook, PromptCheckpointHook, runner_model
+from .hooks import DurableCheckpointHook, LearnerDataHook, NaNGuardHook, PromptCheckpointHook, runner_model
 
 _DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+TUNE_DATALOADER = "tune_dataloader"
+"""The split a learner chooses its hyper-parameters on after training (Tip-Adapter's alpha/beta search), built and
+checked with the others when the run trains; not mmengine's validation loop."""
 
 
 @HOOKS.register_module(force=True)
@@ -171,14 +174,17 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
     loaders: dict[str, dict | None] = {}
     datasets = {}
     checked: set[str] = set()  # images already opened (val and test often share a split)
-    for key in _DATALOADERS:
-        loader = cfg.get(key)
+    training = cfg.get("train_dataloader") is not None
+    for key in (*_DATALOADERS, TUNE_DATALOADER):
+        loader = cfg.get(key) if key != TUNE_DATALOADER or training else None
         if loader is None:
             loaders[key] = None
             continue
         loader = copy.deepcopy(loader.to_dict() if hasattr(loader, "to_dict") else dict(loader))
         check_loader_settings(key, loader)  # batch_size=0 would otherwise fail only when testing
         data = loader["dataset"]
+        if key == TUNE_DATALOADER:  # the training classes, all their images (no few-shot picks)
+            data.setdefault("subsample", cfg.train_dataloader.dataset.get("subsample", "all"))
         data.setdefault("data_root", cfg.get("data_root"))
         data.setdefault("image_size", image_size)
         if data.get("num_shots") or any(isinstance(t, dict) and t.get("num_shots") for t in data.get("tasks") or ()):
@@ -191,6 +197,10 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
             cfg["train_shots"] = shots and {**shots, "short": [[k, v] for k, v in shots["short"].items()]}
         elif loaders.get("train_dataloader") is not None:
             check_images(datasets[key], done=checked)  # an unreadable val/test image stops it now, not after training
+        trained = list(datasets["train_dataloader"].classnames) if key == TUNE_DATALOADER else None
+        if trained is not None and list(datasets[key].classnames) != trained:
+            raise ConfigError(f"{TUNE_DATALOADER}: its classes are not the training classes "
+                              f"({len(datasets[key].classnames)} against {len(trained)})")
         loader["dataset"] = datasets[key]
         if loader.get("drop_last") and len(datasets[key]) < loader.get("batch_size", 1):
             loader["drop_last"] = False  # as Dassl: never an empty epoch on a tiny few-shot set
@@ -218,9 +228,12 @@ def build_runner(cfg: Config, launcher: str = "none") -> Runner:
 
     custom_hooks = list(cfg.get("custom_hooks") or [])
     kinds = {h["type"] if isinstance(h["type"], str) else h["type"].__name__ for h in custom_hooks}
-    for hook in (ClassSetHook, NaNGuardHook, PromptCheckpointHook, ProgressHook):
+    for hook in (ClassSetHook, NaNGuardHook, PromptCheckpointHook, ProgressHook, LearnerDataHook):
         if hook.__name__ not in kinds:
             custom_hooks.append(dict(type=hook))
+        if hook is LearnerDataHook:
+            next(h for h in custom_hooks if h["type"] in (hook, hook.__name__)).setdefault(
+                "tune_dataloader", loaders[TUNE_DATALOADER])
     for hook in custom_hooks:
         if hook["type"] in (PromptCheckpointHook, "PromptCheckpointHook"):
             hook.setdefault("protocol", cfg.get("protocol", {}))

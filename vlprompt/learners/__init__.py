@@ -21,12 +21,13 @@ from .kgcoop import KgCoOp
 from .maple import MaPLe
 from .mvlpt import MUPT, MVPT, MCoOp
 from .promptsrc import PromptSRC
+from .tip_adapter import TipAdapter
 from .vpt import VPT
 from .zsclip import ZeroShotCLIP
 
 __all__ = [
     "CLIPLoRA", "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe",
-    "PromptLearner", "PromptSRC",
+    "PromptLearner", "PromptSRC", "TipAdapter",
     "ZeroShotCLIP", "build_learner", "list_learners", "settings_as_built",
 ]
 

@@ -13,8 +13,8 @@ casting the learner (``.to()``, ``.cuda()``, ``.half()``) moves the backbone wit
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,17 @@ from torch import nn
 from ..backbones import PromptableCLIP, build_clip
 from ..registry import LEARNERS
 from .common import DEFAULT_TEMPLATE, class_text_features, prompt_class_name
+
+
+class RunData(Protocol):
+    """The data of a training run that a learner may read outside its steps (the engine serves it): the training
+    set once, in a fixed order, through the training pipeline, and the split hyper-parameters are chosen on
+    (``tune_dataloader`` of the config; ``None`` without one). Batches are ``(images, labels)`` on the learner's
+    device."""
+
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def tune_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]] | None: ...
 
 
 class PromptLearner(nn.Module):
@@ -180,6 +191,26 @@ class PromptLearner(nn.Module):
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments (besides backbone and class names) to rebuild the learner."""
         return {}
+
+    def adopt_learned(self, state: Mapping[str, torch.Tensor], recorded: Mapping[str, Any], path: Any) -> None:
+        """Before a learned file (``state`` and its ``recorded`` learner settings) is loaded into this learner built
+        from a config: a learner whose state is sized or tuned by its data (Tip-Adapter's cache, its searched alpha
+        and beta) takes those from the file; errors name ``path``. Most learners need nothing."""
+
+    # ------------------------------------------------------------------ data outside the steps
+    def before_training(self, data: RunData) -> dict[str, Any] | None:
+        """Once before the first step: a learner that builds state from its training set (Tip-Adapter's cache of
+        few-shot features) does it here. Returns what is worth logging, or ``None``. Most learners need nothing."""
+        return None
+
+    def after_training_epoch(self, data: RunData) -> dict[str, Any] | None:
+        """After each training epoch (choosing an epoch on the tuning split)."""
+        return None
+
+    def after_training(self, data: RunData) -> dict[str, Any] | None:
+        """After the last step, before the learned file is written (a hyper-parameter search on the tuning
+        split)."""
+        return None
 
     @classmethod
     def settings_as_built(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
