@@ -122,6 +122,9 @@ def run_worker(cfg: dict) -> dict:
     batch = cfg["batch_size"]
     images = torch.randn(batch, 3, clip.image_size, clip.image_size, device=device)
     labels = torch.randint(len(names), (batch,), device=device)
+    if hasattr(learner, "set_cache"):  # a cache learner (Tip-Adapter-F): a random normalised 16-shot cache
+        keys = F.normalize(torch.randn(16 * len(names), clip.embed_dim, device=device), dim=-1)
+        learner.set_cache(keys, torch.arange(len(names), device=device).repeat_interleave(16))
     params = [p for p in learner.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.002, momentum=0.9, weight_decay=5e-4)
     variant = cfg["variant"]

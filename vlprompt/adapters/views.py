@@ -38,6 +38,7 @@ from torchvision import transforms as T
 from ..backbones import PromptableCLIP
 from ..backbones.pretrained import OPENAI_MEAN, OPENAI_STD
 from ..datasets.protocol import IMAGENET_FAMILY  # TPT's crops-and-flips sets (its set ids I/A/V/R/K)
+from ..datasets.transforms import check_crop_scale
 from ..errors import ConfigError
 
 __all__ = ["IMAGENET_FAMILY", "TPT_AUGMIX_OPS", "TPT_CROP_SCALE", "TPTViews", "uses_augmix"]
@@ -101,7 +102,7 @@ class TPTViews:
             raise ConfigError(f"n_views must be an int >= 1, got {n_views!r}")
         if not isinstance(size, int) or size < 1:
             raise ConfigError(f"size must be an int >= 1, got {size!r}")
-        low, high = _crop_scale(crop_scale)
+        low, high = check_crop_scale(crop_scale)
         self.size, self.n_views, self.augmix, self.crop_scale = size, n_views, bool(augmix), (low, high)
         self.original = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
         self.crop = T.Compose([T.RandomResizedCrop(size, scale=(low, high)), T.RandomHorizontalFlip()])
@@ -137,12 +138,3 @@ class TPTViews:
                 f"crop_scale={self.crop_scale})")
 
 
-def _crop_scale(value: Sequence[float]) -> tuple[float, float]:
-    """``(low, high)`` with ``0 < low <= high <= 1``, or a ConfigError naming the value."""
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"crop_scale must be two numbers (low, high), got {value!r}") from None
-    if not 0 < low <= high <= 1:
-        raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {value!r}")
-    return low, high

@@ -51,7 +51,7 @@ from .protocol import (
     sample_few_shot_splits,
     select_classes,
 )
-from .transforms import build_transform
+from .transforms import build_transform, check_crop_scale
 
 __all__ = ['DATA_ENV', 'BenchmarkDataset', 'register_dataset', 'resolve_data_root']
 
@@ -82,18 +82,6 @@ def register_dataset(name: str) -> Callable[[B], B]:
         return cls
 
     return deco
-
-
-def check_crop_scale(scale: Any) -> tuple[float, float]:
-    """``(low, high)`` with ``0 < low <= high <= 1``: the area range of a random-resized crop; else an error
-    naming it."""
-    try:
-        low, high = (float(v) for v in scale)
-    except (TypeError, ValueError):
-        raise ValueError(f'crop_scale must be two numbers (low, high), got {scale!r}') from None
-    if not 0 < low <= high <= 1:
-        raise ValueError(f'crop_scale must satisfy 0 < low <= high <= 1, got {scale!r}')
-    return low, high
 
 
 class BenchmarkDataset(DatasetChecks, Dataset):

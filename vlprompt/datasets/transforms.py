@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-__all__ = ['CLIP_MEAN', 'CLIP_STD', 'build_test_transform', 'build_train_transform', 'build_transform']
+from ..errors import ConfigError
+
+__all__ = ['CLIP_MEAN', 'CLIP_STD', 'build_test_transform', 'build_train_transform', 'build_transform',
+           'check_crop_scale']
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -44,3 +47,15 @@ def build_test_transform(size: int = 224, mean: Sequence[float] = CLIP_MEAN,
 def build_transform(train: bool, size: int = 224, scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
     """The train (crop area range ``scale``) or the test pipeline at ``size``."""
     return build_train_transform(size, scale) if train else build_test_transform(size)
+
+
+def check_crop_scale(value: Sequence[float]) -> tuple[float, float]:
+    """``(low, high)`` with ``0 < low <= high <= 1``: the area range of a random-resized crop; else a
+    :class:`~vlprompt.errors.ConfigError` (a ``ValueError``) naming the value."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f'crop_scale must be two numbers (low, high), got {value!r}') from None
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f'crop_scale must satisfy 0 < low <= high <= 1, got {value!r}')
+    return low, high

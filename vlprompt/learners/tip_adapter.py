@@ -169,10 +169,14 @@ class TipAdapter(PromptLearner):
             feats = torch.cat(feats)
             total = feats if total is None else total + feats
         keys = total / self.augment_epochs
-        keys = keys / keys.norm(dim=-1, keepdim=True)
+        self.set_cache(keys / keys.norm(dim=-1, keepdim=True), torch.cat(labels))
+
+    def set_cache(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
+        """Make the cache ``keys`` ``(N K, D)`` (normalised features) with one-hot ``labels`` over the current
+        classes; in place, so an optimizer built already keeps the keys."""
         self.cache_classes = list(self.class_names)
-        self.cache_keys.data = keys.to(self.cache_keys.dtype)  # in place: an optimizer built already keeps it
-        self.cache_values = F.one_hot(torch.cat(labels).long(), len(self.cache_classes)).to(keys)
+        self.cache_keys.data = keys.to(self.cache_keys.dtype)
+        self.cache_values = F.one_hot(labels.long(), len(self.cache_classes)).to(keys)
         self.set_classes(self.class_names)
 
     def search_alpha_beta(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
