@@ -35,4 +35,4 @@ def assert_summary(t: torch.Tensor, ref: dict, what: str, atol: float = 1e-6, rt
 
 def max_diff(a: torch.Tensor, ref) -> float:
     """Largest absolute difference between ``a`` and a golden list of numbers."""
-    return (a.detach().double() - torch.tensor(ref, dtype=torch.float64)).abs().max().item()
+    return (a.detach().double() - torch.as_tensor(ref, dtype=torch.float64)).abs().max().item()

@@ -72,6 +72,7 @@ def test_logits_with_the_seeded_adapters_match(setup):
     assert max_diff(cosine(learner, images), GOLDEN["logits_init_eval"]["cosine"]) < TOL / 100
 
 
+@pytest.mark.slow  # 3 training steps of both ViT-B/16 towers (7 s on 2 quiet cores)
 def test_three_adamw_steps_under_the_configs_recipe_match_the_official_trainer(setup):
     learner, images, labels = setup
     recipe = Config.fromfile(str(GOLDEN_DIR.parent.parent / "configs" / "clip_lora" / "_method.py"))

@@ -69,6 +69,7 @@ def test_zero_shot_and_tip_logits_match(tip, test_set):
     assert max_diff(tip.tip_logits(features, alpha=init["alpha"], beta=init["beta"]), init["values"]) < TOL
 
 
+@pytest.mark.slow  # two grid searches over ViT-B/16 features of 24 more images (10 s on 2 cores)
 def test_search_is_the_official_grid_and_first_maximum(tip, test_set):
     for search in ("search_val", "search_selfval"):
         ref = GOLDEN[search]
@@ -91,6 +92,7 @@ def test_search_is_the_official_grid_and_first_maximum(tip, test_set):
     assert max_diff(tip.tip_logits(test_set[0], alpha=alpha, beta=beta), searched) < 1e-5 * searched.abs().max()
 
 
+@pytest.mark.slow  # 3 more passes of the ViT-B/16 image tower (13 s on 2 cores)
 def test_three_adamw_steps_of_the_keys_under_the_configs_recipe_match(clip, tip, test_set):
     learner = TipAdapter(clip, GOLDEN["classnames"], templates=GOLDEN["template"], alpha=GOLDEN["cfg"]["init_alpha"],
                          beta=GOLDEN["cfg"]["init_beta"])
