@@ -54,6 +54,9 @@ class PromptLearner(nn.Module):
     image_conditioned_text: ClassVar[bool] = False
     #: context slots the learner inserts into every class prompt (checked against the context)
     prompt_length: int = 0
+    #: a fixed scale of the cosine logits in place of the backbone's learned temperature (CLIP-LoRA and
+    #: Tip-Adapter use 100); ``None``: the backbone's
+    logit_scale: float | None = None
 
     def __init__(self, backbone: PromptableCLIP | dict, class_names: Sequence[str]) -> None:
         super().__init__()
@@ -135,8 +138,8 @@ class PromptLearner(nn.Module):
         return self._backbone.encode_image(images, normalize=True)
 
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
-        """Temperature-scaled cosine similarities ``(B, C)``."""
-        scale = self._backbone.logit_scale
+        """Temperature-scaled cosine similarities ``(B, C)`` (:attr:`logit_scale`, else the backbone's)."""
+        scale = self._backbone.logit_scale if self.logit_scale is None else self.logit_scale
         if class_features.dim() == 3:  # one set of class features per image
             return scale * torch.einsum("be,bce->bc", image_features, class_features)
         return scale * image_features @ class_features.t()

@@ -155,11 +155,6 @@ class CLIPLoRA(PromptLearner):
             return self.backbone.encode_image(images, normalize=True)
         return self.backbone.encode_image(images, ImagePrompts(low_rank=self.low_rank("image")), normalize=True)
 
-    def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
-        if self.logit_scale is None:
-            return super().logits(image_features, class_features)
-        return self.logit_scale * image_features @ class_features.t()
-
     def hparams(self) -> dict:
         return {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "towers": list(self.towers),
                 "position": self.position, "projections": list(self.projections), "template": self.template,

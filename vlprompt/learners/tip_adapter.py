@@ -146,7 +146,7 @@ class TipAdapter(PromptLearner):
         alpha = self.alpha if alpha is None else alpha
         beta = self.beta if beta is None else beta
         class_features = self.class_features if class_features is None else class_features
-        clip_logits = self.logit_scale * features @ class_features.to(features.dtype).t()
+        clip_logits = super().logits(features, class_features.to(features.dtype))  # 100 x cosine
         if len(self.cache_keys) == 0:
             return clip_logits
         return clip_logits + self.cache_logits(features, beta) * alpha
@@ -182,7 +182,7 @@ class TipAdapter(PromptLearner):
     def search_alpha_beta(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
         """The official grid search: beta outer, alpha inner, the first best accuracy (strictly greater) wins;
         ``(0, 0)`` with accuracy 0 when no grid point classifies anything right. Returns ``(beta, alpha, top-1 %)``."""
-        clip_logits = self.logit_scale * features @ self.class_features.to(features.dtype).t()
+        clip_logits = super().logits(features, self.class_features.to(features.dtype))
         best = (0.0, 0.0, 0.0)
         for beta in search_grid(self.search_scale[0], self.search_step[0]):
             cache = self.cache_logits(features, beta)
@@ -241,13 +241,17 @@ class TipAdapter(PromptLearner):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: D102
         keys, values = state_dict.get("cache_keys"), state_dict.get("cache_values")
         if keys is not None and values is not None and keys.shape != self.cache_keys.shape:
-            self.cache_keys.data = torch.zeros_like(keys, device=self.cache_keys.device)  # a resumed run's cache
-            self.cache_values = torch.zeros_like(values, device=self.cache_values.device)
+            self._allocate_cache(keys, values)  # a resumed run's cache
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
         if not self.cache_classes and len(self.cache_values):  # a resumed run: the cache holds the training classes
             self.cache_classes = list(self.class_names)
             self.set_classes(self.class_names)
         return result
+
+    def _allocate_cache(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Zero keys and values shaped as ``keys`` and ``values`` (what a file is about to load into)."""
+        self.cache_keys.data = torch.zeros_like(keys, device=self.cache_keys.device)
+        self.cache_values = torch.zeros_like(values, device=self.cache_values.device)
 
     def adopt_learned(self, state, recorded, path) -> None:
         """The file's cache (its size and classes) and its searched alpha and beta replace the config's."""
@@ -263,8 +267,7 @@ class TipAdapter(PromptLearner):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
                 raise ValueError(f"{path}: learner.{key} must be a number, got {value!r}")
             setattr(self, key, float(value))
-        self.cache_keys.data = torch.zeros_like(state["cache_keys"], device=self.cache_keys.device)
-        self.cache_values = torch.zeros_like(values, device=self.cache_values.device)
+        self._allocate_cache(state["cache_keys"], values)
         self.cache_classes = list(classes)
         self.set_classes(self.class_names)
 
