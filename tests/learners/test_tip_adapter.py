@@ -97,3 +97,31 @@ def test_a_tuning_split_with_other_classes_is_refused_before_anything_runs(tmp_p
 
     with pytest.raises(ConfigError, match="tune_dataloader: its classes are not the training classes"):
         _run(tmp_path, "tip_adapter", "tune_dataloader.dataset.subsample=base")
+
+
+def test_the_training_crop_scale_is_a_dataset_setting_checked_by_value():
+    from torchvision import transforms as T
+
+    from vlprompt.datasets import build_dataset
+    from vlprompt.errors import ConfigError
+
+    data = build_dataset("toy-shapes", split="train", num_shots=1, crop_scale=(0.5, 1.0))
+    crop = next(t for t in data.transform.transforms if isinstance(t, T.RandomResizedCrop))
+    assert crop.scale == (0.5, 1.0)  # Tip-Adapter's cache crops, not Dassl's (0.08, 1)
+    with pytest.raises(ConfigError, match=r"0 < low <= high <= 1, got \(0, 1\)"):
+        build_dataset("toy-shapes", split="train", num_shots=1, crop_scale=(0, 1))
+
+
+def test_a_file_whose_cache_classes_do_not_fit_its_values_is_refused_naming_it(clip, tmp_path):
+    from vlprompt.backbones import save_safetensors
+    from vlprompt.learned import load_learned_into
+
+    learner = TipAdapter(clip, NAMES, augment_epochs=1)
+    shots = torch.randn(3, 3, clip.image_size, clip.image_size)
+    with torch.no_grad():
+        learner.build_cache(lambda: iter([(shots, torch.tensor([0, 1, 2]))]))
+    meta = {"learner": {"type": "tip_adapter", **learner.hparams(), "cache_classes": NAMES[:2]}}
+    path = tmp_path / "learned.safetensors"
+    save_safetensors(learner.learned_state_dict(), path, {"vlprompt": json.dumps(meta)})
+    with pytest.raises(ValueError, match=f"{path}: learner.cache_classes must name"):
+        load_learned_into(TipAdapter(clip, NAMES), path)
