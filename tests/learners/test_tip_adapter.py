@@ -2,6 +2,7 @@
 
 import json
 import re
+import uuid
 
 import pytest
 import torch
@@ -54,7 +55,8 @@ def _run(tmp_path, method: str, *options: str) -> dict:
     argv = ["--method", method, "--dataset", "toy-shapes", "--overlay", "few_shot", "--work-dir", str(tmp_path),
             "--cfg-options", "model.backbone.name=test-tiny", "model.backbone.pretrained=None",
             "train_dataloader.dataset.num_shots=2", "model.learner.augment_epochs=2",
-            "model.learner.search_step=[10,5]", *options]
+            "model.learner.search_step=[10,5]",
+            f"experiment_name=tip_{uuid.uuid4().hex[:8]}", *options]  # mmengine reuses a logger by name
     return train_tool.main(argv)
 
 
