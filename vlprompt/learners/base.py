@@ -129,13 +129,16 @@ class PromptLearner(nn.Module):
         self.set_classes(self._init_class_names)
 
     # ------------------------------------------------------------------ features
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised class features ``(C, E)``, or ``(B, C, E)`` for image-conditioned learners."""
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        """Class features ``(C, E)``, or ``(B, C, E)`` for image-conditioned learners (which take the normalised
+        ``image_features``); ``normalize=False`` gives them before the L2 norm (a head over the raw features,
+        DePT's)."""
         raise NotImplementedError
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised image features ``(B, E)``; frozen unless the learner prompts the image tower."""
-        return self._backbone.encode_image(images, normalize=True)
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Image features ``(B, E)``, L2-normalised unless ``normalize=False``; frozen unless the learner prompts
+        the image tower."""
+        return self._backbone.encode_image(images, normalize=normalize)
 
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
         """Temperature-scaled cosine similarities ``(B, C)`` (:attr:`logit_scale`, else the backbone's)."""
@@ -146,7 +149,10 @@ class PromptLearner(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C)`` for the current class set; text features are cached in eval mode."""
-        image_features = self.encode_images(images)
+        return self.class_logits(self.encode_images(images))
+
+    def class_logits(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Logits of normalised image features against the current classes (cached in eval mode)."""
         if self.training or self.image_conditioned_text:
             class_features = self.encode_classes(image_features)
         else:
@@ -256,5 +262,7 @@ class TemplateClassLearner(PromptLearner):
     def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
         return self._backbone.tokenize([self.template.format(prompt_class_name(n)) for n in class_names])
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        if not normalize:
+            raise ValueError(f"{type(self).__name__}'s class features are the frozen template's, kept normalised")
         return self.class_features

@@ -146,14 +146,14 @@ class CLIPLoRA(PromptLearner):
         """The template filled with each class name (underscores as spaces)."""
         return self.backbone.tokenize([self.template.format(prompt_class_name(n)) for n in class_names])
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
         return self.backbone.encode_text(self.class_token_ids, TextPrompts(low_rank=self.low_rank("text")),
-                                         normalize=True)
+                                         normalize=normalize)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         if "image" not in self.adapters:
-            return self.backbone.encode_image(images, normalize=True)
-        return self.backbone.encode_image(images, ImagePrompts(low_rank=self.low_rank("image")), normalize=True)
+            return self.backbone.encode_image(images, normalize=normalize)
+        return self.backbone.encode_image(images, ImagePrompts(low_rank=self.low_rank("image")), normalize=normalize)
 
     def hparams(self) -> dict:
         return {"rank": self.rank, "alpha": self.alpha, "dropout": self.dropout, "towers": list(self.towers),

@@ -69,13 +69,13 @@ class CoCoOp(PromptLearner):
         bias = self.meta_net(image_features.to(self.ctx.dtype))  # (B, D)
         return self.ctx[None] + bias[:, None]
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised class features ``(B, C, E)``, one set per image, in one text-tower call."""
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        """Class features ``(B, C, E)``, one set per image, in one text-tower call."""
         if image_features is None:
             raise ValueError("CoCoOp's class features depend on the image: pass the image features")
         ctx = self.conditioned_context(image_features)
         prompts = TextPrompts(insert=[TokenInsertion(ctx[:, None], 1)])  # (B, 1, n_ctx, D): one group per image
-        return self.backbone.encode_text(self.class_token_ids, prompts, normalize=True)
+        return self.backbone.encode_text(self.class_token_ids, prompts, normalize=normalize)
 
     def hparams(self) -> dict:
         return dict(self._hparams)

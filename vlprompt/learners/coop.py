@@ -163,9 +163,11 @@ class CoOp(PromptLearner):
         counts = torch.bincount(owner, minlength=len(self.class_names)).to(rows.dtype)
         return total / counts.view([-1 if d == dim else 1 for d in range(rows.dim())])
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
         if self._source is None:
-            return self.backbone.encode_text(self.class_token_ids, self.text_prompts(self.ctx), normalize=True)
+            return self.backbone.encode_text(self.class_token_ids, self.text_prompts(self.ctx), normalize=normalize)
+        if not normalize:
+            raise ValueError("CoOp with descriptions has no single raw feature per class (its rows are averaged)")
         # each description row gets its class's context (class-specific) or the shared one
         ctx = self.ctx[self.prompt_owner.to(self.ctx.device)] if self.ctx.dim() == 3 else self.ctx
         if self.description_mode == "AS":  # normalised rows; logits() averages their scores

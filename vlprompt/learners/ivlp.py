@@ -97,11 +97,11 @@ class IVLP(PromptLearner):
             return None
         return ImagePrompts(tokens=self.vision_ctx, deep=layer_prompts(self.vision_deep))
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone.encode_text(self.class_token_ids, self.text_prompts(), normalize=True)
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        return self.backbone.encode_text(self.class_token_ids, self.text_prompts(), normalize=normalize)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone.encode_image(images, self.image_prompts(), normalize=True)
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.backbone.encode_image(images, self.image_prompts(), normalize=normalize)
 
     def hparams(self) -> dict:
         return dict(self._hparams)

@@ -310,7 +310,9 @@ class KAPT(PromptLearner):
         return self.backbone.tokenize(texts, reserve=self.n_ctx)
 
     # ------------------------------------------------------------------ features
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        if not normalize:
+            raise ValueError("KAPT's class features mix two normalised branches; it has no raw ones")
         prompts = TextPrompts(insert=[TokenInsertion(self.ctx, 1)])
         joint = self.backbone.encode_text(self.class_token_ids, prompts, normalize=True)
         if self.branches == "joint":
@@ -327,7 +329,9 @@ class KAPT(PromptLearner):
             pooled, tokens = self.backbone.encode_image(images, return_tokens=True)
         return self.head(pooled, tokens), F.normalize(pooled, dim=-1)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        if not normalize:
+            raise ValueError("KAPT's image features are normalised before its adapter; it has no raw ones")
         return self._image_features(images)[0]
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

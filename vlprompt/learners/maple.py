@@ -94,11 +94,11 @@ class MaPLe(PromptLearner):
         deep = {layer: self.proj[str(layer)](tokens) for layer, tokens in layer_prompts(self.text_deep).items()}
         return ImagePrompts(tokens=self.proj["0"](self.ctx), deep=deep)
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.backbone.encode_text(self.class_token_ids, self.text_prompts(), normalize=True)
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        return self.backbone.encode_text(self.class_token_ids, self.text_prompts(), normalize=normalize)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone.encode_image(images, self.image_prompts(), normalize=True)
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.backbone.encode_image(images, self.image_prompts(), normalize=normalize)
 
     def hparams(self) -> dict:
         return dict(self._hparams)

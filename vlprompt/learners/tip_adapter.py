@@ -122,9 +122,9 @@ class TipAdapter(PromptLearner):
         return self.backbone.tokenize([self.templates[0].format(prompt_class_name(n)) for n in class_names])
 
     # ------------------------------------------------------------------ logits
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         with torch.no_grad():  # nothing in the image path learns
-            return self.backbone.encode_image(images, normalize=True)
+            return self.backbone.encode_image(images, normalize=normalize)
 
     def cache_logits(self, features: torch.Tensor, beta: float) -> torch.Tensor:
         """The cache term for the current classes ``(B, C)``: zero for a class the cache does not hold."""
@@ -137,7 +137,9 @@ class TipAdapter(PromptLearner):
             out[:, held] = logits[:, [self._columns[i] for i in held]]
         return out
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        if not normalize:
+            raise ValueError("Tip-Adapter's class features are the frozen templates' mean, kept normalised")
         return self.class_features  # frozen: built once per class set
 
     def tip_logits(self, features: torch.Tensor, alpha: float | None = None, beta: float | None = None,

@@ -58,9 +58,9 @@ class VPT(TemplateClassLearner):
         self.prompt_depth = depth
         self.finish_init()
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         prompts = ImagePrompts(tokens=self.vision_ctx, deep=layer_prompts(self.vision_deep))
-        return self.backbone.encode_image(images, prompts, normalize=True)
+        return self.backbone.encode_image(images, prompts, normalize=normalize)
 
     def hparams(self) -> dict:
         return dict(self._hparams)

@@ -111,7 +111,9 @@ class ZeroShotCLIP(PromptLearner):
     def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:
         return self.backbone.tokenize([self.templates[0].format(prompt_class_name(n)) for n in class_names])
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+        if not normalize:
+            raise ValueError("zero-shot CLIP's class features are its templates' mean, kept normalised")
         return self.class_features
 
     def hparams(self) -> dict:

@@ -110,9 +110,9 @@ class MVPT(TemplateClassLearner, _DeepVisualPrompts):
         self.init_template(template)
         self.finish_init()
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         prompts = self.image_prompts(self.vision_ctx, self.vision_deep)
-        return self.backbone.encode_image(images, prompts, normalize=True)
+        return self.backbone.encode_image(images, prompts, normalize=normalize)
 
     def hparams(self) -> dict:
         return dict(self._hparams)
@@ -176,14 +176,14 @@ class MUPT(_DeepVisualPrompts):
         visual = self.vision_up(seq[self.n_ctx :]).reshape(depth, n_v, width)
         return text, visual[0], visual[1:]
 
-    def encode_classes(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_classes(self, image_features: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
         text, _, _ = self.coupled_prompts()
         prompts = TextPrompts(insert=context_insertions(self.class_token_ids, text, self.class_token_position))
-        return self.backbone.encode_text(self.class_token_ids, prompts, normalize=True)
+        return self.backbone.encode_text(self.class_token_ids, prompts, normalize=normalize)
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         _, shallow, deep = self.coupled_prompts()
-        return self.backbone.encode_image(images, self.image_prompts(shallow, deep), normalize=True)
+        return self.backbone.encode_image(images, self.image_prompts(shallow, deep), normalize=normalize)
 
     def hparams(self) -> dict:
         return dict(self._hparams)
