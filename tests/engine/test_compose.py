@@ -49,6 +49,17 @@ PUBLISHED = {
                    batch=32),
     "mvlpt/mcoop": dict(learner=dict(type="mcoop", n_ctx=16, ctx_init=""), lr=0.002, epochs=200, batch=32),
 }
+# TCP's frozen template and learnable prompt suffix, where the official tables differ from CoOp's template and "{}."
+TCP_PROMPTS = {
+    "oxford-pets": ("a photo of a {}, a type of pet.", "{}, a type of pet."),
+    "oxford-flowers": ("a photo of a {}, a type of flower.", "{}, a type of flower."),
+    "fgvc-aircraft": ("a photo of an aircraft {}.", "{}, a type of aircraft."),
+    "dtd": ("a photo of a {}, a type of texture.", "{} texture."),
+    "stanford-cars": ("a photo of a {}.", "{}, a type of car"),
+    "food101": ("a photo of a {}, a type of food.", "{}, a type of food."),
+    "eurosat": (None, "{}."),
+    "ucf101": (None, "person doing {}."),
+}
 TOY_EPOCHS = {"coop": 50, "cocoop": 5, "kgcoop": 50, "maple": 5, "promptsrc": 8, "ivlp": 8, "vpt": 5, "kapt": 50,
               "active": 10}
 GRAM_FILES = {"gram/coop": "coop", "gram/maple": "maple", "gram/promptsrc": "promptsrc", "gram/vpt": "vpt",
@@ -120,6 +131,30 @@ def check_recipe(method: str, dataset: str, cfg, overlays: tuple[str, ...] = ())
                                            else dict(name="ViT-L-14", pretrained="openai"))
         else:
             assert cfg.adapter.steps == 1 and cfg.adapter.lr == 5e-3
+    if method == "tcp":  # scripts/base2new_train.sh with vit_b16_ep100_ctxv1 (Adam, eps 1e-3 as published)
+        assert (learner.n_ctx, learner.ctx_init, learner.w, learner.layer) == (4, "", 8.0, None)
+        optim = cfg.optim_wrapper.optimizer
+        assert (optim.type.__name__, optim.lr, optim.eps, optim.weight_decay) == ("Adam", 0.002, 1e-3, 5e-4)
+        assert cfg.train_dataloader.batch_size == 32
+        assert cfg.train_cfg.max_epochs == (20 if toy else 25 if name in ("imagenet", "sun397") else 50)
+        template, suffix = TCP_PROMPTS.get(name, ("a photo of a {}.", "{}."))
+        if name in ("eurosat", "ucf101"):
+            template = COOP_TEMPLATES[name]
+        assert (learner.template, learner.prompt_template) == (template, suffix), dataset
+    if method.startswith("dept/"):  # Koorye/DePT: every dataset alike; PromptSRC keeps its own recipe
+        inner = method.split("/")[1]
+        assert (learner.type, learner.dept_weight) == (f"dept_{inner}", 0.7)
+        assert cfg.optim_wrapper.paramwise_cfg == dict(custom_keys={"dept_head": dict(lr_mult=6.5)})
+        lr, batch, epochs = dict(cocoop=(0.002, 1, 10), promptsrc=(0.0025, 4, 8 if toy else 20)).get(
+            inner, (0.0035, 4, 10))
+        assert (cfg.optim_wrapper.optimizer.lr, cfg.train_dataloader.batch_size, cfg.train_cfg.max_epochs) == \
+            (lr, batch, epochs), (method, dataset)
+        if inner == "coop":
+            assert (learner.n_ctx, learner.ctx_init) == (16, "")
+        if inner == "kgcoop":
+            assert learner.w == 2.0
+        if inner == "maple":
+            assert learner.depth == 9  # also in the ImageNet cross-dataset source run
     if method == "promptsrc/few_shot":
         narrow = name in ("stanford-cars", "oxford-flowers", "fgvc-aircraft", "dtd", "eurosat")
         assert [(h.mean, h.std) for h in cfg.custom_hooks] == [(45, 5) if narrow else (30, 30)]
@@ -218,3 +253,14 @@ def test_method_and_dataset_arguments_name_the_composed_run():
                  ["configs/coop/dtd.py", "--overlay", "few_shot"]):
         with pytest.raises(SystemExit):
             run_selection(parser.parse_args(argv), parser)
+
+
+def test_a_misspelt_recipe_key_is_refused_naming_the_file_and_the_closest_name():
+    from vlprompt.engine.compose import check_recipe_keys
+    from vlprompt.errors import ConfigNotFoundError
+
+    check_recipe_keys({"toy": {}, "oxford-pets": {}, "imagenet+cross_dataset": {}}, ["cross_dataset"], "m.py")
+    with pytest.raises(ConfigNotFoundError, match=r"m.py: recipe key 'oxford_pets' .*did you mean oxford-pets"):
+        check_recipe_keys({"oxford_pets": {}}, ["cross_dataset"], "m.py")
+    with pytest.raises(ConfigNotFoundError, match=r"recipe key 'imagenet\+few_shots'"):
+        check_recipe_keys({"imagenet+few_shots": {}}, ["cross_dataset", "few_shot"], "m.py")

@@ -86,6 +86,24 @@ def recipe_keys(facts: Mapping[str, Any], overlays: Sequence[str]) -> list[str]:
     return [group, facts["name"], *overlays, *(f"{facts['name']}+{o}" for o in overlays)]
 
 
+RECIPE_GROUPS = ("toy", "imagenet_family", "fine_grained")
+
+
+def check_recipe_keys(recipe: Mapping[str, Any], overlays: Sequence[str], source: str | os.PathLike) -> None:
+    """Every key of a method's ``recipe`` is a group, a dataset's canonical name, an overlay or ``dataset+overlay``:
+    a misspelt key (``oxford_pets`` for ``oxford-pets``) would otherwise never apply, silently."""
+    datasets = list(_registered_datasets())
+    for key in recipe:
+        head, plus, tail = str(key).partition("+")
+        ok = (head in datasets and tail in overlays) if plus else key in (*RECIPE_GROUPS, *datasets, *overlays)
+        if not ok:
+            choices = [*RECIPE_GROUPS, *datasets, *overlays]
+            raise ConfigNotFoundError(
+                f"{source}: recipe key {key!r} names no dataset group, dataset or overlay"
+                f"{names.did_you_mean(names.closest(head if plus else key, choices))} (datasets by their canonical "
+                f"names; 'dataset+overlay' for both)")
+
+
 def _dataset_defaults(cfg: Config, facts: Mapping[str, Any]) -> None:
     """What the dataset decides of a run: its own CLIP (the toy world) and in-loop data loading."""
     if facts.get("backbone"):
@@ -123,6 +141,7 @@ def _compose(cfg: Config, source: Path, dataset: str, overlays: Sequence[str], r
         cfg.pop(key)
     overlays = [*(cfg.pop("overlays", None) or []), *overlays]
     known = list_overlays(root)
+    check_recipe_keys(recipe, known, source)
     for name in overlays:
         if name not in known:
             raise ConfigNotFoundError(f"unknown overlay {name!r}{names.did_you_mean(names.closest(name, known))}; "

@@ -15,19 +15,22 @@ from .base import PromptLearner
 from .clip_lora import CLIPLoRA
 from .cocoop import CoCoOp
 from .coop import CoOp
+from .dept import DePTCoCoOp, DePTCoOp, DePTKgCoOp, DePTMaPLe, DePTPromptSRC
 from .ivlp import IVLP
 from .kapt import KAPT
 from .kgcoop import KgCoOp
 from .maple import MaPLe
 from .mvlpt import MUPT, MVPT, MCoOp
 from .promptsrc import PromptSRC
+from .tcp import TCP
 from .tip_adapter import TipAdapter
 from .vpt import VPT
 from .zsclip import ZeroShotCLIP
 
 __all__ = [
-    "CLIPLoRA", "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe",
-    "PromptLearner", "PromptSRC", "TipAdapter",
+    "CLIPLoRA", "DePTCoCoOp", "DePTCoOp", "DePTKgCoOp", "DePTMaPLe", "DePTPromptSRC",
+    "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe",
+    "PromptLearner", "PromptSRC", "TCP", "TipAdapter",
     "ZeroShotCLIP", "build_learner", "list_learners", "settings_as_built",
 ]
 
