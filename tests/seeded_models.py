@@ -10,13 +10,18 @@ from vlprompt.backbones import PreprocessCfg, PromptableCLIP, WeightsInfo, build
 def seeded_vitb16(seed: int, float_sum: float) -> PromptableCLIP:
     """``torch.manual_seed(seed); build_open_clip_model('ViT-B-16', quick_gelu=True)``, wrapped as vlprompt's
     backbone; fails when the weights' sum is not ``float_sum`` (the golden file's record of them)."""
+    return seeded_clip("ViT-B-16", seed, float_sum)
+
+
+def seeded_clip(arch: str, seed: int, float_sum: float) -> PromptableCLIP:
+    """:func:`seeded_vitb16` for any open_clip architecture at 224 pixels (PromptKD's ViT-L/14 teacher)."""
     torch.manual_seed(seed)
-    model = build_open_clip_model("ViT-B-16", quick_gelu=True)
+    model = build_open_clip_model(arch, quick_gelu=True)
     total = sum(v.double().sum().item() for v in model.state_dict().values() if v.is_floating_point())
     assert total == pytest.approx(float_sum, rel=1e-12, abs=1e-9), (
-        f"the seeded random ViT-B/16 (seed {seed}) is not the one the golden numbers were computed with "
+        f"the seeded random {arch} (seed {seed}) is not the one the golden numbers were computed with "
         "(did open_clip's initialisation change?)")
-    return PromptableCLIP(model, WeightsInfo("ViT-B-16", None, True, PreprocessCfg(224)))
+    return PromptableCLIP(model, WeightsInfo(arch, None, True, PreprocessCfg(224)))
 
 
 def assert_summary(t: torch.Tensor, ref: dict, what: str, atol: float = 1e-6, rtol: float = 1e-4) -> None:

@@ -86,11 +86,13 @@ def check_recipe(method: str, dataset: str, cfg, overlays: tuple[str, ...] = ())
         data = loader.dataset.get("dataset", loader.dataset)
         assert data.name == name, (method, dataset)
     backbone = cfg.model.backbone
-    assert backbone == (dict(name="toy", pretrained="toy") if toy else dict(name="ViT-B-16", pretrained="openai"))
+    large = method == "promptsrc/vit_l14"  # PromptKD's teacher
+    assert backbone == (dict(name="toy", pretrained="toy") if toy else
+                        dict(name="ViT-L-14" if large else "ViT-B-16", pretrained="openai"))
     base = base_method(method)
     learner = cfg.model.get("learner") or {}
     if base in PUBLISHED and not (xd and name == "imagenet" and base in ("maple", "promptsrc", "ivlp")):
-        spec = PUBLISHED[base]
+        spec = {**PUBLISHED[base], **(dict(lr=0.005, batch=8) if large else {})}
         for key, value in spec["learner"].items():
             assert learner[key] == value, (method, dataset, key)
         assert cfg.optim_wrapper.optimizer.lr == spec["lr"], (method, dataset)
@@ -141,6 +143,16 @@ def check_recipe(method: str, dataset: str, cfg, overlays: tuple[str, ...] = ())
         if name in ("eurosat", "ucf101"):
             template = COOP_TEMPLATES[name]
         assert (learner.template, learner.prompt_template) == (template, suffix), dataset
+    if method == "promptkd":  # scripts/promptkd/base2new_train.sh with vit_b16_c2_ep20_batch8_4+4ctx
+        assert (learner.n_ctx, learner.depth if not xd else 9, learner.temperature) == (4, 9, 1.0)
+        assert learner.kd_weight == (200.0 if name in ("fgvc-aircraft", "oxford-flowers", "dtd") else 1000.0)
+        teacher = dict(name="toy", pretrained="toy-teacher") if toy else \
+            f"work_dirs/promptsrc/vit_l14/{'imagenet_xd' if xd else name.replace('-', '_')}/learned.safetensors"
+        assert learner.teacher == teacher and (not xd or learner.depth == 3)
+        optim = cfg.optim_wrapper.optimizer
+        assert (optim.lr, cfg.train_dataloader.batch_size, cfg.train_cfg.max_epochs) == (0.005, 8, 5 if toy else 20)
+        data = cfg.train_dataloader.dataset
+        assert (data.subsample, data.num_shots) == ("all", None)  # every training image of every class
     if method.startswith("dept/"):  # Koorye/DePT: every dataset alike; PromptSRC keeps its own recipe
         inner = method.split("/")[1]
         assert (learner.type, learner.dept_weight) == (f"dept_{inner}", 0.7)
@@ -259,8 +271,17 @@ def test_a_misspelt_recipe_key_is_refused_naming_the_file_and_the_closest_name()
     from vlprompt.engine.compose import check_recipe_keys
     from vlprompt.errors import ConfigNotFoundError
 
-    check_recipe_keys({"toy": {}, "oxford-pets": {}, "imagenet+cross_dataset": {}}, ["cross_dataset"], "m.py")
+    check_recipe_keys({"toy": {}, "oxford-pets": {}, "imagenet+cross_dataset": {}, "toy+cross_dataset": {}},
+                      ["cross_dataset"], "m.py")
     with pytest.raises(ConfigNotFoundError, match=r"m.py: recipe key 'oxford_pets' .*did you mean oxford-pets"):
         check_recipe_keys({"oxford_pets": {}}, ["cross_dataset"], "m.py")
     with pytest.raises(ConfigNotFoundError, match=r"recipe key 'imagenet\+few_shots'"):
         check_recipe_keys({"imagenet+few_shots": {}}, ["cross_dataset", "few_shot"], "m.py")
+
+
+@pytest.mark.parametrize("dataset", ["caltech101", "toy-shapes"])
+def test_promptkd_cross_dataset_runs_distil_on_the_target_from_its_teacher(dataset):
+    """PromptKD's cross-dataset recipe is transductive: the target's own unlabelled images, depth 3, the ImageNet
+    teacher; a group+overlay entry ("toy+cross_dataset") keeps the toy world's own teacher."""
+    cfg = compose_config("promptkd", dataset, ["cross_dataset"])
+    check_recipe("promptkd", dataset, cfg, ("cross_dataset",))

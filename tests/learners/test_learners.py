@@ -5,6 +5,10 @@ training changes only its own parameters, the backbone stays bit-identical, eval
 features, class sets can change, and checkpoints and hyper-parameters rebuild the same learner.
 """
 
+import os
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,7 +29,22 @@ _DESCRIBED = {
     "pizza": "A flat baked dough topped with tomato and cheese.", "american bulldog": "A muscular dog breed.",
     "apply eye makeup": "A person painting around the eyes.",
 }
-LEARNER_KWARGS = {"kapt": {"knowledge": {"descriptions": _DESCRIBED}}}
+
+
+
+def _teacher_weights() -> str:
+    """A seeded tiny CLIP's weights in a file (made once): PromptKD's teacher must be the same at every build."""
+    path = Path(tempfile.gettempdir()) / f"vlprompt_test_teacher_{os.getpid()}.pt"
+    if not path.is_file():
+        torch.manual_seed(2)
+        torch.save(build_clip("test-tiny").model.state_dict(), path)
+    return str(path)
+
+
+LEARNER_KWARGS = {"kapt": {"knowledge": {"descriptions": _DESCRIBED}},
+                  "promptkd": {"teacher": {"name": "test-tiny", "pretrained": _teacher_weights(), "quick_gelu": True}}}
+#: learners that learn from unlabelled images (no cross-entropy term)
+UNSUPERVISED = {"promptkd"}
 
 
 class _OneBatch:
@@ -101,7 +120,7 @@ def test_training_changes_only_the_learners_parameters(name, clip):
     assert trainable <= set(learner.learned_state_dict()) <= trainable | {k for k, _ in learner.named_buffers()}
     images, labels = _batch(clip)
     losses = _train(learner, images, labels)
-    assert "loss_ce" in losses and all(v.dim() == 0 for v in losses.values())
+    assert ("loss_ce" in losses or name in UNSUPERVISED) and all(v.dim() == 0 for v in losses.values())
     for k, p in learner.named_parameters():
         if p.requires_grad:
             assert not torch.equal(p.detach(), own[k]), f"{k} did not change"

@@ -77,7 +77,9 @@ def dataset_facts(name: str) -> dict[str, Any]:
     ``family`` (``'imagenet'`` for ImageNet and its variants, ``'toy'`` for the generated world,
     else ``None``), ``transfer_protocol`` (the protocol a run trained on all its classes feeds:
     ``'cross-dataset'`` from ImageNet, ``'toy-domain-generalization'`` from a toy dataset) and
-    ``backbone`` (the CLIP a dataset is made for: the toy CLIP for the toy world, else ``None``).
+    ``backbone`` (the CLIP a dataset is made for: the toy CLIP for the toy world, else ``None``) and ``leaf``
+    (the name as a config leaf and a run folder spell it: ``oxford_pets``; a config naming another run's
+    output, ``"work_dirs/promptsrc/vit_l14/<dataset.leaf>/learned.safetensors"``).
     """
     from .splitfile import ToyDataset
 
@@ -86,14 +88,14 @@ def dataset_facts(name: str) -> dict[str, Any]:
     if spec is not None:  # your own images: the facts of a fine-grained benchmark with no published numbers
         return dict(name=canonical_name(name), aliases=(), num_classes=None, published={}, template=cls.template,
                     knowledge=dict(file=spec['descriptions']) if spec.get('descriptions') else None, family=None,
-                    transfer_protocol='cross-dataset', backbone=None)
+                    transfer_protocol='cross-dataset', backbone=None, leaf=canonical_name(name).replace('-', '_'))
     toy = issubclass(cls, ToyDataset)
     family = 'imagenet' if cls.name in IMAGENET_FAMILY else 'toy' if toy else None
     return dict(
         name=cls.name, aliases=tuple(cls.aliases), num_classes=cls.num_classes, published=dict(cls.published),
         template=cls.template, knowledge=dict(dataset=cls.name) if toy else cls.knowledge, family=family,
         transfer_protocol='toy-domain-generalization' if toy else 'cross-dataset',
-        backbone=dict(name='toy', pretrained='toy') if toy else None,
+        backbone=dict(name='toy', pretrained='toy') if toy else None, leaf=cls.name.replace('-', '_'),
     )
 
 

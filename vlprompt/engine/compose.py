@@ -14,8 +14,8 @@ A run of method ``M`` on dataset ``D`` is
 3. overlays, each ``configs/_overlays_/<name>.py`` merged on top (``cross_dataset``, ``few_shot``);
    a leaf named ``<dataset>_xd`` asks for ``cross_dataset``;
 4. the method's ``recipe`` entries that apply, in this order: the dataset's group (``toy``,
-   ``imagenet_family``, ``fine_grained``), the dataset's name, each overlay's name, and
-   ``"<dataset>+<overlay>"``.
+   ``imagenet_family``, ``fine_grained``), the dataset's name, each overlay's name,
+   ``"<group>+<overlay>"`` and ``"<dataset>+<overlay>"``.
 
 ``configs/M/D.py`` needs no file: :func:`resolve_config` composes it when the path does not exist. A
 file that exists is loaded as it is (special runs such as MVLPT's multitask sources), and composed
@@ -43,6 +43,7 @@ __all__ = ["CONFIGS_ROOT", "LEAF_SUFFIXES", "METHOD_FILE", "OVERLAY_DIR", "canon
 
 OVERLAY_DIR = "_overlays_"
 _PLACEHOLDER = re.compile(r"^<dataset(?:\.(\w+))?>$")
+_PLACEHOLDER_INSIDE = re.compile(r"<dataset(?:\.(\w+))?>")
 
 
 def list_overlays(root: Path = CONFIGS_ROOT) -> list[str]:
@@ -64,15 +65,27 @@ def split_leaf(stem: str) -> tuple[str, list[str]]:
 
 
 def fill_placeholders(node: Any, facts: Mapping[str, Any]) -> Any:
-    """``node`` with ``"<dataset>"`` and ``"<dataset.KEY>"`` strings replaced by the dataset's facts."""
+    """``node`` with ``"<dataset>"`` and ``"<dataset.KEY>"`` strings replaced by the dataset's facts (a fact of any
+    kind for a whole string; a name inside a longer one: ``"work_dirs/x/<dataset.leaf>/learned.safetensors"``)."""
     if isinstance(node, str):
+        def fact(match: re.Match) -> Any:
+            key = match.group(1) or "name"
+            if key not in facts:
+                raise ConfigNotFoundError(f"{node}: datasets have no fact {key!r}; facts: {', '.join(sorted(facts))}")
+            return facts[key]
+
         match = _PLACEHOLDER.match(node)
-        if not match:
-            return node
-        key = match.group(1) or "name"
-        if key not in facts:
-            raise ConfigNotFoundError(f"{node}: datasets have no fact {key!r}; facts: {', '.join(sorted(facts))}")
-        return facts[key]
+        if match:
+            return fact(match)
+
+        def inline(match: re.Match) -> str:
+            value = fact(match)
+            if not isinstance(value, str):
+                raise ConfigNotFoundError(f"{node}: the dataset fact {match.group(0)} is not a name ({value!r:.80}); "
+                                          "only a whole string can take it")
+            return value
+
+        return _PLACEHOLDER_INSIDE.sub(inline, node)
     if isinstance(node, Mapping):
         return {k: fill_placeholders(v, facts) for k, v in node.items()}
     if isinstance(node, (list, tuple)):
@@ -83,25 +96,28 @@ def fill_placeholders(node: Any, facts: Mapping[str, Any]) -> Any:
 def recipe_keys(facts: Mapping[str, Any], overlays: Sequence[str]) -> list[str]:
     """The ``recipe`` entries that apply to a run on a dataset with ``facts`` and ``overlays``, in order."""
     group = {"toy": "toy", "imagenet": "imagenet_family"}.get(facts["family"], "fine_grained")
-    return [group, facts["name"], *overlays, *(f"{facts['name']}+{o}" for o in overlays)]
+    return [group, facts["name"], *overlays, *(f"{group}+{o}" for o in overlays),
+            *(f"{facts['name']}+{o}" for o in overlays)]
 
 
 RECIPE_GROUPS = ("toy", "imagenet_family", "fine_grained")
 
 
 def check_recipe_keys(recipe: Mapping[str, Any], overlays: Sequence[str], source: str | os.PathLike) -> None:
-    """Every key of a method's ``recipe`` is a group, a dataset's canonical name, an overlay or ``dataset+overlay``:
+    """Every key of a method's ``recipe`` is a group, a dataset's canonical name, an overlay, ``group+overlay`` or
+    ``dataset+overlay``:
     a misspelt key (``oxford_pets`` for ``oxford-pets``) would otherwise never apply, silently."""
     datasets = list(_registered_datasets())
     for key in recipe:
         head, plus, tail = str(key).partition("+")
-        ok = (head in datasets and tail in overlays) if plus else key in (*RECIPE_GROUPS, *datasets, *overlays)
+        ok = (head in (*RECIPE_GROUPS, *datasets) and tail in overlays) if plus else \
+            key in (*RECIPE_GROUPS, *datasets, *overlays)
         if not ok:
             choices = [*RECIPE_GROUPS, *datasets, *overlays]
             raise ConfigNotFoundError(
                 f"{source}: recipe key {key!r} names no dataset group, dataset or overlay"
                 f"{names.did_you_mean(names.closest(head if plus else key, choices))} (datasets by their canonical "
-                f"names; 'dataset+overlay' for both)")
+                f"names; 'group+overlay' or 'dataset+overlay' for both)")
 
 
 def _dataset_defaults(cfg: Config, facts: Mapping[str, Any]) -> None:

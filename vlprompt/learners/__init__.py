@@ -21,6 +21,7 @@ from .kapt import KAPT
 from .kgcoop import KgCoOp
 from .maple import MaPLe
 from .mvlpt import MUPT, MVPT, MCoOp
+from .promptkd import PromptKD
 from .promptsrc import PromptSRC
 from .tcp import TCP
 from .tip_adapter import TipAdapter
@@ -30,7 +31,7 @@ from .zsclip import ZeroShotCLIP
 __all__ = [
     "CLIPLoRA", "DePTCoCoOp", "DePTCoOp", "DePTKgCoOp", "DePTMaPLe", "DePTPromptSRC",
     "IVLP", "KAPT", "LEARNERS", "MUPT", "MVPT", "VPT", "CoCoOp", "CoOp", "KgCoOp", "MCoOp", "MaPLe",
-    "PromptLearner", "PromptSRC", "TCP", "TipAdapter",
+    "PromptKD", "PromptLearner", "PromptSRC", "TCP", "TipAdapter",
     "ZeroShotCLIP", "build_learner", "list_learners", "settings_as_built",
 ]
 
