@@ -100,12 +100,21 @@ class OfficialCoCoOp:
 
 def baselines(learner: PromptLearner) -> dict[str, Callable[[PromptLearner, torch.Tensor], torch.Tensor]]:
     """The per-image baselines that apply to a learner (none unless its text is image-conditioned)."""
-    if not learner.image_conditioned_text:
+    if not learner.image_conditioned_text or learner.learner_name.startswith("dept_"):  # DePT's step has its head
         return {}
     found = {"loop": loop_logits}
     if learner.learner_name == "cocoop":
         found["official"] = OfficialCoCoOp(learner)
     return found
+
+
+def learner_settings(name: str, arch: str, device: torch.device, names: list[str]) -> dict:
+    """What a learner needs beyond its defaults: PromptKD's teacher, PromptSRC on a random ViT-L/14 as published
+    (on another student architecture, the same architecture)."""
+    if name != "promptkd":
+        return {}
+    teacher = build_clip("ViT-L-14" if arch == "ViT-B-16" else arch, device=device)
+    return {"teacher": build_learner("promptsrc", teacher, names)}
 
 
 # ------------------------------------------------------------------------------- one configuration
@@ -117,7 +126,8 @@ def run_worker(cfg: dict) -> dict:
     torch.manual_seed(0)
     checkpointed = cfg["variant"] == "checkpointed"
     clip = build_clip(cfg["arch"], device=device, text_checkpointing=checkpointed, vision_checkpointing=checkpointed)
-    learner = build_learner(cfg["learner"], clip, class_names(cfg["classes"]))
+    names = class_names(cfg["classes"])
+    learner = build_learner(cfg["learner"], clip, names, **learner_settings(cfg["learner"], cfg["arch"], device, names))
     names = learner.class_names
     batch = cfg["batch_size"]
     images = torch.randn(batch, 3, clip.image_size, clip.image_size, device=device)
@@ -175,7 +185,7 @@ def run_worker(cfg: dict) -> dict:
     out.update(median_s=statistics.median(times), min_s=min(times), peak_bytes=peak, base_bytes=base_mem)
     if baseline is not None:  # the same logits? compared in fp32, after timing (outside the peak)
         with torch.no_grad():
-            ref = learner(images).float()
+            ref = learner.class_logits(learner.encode_images(images)).float()  # the prompts' logits, batched
             got = baseline(learner, images).float()
         out["logit_diff"] = (ref - got).abs().max().item()
     return out

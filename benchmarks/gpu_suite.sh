@@ -5,7 +5,7 @@
 set -uo pipefail
 OUT=${OUT:-bench_out}
 mkdir -p "$OUT"
-learners=("${@:-coop cocoop maple promptsrc clip_lora tip_adapter}")
+learners=("${@:-coop cocoop maple promptsrc clip_lora tip_adapter tcp dept_coop dept_maple promptkd}")
 t=${STEP_TIMEOUT:-0}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
