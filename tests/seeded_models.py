@@ -24,6 +24,15 @@ def seeded_clip(arch: str, seed: int, float_sum: float) -> PromptableCLIP:
     return PromptableCLIP(model, WeightsInfo(arch, None, True, PreprocessCfg(224)))
 
 
+def seeded_images(expected_sum: float) -> torch.Tensor:
+    """``torch.manual_seed(1); torch.randn(4, 3, 224, 224)``, the goldens' images; fails when their sum is not the
+    golden file's record of them."""
+    torch.manual_seed(1)
+    images = torch.randn(4, 3, 224, 224)
+    assert images.double().sum().item() == pytest.approx(expected_sum, rel=1e-12), "not the goldens' images"
+    return images
+
+
 def assert_summary(t: torch.Tensor, ref: dict, what: str, atol: float = 1e-6, rtol: float = 1e-4) -> None:
     """Compare with an official summary of a tensor: its first 8 values within ``atol + rtol |value|``, its sum and
     sum of absolute values within 1e-5 of the latter (the shape too, where the summary records it)."""

@@ -16,7 +16,7 @@ import torch
 from helpers import GOLDEN_DIR
 from mmengine.config import Config
 from mmengine.optim import CosineAnnealingLR
-from seeded_models import assert_summary, max_diff, seeded_vitb16
+from seeded_models import assert_summary, max_diff, seeded_images, seeded_vitb16
 
 from vlprompt.learners import CLIPLoRA
 
@@ -36,9 +36,7 @@ def our_name(official: str) -> str:
 @pytest.fixture(scope="module")
 def setup():
     clip = seeded_vitb16(0, GOLDEN["weights"]["float_sum"])
-    torch.manual_seed(1)
-    images = torch.randn(4, 3, 224, 224)
-    assert images.double().sum().item() == pytest.approx(GOLDEN["images"]["sum"], rel=1e-12)
+    images = seeded_images(GOLDEN["images"]["sum"])
     lora = GOLDEN["lora"]
     learner = CLIPLoRA(clip, GOLDEN["classnames"], rank=lora["r"], alpha=lora["alpha"], dropout=lora["dropout_used"],
                        position=lora["position"], projections=lora["params"], template=GOLDEN["template"],

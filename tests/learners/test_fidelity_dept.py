@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import GOLDEN_DIR
 from mmengine.optim import build_optim_wrapper
-from seeded_models import assert_summary, max_diff, seeded_vitb16
+from seeded_models import assert_summary, max_diff, seeded_images, seeded_vitb16
 from test_fidelity import our_name as maple_name
 
 from vlprompt.engine import load_config
@@ -44,9 +44,7 @@ def clip():
 
 def build(base: str, clip):
     golden = GOLDEN[base]
-    torch.manual_seed(1)
-    images = torch.randn(4, 3, 224, 224)
-    assert images.double().sum().item() == pytest.approx(golden["images"]["sum"], rel=1e-12)
+    images = seeded_images(golden["images"]["sum"])
     cfg = load_config(f"configs/dept/{base}/caltech101.py")
     settings = {k: v for k, v in cfg.model.learner.items() if k != "type"}
     learner = {"coop": DePTCoOp, "maple": DePTMaPLe}[base](clip, golden["classnames"], **settings)

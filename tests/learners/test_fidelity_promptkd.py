@@ -19,7 +19,7 @@ import pytest
 import torch
 from helpers import GOLDEN_DIR
 from mmengine.optim import build_optim_wrapper
-from seeded_models import assert_summary, max_diff, seeded_clip
+from seeded_models import assert_summary, max_diff, seeded_clip, seeded_images
 from test_fidelity import our_name as promptsrc_name
 
 from vlprompt.engine import load_config
@@ -73,9 +73,7 @@ def setup():
             assert p.numel() == torch.Size(entry["shape"]).numel(), entry["name"]
             if entry["seed"] is not None:  # the BatchNorm affine keeps its official init
                 p.copy_(seeded(entry["shape"], entry).reshape(p.shape))
-    torch.manual_seed(1)
-    images = torch.randn(4, 3, 224, 224)
-    assert images.double().sum().item() == pytest.approx(GOLDEN["images"]["sum"], rel=1e-12)
+    images = seeded_images(GOLDEN["images"]["sum"])
     return student, images, torch.tensor(GOLDEN["labels"]), cfg
 
 

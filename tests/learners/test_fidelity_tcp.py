@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import GOLDEN_DIR
 from mmengine.optim import build_optim_wrapper
-from seeded_models import assert_summary, max_diff, seeded_vitb16
+from seeded_models import assert_summary, max_diff, seeded_images, seeded_vitb16
 
 from vlprompt.engine import load_config
 from vlprompt.learners import TCP
@@ -32,9 +32,7 @@ def our_name(official: str) -> str:
 @pytest.fixture(scope="module")
 def setup():
     clip = seeded_vitb16(0, GOLDEN["weights"]["float_sum"])
-    torch.manual_seed(1)
-    images = torch.randn(4, 3, 224, 224)
-    assert images.double().sum().item() == pytest.approx(GOLDEN["images"]["sum"], rel=1e-12)
+    images = seeded_images(GOLDEN["images"]["sum"])
     cfg = load_config("configs/tcp/imagenet.py")
     learner = TCP(clip, GOLDEN["classnames"], **{k: v for k, v in cfg.model.learner.items() if k != "type"})
     params = dict(learner.named_parameters())
