@@ -30,7 +30,6 @@ def _prompts(template: str | None = None, suffix: str | None = None) -> dict:
 
 
 recipe = {
-    "toy": dict(train_cfg=dict(max_epochs=20)),  # the tiny CLIP on the toy world: minutes on a CPU
     "imagenet": dict(train_cfg=dict(max_epochs=25)),
     "sun397": dict(train_cfg=dict(max_epochs=25)),
     "oxford-pets": _prompts(suffix="{}, a type of pet."),

@@ -138,7 +138,7 @@ def check_recipe(method: str, dataset: str, cfg, overlays: tuple[str, ...] = ())
         optim = cfg.optim_wrapper.optimizer
         assert (optim.type.__name__, optim.lr, optim.eps, optim.weight_decay) == ("Adam", 0.002, 1e-3, 5e-4)
         assert cfg.train_dataloader.batch_size == 32
-        assert cfg.train_cfg.max_epochs == (20 if toy else 25 if name in ("imagenet", "sun397") else 50)
+        assert cfg.train_cfg.max_epochs == (25 if name in ("imagenet", "sun397") else 50)  # the toy world too
         template, suffix = TCP_PROMPTS.get(name, ("a photo of a {}.", "{}."))
         if name in ("eurosat", "ucf101"):
             template = COOP_TEMPLATES[name]
@@ -153,6 +153,10 @@ def check_recipe(method: str, dataset: str, cfg, overlays: tuple[str, ...] = ())
         assert (optim.lr, cfg.train_dataloader.batch_size, cfg.train_cfg.max_epochs) == (0.005, 8, 5 if toy else 20)
         data = cfg.train_dataloader.dataset
         assert (data.subsample, data.num_shots) == ("all", None)  # every training image of every class
+    if method == "promptkd/own_size_teacher":  # PromptSRC on the student's own backbone, from its default work dir
+        leaf = name.replace("-", "_")
+        want = "imagenet_xd" if xd and not toy else f"{leaf}_xd" if xd else leaf
+        assert learner.teacher == f"work_dirs/promptsrc/{want}/learned.safetensors"
     if method.startswith("dept/"):  # Koorye/DePT: every dataset alike; PromptSRC keeps its own recipe
         inner = method.split("/")[1]
         assert (learner.type, learner.dept_weight) == (f"dept_{inner}", 0.7)
@@ -279,9 +283,10 @@ def test_a_misspelt_recipe_key_is_refused_naming_the_file_and_the_closest_name()
         check_recipe_keys({"imagenet+few_shots": {}}, ["cross_dataset", "few_shot"], "m.py")
 
 
+@pytest.mark.parametrize("method", ["promptkd", "promptkd/own_size_teacher"])
 @pytest.mark.parametrize("dataset", ["caltech101", "toy-shapes"])
-def test_promptkd_cross_dataset_runs_distil_on_the_target_from_its_teacher(dataset):
+def test_promptkd_cross_dataset_runs_distil_on_the_target_from_its_teacher(method, dataset):
     """PromptKD's cross-dataset recipe is transductive: the target's own unlabelled images, depth 3, the ImageNet
     teacher; a group+overlay entry ("toy+cross_dataset") keeps the toy world's own teacher."""
-    cfg = compose_config("promptkd", dataset, ["cross_dataset"])
-    check_recipe("promptkd", dataset, cfg, ("cross_dataset",))
+    cfg = compose_config(method, dataset, ["cross_dataset"])
+    check_recipe(method, dataset, cfg, ("cross_dataset",))
