@@ -46,7 +46,8 @@ def test_classes_outside_the_cache_get_the_zero_shot_logits_alone(clip):
         learner.set_classes(["blue star", "yellow moon"])
         mixed = learner(shots)
         zero_shot = learner.tip_logits(learner.encode_images(shots), alpha=0.0)
-    torch.testing.assert_close(mixed[:, 0], full[:, 1])  # "blue star" keeps its cache column
+    # the text tower is cut at the class set's longest prompt: one class's features differ by rounding between sets
+    torch.testing.assert_close(mixed[:, 0], full[:, 1], rtol=1e-5, atol=1e-4)  # "blue star" keeps its cache column
     torch.testing.assert_close(mixed[:, 1], zero_shot[:, 1])  # "yellow moon" is not in the cache
     assert (full - learner.tip_logits(learner.encode_images(shots), alpha=0.0)[:, :1]).abs().max() > 0
 
