@@ -98,9 +98,14 @@ class OfficialCoCoOp:
         return torch.stack(logits)
 
 
+def has_loop_baseline(cls: type[PromptLearner]) -> bool:
+    """Image-conditioned text, and a step that is the cross-entropy alone (not DePT's, which has its head)."""
+    return cls.image_conditioned_text and not cls.learner_name.startswith("dept_")
+
+
 def baselines(learner: PromptLearner) -> dict[str, Callable[[PromptLearner, torch.Tensor], torch.Tensor]]:
     """The per-image baselines that apply to a learner (none unless its text is image-conditioned)."""
-    if not learner.image_conditioned_text or learner.learner_name.startswith("dept_"):  # DePT's step has its head
+    if not has_loop_baseline(type(learner)):
         return {}
     found = {"loop": loop_logits}
     if learner.learner_name == "cocoop":
@@ -273,8 +278,9 @@ def main() -> None:
     script = os.path.abspath(__file__)
     results = []
     for name in args.learners:
-        conditioned = LEARNERS.get(name).image_conditioned_text
-        offered = (["loop"] if conditioned else []) + (["official"] if name == "cocoop" else [])
+        cls = LEARNERS.get(name)
+        conditioned = cls.image_conditioned_text
+        offered = (["loop"] if has_loop_baseline(cls) else []) + (["official"] if name == "cocoop" else [])
         for n_cls in args.classes:
             variants = ["batched"] + (["checkpointed"] if args.text_checkpointing else []) \
                 + [v for v in offered if v in args.baselines]

@@ -197,7 +197,7 @@ def test_image_tower_runs_once_per_sample_unless_the_prompt_reaches_it(clip, nam
     context, so its views are re-encoded at each step (the selected ones) and for the prediction."""
     learner = default_prompt_learner(clip, NAMES) if name == "coop" else MaPLe(clip, NAMES, depth=2)
     batches = []
-    first_block = clip.model.visual.transformer.resblocks[0]
+    first_block = clip.model.visual.transformer.resblocks[0].ln_1  # run by either block path (backbone.lowrank)
     hook = first_block.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
     try:
         TPT(learner, steps=3, selection_p=0.25)(_views(20))
@@ -551,7 +551,7 @@ def test_image_variant_first_step_paths_agree(clip, teacher):
         adapter = RLCF(ZeroShotCLIP(clip, NAMES), teacher, variant="image", lr=1e-3, selection_p=0.25, episodic=False)
         adapter.student._batch_statistics = batch_statistics
         batches = []
-        first_block = adapter.student.visual.transformer.resblocks[0]
+        first_block = adapter.student.visual.transformer.resblocks[0].ln_1  # run by either block path
         first_block.register_forward_pre_hook(lambda _m, args, b=batches: b.append(args[0].shape[0]))
         out = adapter(_views(seed=10))
         results.append((out, {k: v.detach().clone() for k, v in adapter.student.state().items()}, batches))
