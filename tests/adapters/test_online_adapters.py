@@ -232,3 +232,18 @@ def test_a_fifo_cache_drops_its_oldest_entry():
     assert cache.probs[0, :, 0].tolist() == [2.0, 3.0]
     wide = cache.widened(3)  # BoostAdapter's copy with delta more slots: the entries first, a free slot after
     assert wide.features[0, :2, 0].tolist() == [2.0, 3.0] and len(wide) == 2 and wide.capacity == 3
+
+
+def test_training_free_adapters_score_with_the_learners_own_temperature(clip):
+    """An adapter over a learner with a fixed logit scale (CLIP-LoRA, Tip-Adapter: 100) uses that scale, not the
+    backbone's learned temperature: MTA's logits are the scale times the mode's cosines."""
+    from vlprompt.adapters import MTA
+    from vlprompt.learners import CLIPLoRA
+
+    learner = CLIPLoRA(clip, ["dog", "cat", "red fox"], logit_scale=100.0).eval()
+    assert float(clip.logit_scale) != 100.0
+    adapter = MTA(learner)
+    views = torch.randn(6, 3, clip.image_size, clip.image_size, generator=torch.Generator().manual_seed(0))
+    logits = adapter(views)
+    cosines = adapter.last_mode[None] @ adapter.class_features(None).float().t()
+    torch.testing.assert_close(logits, 100.0 * cosines)

@@ -99,7 +99,7 @@ class TrainingFreeAdapter:
         index = self.samples_seen if index is None else index
         features = self.learner.encode_images(views).float()
         classes = self.class_features(features).float()
-        scale = float(self.learner.backbone.logit_scale)
+        scale = float(self.learner.cosine_scale())  # CLIP-LoRA's and Tip-Adapter's fixed 100, else the backbone's
         try:
             return self.infer(features, classes, scale, index)
         finally:

@@ -140,9 +140,14 @@ class PromptLearner(nn.Module):
         the image tower."""
         return self._backbone.encode_image(images, normalize=normalize)
 
+    def cosine_scale(self) -> torch.Tensor | float:
+        """The scale of the cosine logits: :attr:`logit_scale`, else the backbone's learned temperature (what an
+        adapter over the learner's features must use too)."""
+        return self._backbone.logit_scale if self.logit_scale is None else self.logit_scale
+
     def logits(self, image_features: torch.Tensor, class_features: torch.Tensor) -> torch.Tensor:
-        """Temperature-scaled cosine similarities ``(B, C)`` (:attr:`logit_scale`, else the backbone's)."""
-        scale = self._backbone.logit_scale if self.logit_scale is None else self.logit_scale
+        """Temperature-scaled cosine similarities ``(B, C)`` (:meth:`cosine_scale`)."""
+        scale = self.cosine_scale()
         if class_features.dim() == 3:  # one set of class features per image
             return scale * torch.einsum("be,bce->bc", image_features, class_features)
         return scale * image_features @ class_features.t()
