@@ -42,8 +42,7 @@ __all__ = ["CONFIGS_ROOT", "LEAF_SUFFIXES", "METHOD_FILE", "OVERLAY_DIR", "canon
            "resolve_config", "split_leaf"]
 
 OVERLAY_DIR = "_overlays_"
-_PLACEHOLDER = re.compile(r"^<dataset(?:\.(\w+))?>$")
-_PLACEHOLDER_INSIDE = re.compile(r"<dataset(?:\.(\w+))?>")
+_PLACEHOLDER = re.compile(r"<dataset(?:\.(\w+))?>")
 
 
 def list_overlays(root: Path = CONFIGS_ROOT) -> list[str]:
@@ -74,7 +73,7 @@ def fill_placeholders(node: Any, facts: Mapping[str, Any]) -> Any:
                 raise ConfigNotFoundError(f"{node}: datasets have no fact {key!r}; facts: {', '.join(sorted(facts))}")
             return facts[key]
 
-        match = _PLACEHOLDER.match(node)
+        match = _PLACEHOLDER.fullmatch(node)
         if match:
             return fact(match)
 
@@ -85,7 +84,7 @@ def fill_placeholders(node: Any, facts: Mapping[str, Any]) -> Any:
                                           "only a whole string can take it")
             return value
 
-        return _PLACEHOLDER_INSIDE.sub(inline, node)
+        return _PLACEHOLDER.sub(inline, node)
     if isinstance(node, Mapping):
         return {k: fill_placeholders(v, facts) for k, v in node.items()}
     if isinstance(node, (list, tuple)):
@@ -93,14 +92,15 @@ def fill_placeholders(node: Any, facts: Mapping[str, Any]) -> Any:
     return node
 
 
+_FAMILY_GROUPS = {"toy": "toy", "imagenet": "imagenet_family"}  # a dataset's family -> its recipe group
+RECIPE_GROUPS = (*_FAMILY_GROUPS.values(), "fine_grained")
+
+
 def recipe_keys(facts: Mapping[str, Any], overlays: Sequence[str]) -> list[str]:
     """The ``recipe`` entries that apply to a run on a dataset with ``facts`` and ``overlays``, in order."""
-    group = {"toy": "toy", "imagenet": "imagenet_family"}.get(facts["family"], "fine_grained")
+    group = _FAMILY_GROUPS.get(facts["family"], "fine_grained")
     return [group, facts["name"], *overlays, *(f"{group}+{o}" for o in overlays),
             *(f"{facts['name']}+{o}" for o in overlays)]
-
-
-RECIPE_GROUPS = ("toy", "imagenet_family", "fine_grained")
 
 
 def check_recipe_keys(recipe: Mapping[str, Any], overlays: Sequence[str], source: str | os.PathLike) -> None:

@@ -199,8 +199,10 @@ class PromptLearner(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def learned_state_dict(self) -> dict[str, torch.Tensor]:
-        """The parameters that training changes (what a checkpoint needs)."""
-        return {k: v.detach() for k, v in self.named_parameters() if v.requires_grad}
+        """What a checkpoint needs: the parameters that training changes and the learner's persistent buffers (state
+        kept beside them: PromptKD's BatchNorm statistics), i.e. :meth:`state_dict` less any frozen parameter."""
+        frozen = {k for k, v in self.named_parameters() if not v.requires_grad}
+        return {k: v.detach() for k, v in self.state_dict(keep_vars=True).items() if k not in frozen}
 
     def hparams(self) -> dict[str, Any]:
         """Constructor arguments (besides backbone and class names) to rebuild the learner."""

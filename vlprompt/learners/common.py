@@ -302,6 +302,17 @@ def deep_prompts(n_ctx: int, width: int, depth: int, std: float = 0.02) -> nn.Pa
     return nn.ParameterDict({str(layer): nn.Parameter(torch.randn(n_ctx, width) * std) for layer in range(1, depth)})
 
 
+def image_prompt_tokens(backbone: PromptableCLIP, n_ctx: int, depth: int,
+                        std: float = 0.02) -> tuple[nn.Parameter, nn.ParameterDict, int]:
+    """Deep image prompts as IVLP, VPT and PromptKD learn them, on the backbone's device: ``n_ctx`` input tokens and
+    new ones at layers ``1 .. depth-1``, all ~ N(0, std^2), with ``depth`` capped at the image tower's layers.
+    Returns the input tokens, the per-layer ones and the depth."""
+    depth = prompt_depth(depth, backbone.vision_layers)
+    width = backbone.vision_width
+    tokens = nn.Parameter((torch.randn(n_ctx, width) * std).to(backbone.device))
+    return tokens, deep_prompts(n_ctx, width, depth, std).to(backbone.device), depth
+
+
 def layer_prompts(deep: nn.ParameterDict) -> dict[int, torch.Tensor]:
     """``{layer: tokens}`` for :class:`~vlprompt.backbones.TextPrompts` / ``ImagePrompts``."""
     return {int(layer): tokens for layer, tokens in deep.items()}

@@ -28,6 +28,7 @@ from .common import (
     check_image_tokens,
     check_text_tokens,
     deep_prompts,
+    image_prompt_tokens,
     layer_prompts,
     phrase_class_token_ids,
     phrase_context,
@@ -79,11 +80,10 @@ class IVLP(PromptLearner):
                                                self.learner_name).to(device))
         self.text_deep = deep_prompts(n_ctx_text, text_width, self.text_depth).to(device)
         if self.vision_depth:
-            width = self.backbone.vision_width
-            self.vision_ctx = nn.Parameter((torch.randn(n_ctx_vision, width) * 0.02).to(device))
+            self.vision_ctx, self.vision_deep, _ = image_prompt_tokens(self.backbone, n_ctx_vision, self.vision_depth)
         else:
             self.register_parameter("vision_ctx", None)
-        self.vision_deep = deep_prompts(n_ctx_vision, self.backbone.vision_width or 0, self.vision_depth).to(device)
+            self.vision_deep = nn.ParameterDict()
         self.finish_init()
 
     def tokenize_classes(self, class_names: Sequence[str]) -> torch.Tensor:

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP
 from .base import PromptLearner, register_learner
-from .common import DEFAULT_TEMPLATE, check_image_tokens, deep_prompts, layer_prompts, prompt_depth
+from .common import DEFAULT_TEMPLATE, check_image_tokens, image_prompt_tokens, layer_prompts
 
 
 def build_teacher(teacher: PromptLearner | str | os.PathLike | Mapping[str, Any], class_names: Sequence[str],
@@ -105,10 +105,7 @@ class PromptKD(PromptLearner):
                              n_ctx=n_ctx, depth=depth, kd_weight=float(kd_weight),
                              temperature=float(temperature), template=template)
         self.kd_weight, self.temperature = float(kd_weight), float(temperature)
-        width = self.backbone.vision_width
-        self.vision_ctx = nn.Parameter((torch.randn(n_ctx, width) * 0.02).to(self.device))
-        self.prompt_depth = prompt_depth(depth, self.backbone.vision_layers)
-        self.vision_deep = deep_prompts(n_ctx, width, self.prompt_depth).to(self.device)
+        self.vision_ctx, self.vision_deep, self.prompt_depth = image_prompt_tokens(self.backbone, n_ctx, depth)
         target = teacher_model.backbone.embed_dim
         self.projector = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(self.backbone.embed_dim, target)),
@@ -124,8 +121,7 @@ class PromptKD(PromptLearner):
 
     def _apply(self, fn, recurse: bool = True):  # noqa: D102 - .to()/.cuda()/.half() move the teacher too
         super()._apply(fn, recurse)
-        if hasattr(self, "_teacher"):
-            self._teacher._apply(fn, recurse)
+        self._teacher._apply(fn, recurse)
         return self
 
     def set_classes(self, class_names: Sequence[str]) -> None:
@@ -164,11 +160,6 @@ class PromptKD(PromptLearner):
         return {"loss_kd": self.kd_weight * kl * t * t / student.numel()}
 
     # ------------------------------------------------------------------ state
-    def learned_state_dict(self) -> dict[str, torch.Tensor]:
-        """The prompts and the projector, its BatchNorm statistics included (they serve at test time)."""
-        stats = {f"projector.norm.{k}": v.detach() for k, v in self.projector.norm.named_buffers()}
-        return {**super().learned_state_dict(), **stats}
-
     def hparams(self) -> dict:
         if self._hparams["teacher"] is None:
             raise ValueError("a PromptKD student built on a learner object cannot record its teacher; build it from "

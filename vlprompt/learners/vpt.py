@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from ..backbones import ImagePrompts, PromptableCLIP
 from .base import TemplateClassLearner, register_learner
-from .common import DEFAULT_TEMPLATE, check_image_tokens, deep_prompts, layer_prompts, prompt_depth
+from .common import DEFAULT_TEMPLATE, check_image_tokens, image_prompt_tokens, layer_prompts
 
 
 @register_learner("vpt")
@@ -51,11 +50,7 @@ class VPT(TemplateClassLearner):
         check_image_tokens(self.backbone, n_ctx, "n_ctx", self.learner_name)  # before anything is allocated
         self._hparams = dict(n_ctx=n_ctx, depth=depth, template=template)
         self.init_template(template)
-        depth = prompt_depth(depth, self.backbone.vision_layers)
-        width = self.backbone.vision_width
-        self.vision_ctx = nn.Parameter((torch.randn(n_ctx, width) * 0.02).to(self.device))
-        self.vision_deep = deep_prompts(n_ctx, width, depth).to(self.device)
-        self.prompt_depth = depth
+        self.vision_ctx, self.vision_deep, self.prompt_depth = image_prompt_tokens(self.backbone, n_ctx, depth)
         self.finish_init()
 
     def encode_images(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
